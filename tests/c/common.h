@@ -1,0 +1,251 @@
+/*
+ * common.h: shared helpers for the C test programs in tests/c/.
+ *
+ * Every program here must run both with and without libexm, so that a test
+ * can compare "plain glibc" against "preloaded" with the very same binary.
+ * The exm API is therefore reached through dlsym(RTLD_DEFAULT, ...): absent
+ * when the library is not loaded, present when it is preloaded. Built with
+ * -DEXM_LINKED (and -lexm), the program takes the addresses directly, so the
+ * link-time way of use (fsmem style, no LD_PRELOAD) is exercised too.
+ *
+ * A driver that expects the library to be there sets EXM_TEST_REQUIRE_LIB=1:
+ * a silently ignored preload then fails the program instead of passing it.
+ *
+ * Conventions: print what was measured on stdout as `key=value` lines, fail
+ * with one line starting "FAIL" on stderr and exit status 1.
+ */
+#ifndef EXM_TEST_COMMON_H
+#define EXM_TEST_COMMON_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "exm.h"
+
+#define FAIL(...)                                                        \
+  do {                                                                   \
+    fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                 \
+    fprintf(stderr, __VA_ARGS__);                                        \
+    fputc('\n', stderr);                                                 \
+    exit(1);                                                             \
+  } while (0)
+
+#define CHECK(cond, ...)                                                 \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      fprintf(stderr, "FAIL %s:%d: (%s) ", __FILE__, __LINE__, #cond);   \
+      fprintf(stderr, __VA_ARGS__);                                      \
+      fputc('\n', stderr);                                               \
+      exit(1);                                                           \
+    }                                                                    \
+  } while (0)
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define GiB ((size_t)1 << 30)
+
+/* ---- The exm API, when present ------------------------------------------ */
+
+typedef struct test_api {
+  int loaded;
+  const char *(*version)(void);
+  size_t (*get_threshold)(void);
+  int (*set_threshold)(size_t);
+  int (*get_dir)(char *, size_t);
+  int (*set_dir)(const char *);
+  exm_child_mode_t (*get_child_mode)(void);
+  int (*set_child_mode)(exm_child_mode_t);
+  exm_advice_t (*get_advice)(void);
+  int (*set_advice)(exm_advice_t);
+  size_t (*get_max_disk)(void);
+  int (*set_max_disk)(size_t);
+  void *(*alloc)(size_t);
+  void (*free)(void *);
+  int (*is_file_backed)(const void *);
+  int (*lookup)(const void *, exm_block_info_t *);
+  int (*advise)(void *, exm_advice_t);
+  int (*get_stats)(exm_stats_t *);
+  int (*check)(void);
+} test_api_t;
+
+static test_api_t X;
+
+#ifdef EXM_LINKED
+#define API_SYM(field, name) X.field = &name
+#else
+#define API_SYM(field, name) *(void **)(&X.field) = dlsym(RTLD_DEFAULT, #name)
+#endif
+
+/* Fills X. Call first thing in main. */
+static __attribute__((unused)) void api_init(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* forked children must not repeat output */
+  API_SYM(version, exm_version);
+  API_SYM(get_threshold, exm_get_threshold);
+  API_SYM(set_threshold, exm_set_threshold);
+  API_SYM(get_dir, exm_get_dir);
+  API_SYM(set_dir, exm_set_dir);
+  API_SYM(get_child_mode, exm_get_child_mode);
+  API_SYM(set_child_mode, exm_set_child_mode);
+  API_SYM(get_advice, exm_get_advice);
+  API_SYM(set_advice, exm_set_advice);
+  API_SYM(get_max_disk, exm_get_max_disk);
+  API_SYM(set_max_disk, exm_set_max_disk);
+  API_SYM(alloc, exm_alloc);
+  API_SYM(free, exm_free);
+  API_SYM(is_file_backed, exm_is_file_backed);
+  API_SYM(lookup, exm_lookup);
+  API_SYM(advise, exm_advise);
+  API_SYM(get_stats, exm_get_stats);
+  API_SYM(check, exm_check);
+  X.loaded = X.get_threshold != NULL && X.is_file_backed != NULL;
+  const char *req = getenv("EXM_TEST_REQUIRE_LIB");
+  if (req && *req && strcmp(req, "0") != 0 && !X.loaded)
+    FAIL("EXM_TEST_REQUIRE_LIB is set but libexm is not loaded (preload ignored?)");
+  printf("lib=%d\n", X.loaded);
+}
+
+/* The threshold in force: SIZE_MAX ("nothing is file-backed") without exm. */
+static __attribute__((unused)) size_t api_threshold(void) { return X.loaded ? X.get_threshold() : SIZE_MAX; }
+
+static __attribute__((unused)) int api_fb(const void *p) { return X.loaded ? X.is_file_backed(p) : 0; }
+
+/* Must the arena serve a plain malloc of `size` bytes? -1: no rule applies. */
+static __attribute__((unused)) int must_be_fb(size_t size) {
+  if (!X.loaded) return 0;
+  size_t t = X.get_threshold();
+  if (size == 0) return -1; /* malloc(0) may go either way */
+  return size >= t ? 1 : 0;
+}
+
+/* Asserts the arena/glibc placement of `p`, a fresh block of `size` bytes. */
+#define EXPECT_PLACED(p, size, what)                                                   \
+  do {                                                                                 \
+    int want_ = must_be_fb(size);                                                      \
+    if (want_ >= 0) {                                                                  \
+      int got_ = api_fb(p);                                                            \
+      CHECK(got_ == want_, "%s: size %zu at threshold %zu: file_backed=%d, want %d",   \
+            (what), (size_t)(size), api_threshold(), got_, want_);                     \
+    }                                                                                  \
+  } while (0)
+
+/* exm_check when available; a failure ends the program. */
+#define API_CHECK(what)                                                   \
+  do {                                                                    \
+    if (X.check) {                                                        \
+      int rc_ = X.check();                                                \
+      CHECK(rc_ == 0, "exm_check() = %d after %s", rc_, (what));          \
+    }                                                                     \
+  } while (0)
+
+/* ---- Small utilities ------------------------------------------------------ */
+
+/* "1G", "512M", "64K", "1.5GiB", "4096". */
+static __attribute__((unused)) size_t parse_size(const char *s) {
+  char *end;
+  double v = strtod(s, &end);
+  double mul = 1;
+  switch (*end) {
+  case 'k': case 'K': mul = 1024.0; break;
+  case 'm': case 'M': mul = 1024.0 * 1024; break;
+  case 'g': case 'G': mul = 1024.0 * 1024 * 1024; break;
+  case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
+  default: break;
+  }
+  return (size_t)(v * mul);
+}
+
+static __attribute__((unused)) uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Resident set size in bytes (/proc/self/statm, second field). */
+static __attribute__((unused)) size_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, res = 0;
+  if (!f) return 0;
+  if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
+  fclose(f);
+  return res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* splitmix64: a cheap, well-mixed pattern generator. */
+static inline uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/* Byte i of the pattern `seed`: cheap enough for multi-MiB blocks. */
+static inline unsigned char pat_byte(uint64_t seed, size_t i) {
+  return (unsigned char)(mix64(seed ^ (i >> 3)) >> ((i & 7) * 8));
+}
+
+static __attribute__((unused)) void fill_pattern(void *p, size_t n, uint64_t seed) {
+  unsigned char *b = p;
+  size_t words = n / 8;
+  for (size_t w = 0; w < words; w++) {
+    uint64_t v = mix64(seed ^ w);
+    memcpy(b + w * 8, &v, 8);
+  }
+  for (size_t i = words * 8; i < n; i++) b[i] = pat_byte(seed, i);
+}
+
+/* Offset of the first byte that differs from the pattern, or -1. */
+static __attribute__((unused)) long long find_pattern_mismatch(const void *p, size_t n, uint64_t seed) {
+  const unsigned char *b = p;
+  size_t words = n / 8;
+  for (size_t w = 0; w < words; w++) {
+    uint64_t v = mix64(seed ^ w), got;
+    memcpy(&got, b + w * 8, 8);
+    if (got != v) {
+      for (size_t i = w * 8; i < w * 8 + 8; i++)
+        if (b[i] != pat_byte(seed, i)) return (long long)i;
+    }
+  }
+  for (size_t i = words * 8; i < n; i++)
+    if (b[i] != pat_byte(seed, i)) return (long long)i;
+  return -1;
+}
+
+#define CHECK_PATTERN(p, n, seed, what)                                                  \
+  do {                                                                                   \
+    long long off_ = find_pattern_mismatch((p), (n), (seed));                            \
+    CHECK(off_ < 0, "%s: pattern mismatch at byte %lld of %zu (block %p)", (what), off_, \
+          (size_t)(n), (void *)(p));                                                     \
+  } while (0)
+
+/* Offset of the first non-zero byte, or -1. */
+static __attribute__((unused)) long long find_nonzero(const void *p, size_t n) {
+  const unsigned char *b = p;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    memcpy(&v, b + i, 8);
+    if (v) break;
+  }
+  for (; i < n; i++)
+    if (b[i]) return (long long)i;
+  return -1;
+}
+
+/* Hides a value from the optimizer (no folding of sizes known to overflow). */
+static inline size_t opaque(size_t v) {
+  volatile size_t x = v;
+  return x;
+}
+
+#endif
