@@ -1,0 +1,119 @@
+/*
+ * core.h: the carving core. It is handed a range [base, base + capacity) and
+ * carves blocks out of it; it never calls the operating system. What it needs
+ * from outside (reserving and releasing disk for a range, memory for its own
+ * bookkeeping) comes through exm_host_t, so the same code runs on a plain
+ * buffer in the unit tests and on a file mapping in the library.
+ *
+ * Two allocators share the range:
+ *  - the page allocator hands out page-multiple extents. Its bookkeeping is
+ *    out of band (exm_ext_t nodes in host memory), so freeing, shrinking and
+ *    coalescing never touch the user's pages, which may be on disk;
+ *  - the small allocator (requests below one page) carves dlmalloc-style
+ *    chunks with in-band boundary tags from 1 MiB segments that it takes from
+ *    the page allocator.
+ *
+ * Free page extents are CLEAN (no disk behind them, read as zeros) or DIRTY
+ * (disk still reserved, old contents). Small frees go to DIRTY so that a
+ * malloc/free loop costs no system call; DIRTY bytes are bounded by
+ * dirty_limit, past which they are all released (punched) at once.
+ *
+ * Not thread-safe: the caller holds a lock.
+ */
+#ifndef EXM_CORE_H
+#define EXM_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define EXM_PAGE ((size_t)4096)
+#define EXM_SEG_SIZE ((size_t)1 << 20)   /* small-allocator segment */
+#define EXM_SMALL_MAX ((size_t)4096)     /* requests below this are small */
+
+typedef struct exm_host {
+  void *ctx;
+  /* Reserve disk for [off, off+len): 0 or an errno (ENOMEM when full or capped). */
+  int (*commit)(void *ctx, size_t off, size_t len);
+  /* Give the disk of [off, off+len) back; afterwards it reads as zeros. */
+  void (*decommit)(void *ctx, size_t off, size_t len);
+  /* Zeroed, page-aligned memory for bookkeeping, or NULL. */
+  void *(*meta_map)(void *ctx, size_t len);
+  void (*meta_unmap)(void *ctx, void *p, size_t len);
+} exm_host_t;
+
+enum { EXT_CLEAN = 0, EXT_DIRTY = 1, EXT_USED = 2, EXT_SEG = 3 };
+
+typedef struct exm_ext exm_ext_t;
+struct exm_ext {
+  size_t off;                       /* byte offset in the range, page multiple */
+  size_t len;                       /* bytes, page multiple */
+  exm_ext_t *prev, *next;           /* neighbours in address order (tile [0, top)) */
+  exm_ext_t *fprev, *fnext;         /* bin list while free; node free list */
+  uint8_t state;                    /* EXT_* */
+  uint8_t advice;                   /* advice set on this block by the user, 0 = default */
+  uint16_t bin;                     /* bin index while free */
+};
+
+#define EXM_PBINS 320                 /* page-extent bins, per free state */
+#define EXM_SBINS 160                 /* small-chunk bins */
+
+typedef struct exm_core_stats {
+  uint64_t live_bytes, peak_live_bytes, live_blocks;
+  uint64_t total_allocs, total_frees;
+  uint64_t committed, peak_committed;   /* disk reserved */
+  uint64_t punched;                     /* bytes given back */
+  uint64_t top_peak;                    /* high-water mark of the carved range */
+  uint64_t failures;
+} exm_core_stats_t;
+
+typedef struct exm_core {
+  char *base;                       /* start of the range */
+  size_t cap;                       /* its size, page multiple */
+  size_t top;                       /* [0, top) is tiled by extents; [top, cap) is clean */
+  exm_host_t host;
+  exm_ext_t *last;                  /* extent ending at top, or NULL */
+  /* page-extent bins: [0] clean, [1] dirty */
+  exm_ext_t *pbin[2][EXM_PBINS];
+  uint64_t pmap[2][(EXM_PBINS + 63) / 64];
+  size_t dirty_bytes, dirty_limit;  /* DIRTY free bytes, and when to release them */
+  size_t retain_max;                /* freed blocks larger than this are punched at once */
+  /* used extents by offset: open addressing, keys are page numbers + 1 */
+  size_t *hkeys;
+  exm_ext_t **hvals;
+  size_t hcap, hcount;
+  /* node allocator */
+  exm_ext_t *node_free;
+  /* small allocator */
+  void *sbin[EXM_SBINS];            /* free chunk lists */
+  uint64_t smap[(EXM_SBINS + 63) / 64];
+  size_t seg_count, seg_empty;      /* segments, and wholly free ones kept */
+  size_t max_commit;                /* 0: no cap on committed bytes */
+  exm_core_stats_t st;
+} exm_core_t;
+
+/* Flags for exm_core_alloc. */
+#define EXM_CORE_ZERO 1   /* caller needs zeros: prefer clean memory */
+
+void exm_core_init(exm_core_t *c, void *base, size_t cap, const exm_host_t *host);
+/* NULL with *err set (ENOMEM) on failure. *dirty is set to 1 when the memory
+ * may hold old contents (the caller clears it if it needs zeros). */
+void *exm_core_alloc(exm_core_t *c, size_t n, size_t align, int flags, int *dirty, int *err);
+/* 0, or -1 when p is not the start of a live block (caller reports/aborts). */
+int exm_core_free(exm_core_t *c, void *p);
+/* Resize the live block p in place to n bytes: 0 on success, ENOMEM when it
+ * cannot be done in place, -1 when p is not a live block. */
+int exm_core_resize(exm_core_t *c, void *p, size_t n);
+/* Usable size of the live block starting at p, 0 if p is not one. */
+size_t exm_core_usable(exm_core_t *c, const void *p);
+/* Live block containing p (interior pointers allowed): 1 and base/size, or 0. */
+int exm_core_find(exm_core_t *c, const void *p, void **base, size_t *size, exm_ext_t **ext);
+/* Give back the disk of every DIRTY extent. */
+void exm_core_flush(exm_core_t *c);
+/* Walk every structure; 0 if consistent, else -1 with a reason in msg. */
+int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
+/* Is p inside the carved range? */
+static inline int exm_core_owns(const exm_core_t *c, const void *p) {
+  return (uintptr_t)p - (uintptr_t)c->base < c->cap;
+}
+
+#endif
