@@ -1,0 +1,108 @@
+/*
+ * argv.ts: exm's own arguments and the program's, byte for byte.
+ *
+ * process.argv has replaced non-UTF-8 bytes with U+FFFD, so the raw argument
+ * vector comes from /proc/self/cmdline (and the raw environment from
+ * /proc/self/environ, which the kernel keeps as it was at exec even if the
+ * runtime changes variables later). Splitting is done here, not by citty:
+ * citty would read `-h` or `--threshold` that belong to the program. exm's
+ * options end at the first non-option or at `--`.
+ */
+
+import { readFileSync } from "node:fs";
+import { usageError } from "./errors";
+import { findOption, findShort, type OptionSpec } from "./options";
+
+/** Splits a NUL-terminated list (cmdline, environ) into its byte strings. */
+export function splitNul(bytes: Uint8Array): Buffer[] {
+  const out: Buffer[] = [];
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let start = 0;
+  for (let i = 0; i < buf.length; i++) {
+    if (buf[i] === 0) {
+      out.push(buf.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  if (start < buf.length) out.push(buf.subarray(start));
+  return out;
+}
+
+/**
+ * The arguments after the executable's own name, as raw bytes. Falls back to
+ * process.argv when /proc disagrees with it about the count (e.g. /proc not
+ * mounted), since then the bytes cannot be trusted to be ours.
+ */
+export function rawArgs(): Buffer[] {
+  const fromProcess = process.argv.slice(2);
+  try {
+    const all = splitNul(readFileSync("/proc/self/cmdline"));
+    const args = all.slice(1);
+    if (args.length === fromProcess.length) return args;
+  } catch {
+    // fall through
+  }
+  return fromProcess.map((a) => Buffer.from(a));
+}
+
+/** The environment as it was at exec, raw; falls back to process.env. */
+export function rawEnviron(): Buffer[] {
+  try {
+    return splitNul(readFileSync("/proc/self/environ"));
+  } catch {
+    return Object.entries(process.env).map(([k, v]) => Buffer.from(`${k}=${v}`));
+  }
+}
+
+export interface SplitArgs {
+  /** exm's own options, normalized to `--flag` / `--flag=value`, for citty. */
+  own: string[];
+  /** The program and its arguments, untouched (empty when none was given). */
+  program: Buffer[];
+  /** Options seen, by flag name (last one wins), for callers that skip citty. */
+  seen: Map<string, string | true>;
+}
+
+/** Separates exm's options from the program and its arguments. */
+export function splitArgs(args: Buffer[]): SplitArgs {
+  const own: string[] = [];
+  const seen = new Map<string, string | true>();
+  let i = 0;
+  const take = (spec: OptionSpec, inline: string | undefined, given: string) => {
+    let value: string | true = true;
+    if (spec.value) {
+      if (inline !== undefined) value = inline;
+      else if (i + 1 < args.length) value = args[++i]!.toString();
+      else throw usageError(`option ${given} needs a value (${spec.value})`);
+      own.push(`--${spec.flag}=${value}`);
+    } else {
+      if (inline !== undefined) throw usageError(`option --${spec.flag} takes no value`);
+      own.push(`--${spec.flag}`);
+    }
+    seen.set(spec.flag, value);
+  };
+  for (; i < args.length; i++) {
+    const a = args[i]!.toString();
+    if (a === "--") {
+      i++;
+      break;
+    }
+    if (a.startsWith("--")) {
+      const eq = a.indexOf("=");
+      const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
+      const spec = findOption(name);
+      if (!spec) throw usageError(`unknown option '${eq < 0 ? a : a.slice(0, eq)}'`);
+      take(spec, eq < 0 ? undefined : a.slice(eq + 1), `--${name}`);
+      continue;
+    }
+    if (a.startsWith("-") && a.length > 1) {
+      const spec = a.length === 2 ? findShort(a[1]!) : undefined;
+      if (!spec) throw usageError(`unknown option '${a}'`);
+      take(spec, undefined, a);
+      continue;
+    }
+    if (a === "-") throw usageError("unknown option '-'");
+    break;
+  }
+  return { own, program: args.slice(i), seen };
+}

@@ -1,0 +1,192 @@
+/*
+ * run.ts: checks everything, then replaces exm with the program.
+ *
+ * Nothing runs until every check passed: settings, data directory, program
+ * lookup, library cache. Then, just before execve (same pid, so the exit
+ * status, signals and job control are the program's own), it undoes what the
+ * Bun runtime did to the process that exec would otherwise pass on:
+ * - SIGPIPE and SIGXFSZ are ignored by Bun, and ignored dispositions survive
+ *   exec: both go back to SIG_DFL, and the thread's signal mask is emptied.
+ * - Bun marks inherited descriptors >= 4 close-on-exec at start-up. Every
+ *   descriptor open now was inherited, except Bun's own event loop (epoll,
+ *   eventfd, timerfd and other anon_inode objects), so close-on-exec is
+ *   cleared on all others. The cost: an inherited epoll/eventfd/timerfd does
+ *   not reach the program (no shell passes those).
+ *
+ * LD_PRELOAD gets our library FIRST, before what was already there: the
+ * first preloaded object that defines malloc is the one every call binds to,
+ * so a preloaded allocator placed before ours would take the large requests
+ * exm exists to serve; after ours, it still serves the small ones through the
+ * library's fallback to the next malloc.
+ */
+
+import { accessSync, constants, readdirSync, readlinkSync, statSync } from "node:fs";
+import { installLibrary } from "../embed/cache";
+import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
+import {
+  ENOEXEC, execve, FD_CLOEXEC, getFdFlags, resetSignal, setFdFlags, SIGPIPE, SIGXFSZ, strerror,
+  unblockAllSignals,
+} from "./libc";
+import { formatSize, type Settings, settingsEnv } from "./options";
+import { stderr } from "./out";
+import { linkKind, resolveProgram, secureModeReason, show } from "./program";
+
+function say(line: string): void {
+  stderr(`exm: ${line}\n`);
+}
+
+/** The data directory must exist, be a directory, and be writable by us. */
+export function checkDataDir(s: Settings): void {
+  const from = s.dirSource.startsWith("--") || s.dirSource.startsWith("EXM") || s.dirSource === "TMPDIR"
+    ? ` (from ${s.dirSource})`
+    : "";
+  let st;
+  try {
+    st = statSync(s.dir);
+  } catch {
+    throw usageError(`data directory ${s.dir}${from} does not exist`);
+  }
+  if (!st.isDirectory()) throw usageError(`data directory ${s.dir}${from} is not a directory`);
+  try {
+    accessSync(s.dir, constants.W_OK | constants.X_OK);
+  } catch {
+    throw usageError(`data directory ${s.dir}${from} is not writable`);
+  }
+}
+
+/** A stats file must be creatable: its directory must exist. */
+export function checkStatsFile(s: Settings): void {
+  if (s.stats === "0" || s.stats === "1") return;
+  const dir = s.stats.slice(0, s.stats.lastIndexOf("/")) || "/";
+  let st;
+  try {
+    st = statSync(dir);
+  } catch {
+    throw usageError(`${s.statsSource}: directory ${dir} of the statistics file does not exist`);
+  }
+  if (!st.isDirectory()) throw usageError(`${s.statsSource}: ${dir} is not a directory`);
+  try {
+    if (statSync(s.stats).isDirectory()) throw usageError(`${s.statsSource}: ${s.stats} is a directory`);
+  } catch (e) {
+    if (e instanceof ExmError) throw e;
+  }
+}
+
+/** The variables exm sets; any value the program would have inherited is replaced. */
+const EXM_NAMES = new Set([
+  "EXM_THRESHOLD", "EXM_DIR", "EXM_CHILD", "EXM_ADVICE", "EXM_MAX_DISK", "EXM_STATS", "EXM_VERBOSE",
+]);
+
+function envName(entry: Buffer): string {
+  const eq = entry.indexOf(0x3d /* '=' */);
+  return entry.subarray(0, eq < 0 ? entry.length : eq).toString("latin1");
+}
+
+/** Splits a LD_PRELOAD value the way ld.so does (spaces and colons). */
+function preloadEntries(value: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= value.length; i++) {
+    if (i < value.length && value[i] !== 0x20 && value[i] !== 0x3a && value[i] !== 0x09 && value[i] !== 0x0a) continue;
+    if (i > start) out.push(value.subarray(start, i));
+    start = i + 1;
+  }
+  return out;
+}
+
+/**
+ * The program's environment: the original one byte for byte, with the EXM_*
+ * settings replaced by their normalized values and our library first in
+ * LD_PRELOAD (theirs kept after it, in their order; a second copy of ours
+ * dropped).
+ */
+export function programEnv(environ: Buffer[], s: Settings, library: string): Buffer[] {
+  const out: Buffer[] = [];
+  let preload: Buffer | undefined;
+  for (const entry of environ) {
+    const name = envName(entry);
+    if (EXM_NAMES.has(name)) continue;
+    if (name === "LD_PRELOAD") {
+      preload = entry.subarray(name.length + 1);
+      continue;
+    }
+    out.push(entry);
+  }
+  const ours = Buffer.from(library);
+  const theirs = preload ? preloadEntries(preload).filter((e) => !e.equals(ours)) : [];
+  out.push(Buffer.concat([Buffer.from("LD_PRELOAD="), ...[ours, ...theirs].flatMap((e, i) => (i ? [Buffer.from(":"), e] : [e]))]));
+  for (const [k, v] of settingsEnv(s)) out.push(Buffer.from(`${k}=${v}`));
+  return out;
+}
+
+/** Object types of Bun's own event loop, which must not leak into the program. */
+function isRuntimeFd(target: string): boolean {
+  return target.startsWith("anon_inode:");
+}
+
+/** Clears close-on-exec on every descriptor that is not the runtime's own. */
+export function passInheritedFds(): void {
+  let fds: string[];
+  try {
+    fds = readdirSync("/proc/self/fd");
+  } catch {
+    return; // no /proc: nothing we can tell apart safely
+  }
+  for (const name of fds) {
+    const fd = Number(name);
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${name}`);
+    } catch {
+      continue; // the descriptor readdirSync itself used, now closed
+    }
+    if (isRuntimeFd(target)) continue;
+    const flags = getFdFlags(fd);
+    if (flags >= 0 && flags & FD_CLOEXEC) setFdFlags(fd, flags & ~FD_CLOEXEC);
+  }
+}
+
+export interface RunRequest {
+  settings: Settings;
+  /** Program name as given, then its arguments, raw bytes. */
+  program: Buffer[];
+  environ: Buffer[];
+}
+
+/** Runs the program in place of exm. Returns only by throwing. */
+export function run(req: RunRequest): never {
+  const { settings: s, program, environ } = req;
+  checkDataDir(s);
+  checkStatsFile(s);
+
+  const pathEntry = environ.find((e) => envName(e) === "PATH");
+  const resolved = resolveProgram(program[0]!, pathEntry?.subarray(5));
+
+  const secure = secureModeReason(resolved);
+  if (secure) say(`${show(resolved)} is ${secure}: the loader ignores LD_PRELOAD for it, so it runs without exm`);
+  else if (s.verbose && linkKind(resolved) === "static") {
+    say(`${show(resolved)} is statically linked: LD_PRELOAD cannot reach it, so it runs without exm`);
+  }
+
+  const uid = process.geteuid?.() ?? 0;
+  const lib = installLibrary(process.env, uid, (line) => say(`warning: ${line}`));
+  if (s.verbose) {
+    for (const line of lib.skipped) say(`skipped cache location ${line}`);
+    say(`running ${show(resolved)} with ${lib.path}: threshold ${formatSize(s.threshold)}, data in ${s.dir}, ` +
+      `child ${s.child}, advice ${s.advice}, max disk ${s.maxDisk ? formatSize(s.maxDisk) : "no cap"}`);
+  }
+
+  const envp = programEnv(environ, s, lib.path);
+  resetSignal(SIGPIPE);
+  resetSignal(SIGXFSZ);
+  unblockAllSignals();
+  passInheritedFds();
+
+  let err = execve(resolved, program, envp);
+  if (err === ENOEXEC) {
+    // As execvp does: a file without a #! line is a shell script.
+    err = execve(Buffer.from("/bin/sh"), [Buffer.from("/bin/sh"), resolved, ...program.slice(1)], envp);
+  }
+  const status = err === 2 /* ENOENT, e.g. a missing #! interpreter */ ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
+  throw new ExmError(`${show(program[0]!)}: cannot run: ${strerror(err)}`, status);
+}
