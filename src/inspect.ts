@@ -155,7 +155,8 @@ export function parsePid(text: string): number {
 }
 
 export function renderInspect(r: InspectReport): string {
-  const lines = [`pid ${r.pid}: ${r.command.join(" ")}`];
+  const shown = r.command.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(" ");
+  const lines = [`pid ${r.pid}: ${shown.length > 200 ? `${shown.slice(0, 200)}...` : shown}`];
   if (r.processRss !== null) lines.push(`  process resident: ${formatSize(r.processRss)}`);
   lines.push(`  library: ${r.library ?? "not loaded"}`);
   const names = Object.keys(r.settings).sort();

@@ -101,6 +101,7 @@ export function parseSize(text: string, what: string): bigint {
   if (suffix && suffix.toLowerCase() === "ib" && unit === "") {
     throw usageError(`${what}: not a size: '${text}'`);
   }
+  if (unit === "" && frac !== "") throw usageError(`${what}: not a whole number of bytes: '${text}'`);
   const shift = UNIT_SHIFT[unit.toLowerCase()]!;
   const scale = 10n ** BigInt(frac.length);
   const bytes = ((BigInt(whole) * scale + BigInt(frac || "0")) << shift) / scale;
