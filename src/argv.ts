@@ -29,20 +29,16 @@ export function splitNul(bytes: Uint8Array): Buffer[] {
 }
 
 /**
- * The arguments after the executable's own name, as raw bytes. Falls back to
- * process.argv when /proc disagrees with it about the count (e.g. /proc not
- * mounted), since then the bytes cannot be trusted to be ours.
+ * The arguments after the executable's own name, as raw bytes: the kernel's
+ * copy, which also leaves out what Bun may add to process.argv (BUN_OPTIONS).
+ * process.argv only serves when /proc cannot be read.
  */
 export function rawArgs(): Buffer[] {
-  const fromProcess = process.argv.slice(2);
   try {
-    const all = splitNul(readFileSync("/proc/self/cmdline"));
-    const args = all.slice(1);
-    if (args.length === fromProcess.length) return args;
+    return splitNul(readFileSync("/proc/self/cmdline")).slice(1);
   } catch {
-    // fall through
+    return process.argv.slice(2).map((a) => Buffer.from(a));
   }
-  return fromProcess.map((a) => Buffer.from(a));
 }
 
 /** The environment as it was at exec, raw; falls back to process.env. */
