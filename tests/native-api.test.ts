@@ -1,0 +1,75 @@
+/**
+ * libexm's C API and statistics (issue 4): every function of exm.h from a
+ * preloaded program and from one linked with -lexm (no LD_PRELOAD), and
+ * EXM_STATS as a human summary and as JSON.
+ */
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { LIB_MISSING, MiB, assertOk, assertRun, runC, withDataDir } from "./support/native";
+import { HEADER_DIR, cProgram, kv, run, runWithLib } from "./support/sys";
+
+// Each test bounds its own runs; this only backs them up.
+setDefaultTimeout(120_000);
+
+const skipNoLib = !!LIB_MISSING;
+
+describe.skipIf(skipNoLib)("C API", () => {
+  test("preloaded", async () => {
+    const r = await runC("api_calls");
+    expect(kv(r.stdout).version).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+  test("linked with -lexm, no LD_PRELOAD", async () => {
+    const bin = cProgram("api_calls", {
+      flags: ["-DEXM_LINKED"],
+      link: ["-L", HEADER_DIR, "-lexm", `-Wl,-rpath,${HEADER_DIR}`],
+    });
+    await withDataDir(async (dir) => {
+      const r = await run([bin], { env: { EXM_DIR: dir }, timeoutMs: 60_000 });
+      assertOk(r, "api_calls ok", "api_calls linked with -lexm");
+    });
+  });
+});
+
+describe.skipIf(skipNoLib)("EXM_STATS", () => {
+  test("a path: JSON written there, matching what was allocated", async () => {
+    await withDataDir(async (dir) => {
+      const out = join(dir, "..", `exm-stats-${process.pid}-${Date.now()}.json`);
+      const r = await runWithLib([cProgram("stats_run"), "3", "100M"], { EXM_DIR: dir, EXM_STATS: out });
+      assertOk(r);
+      assertRun(existsSync(out), r, `no stats file at ${out}`);
+      const text = readFileSync(out, "utf8");
+      let s: Record<string, number>;
+      try {
+        s = JSON.parse(text);
+      } catch (e) {
+        throw new Error(`stats file is not JSON: ${(e as Error).message}\n${text}`);
+      }
+      const fields = ["peak_live_bytes", "total_allocs", "total_frees", "peak_disk_reserved", "live_bytes"];
+      for (const f of fields) if (typeof s[f] !== "number") throw new Error(`stats JSON lacks ${f}:\n${text}`);
+      expect(s.peak_live_bytes!).toBeGreaterThanOrEqual(300 * MiB);
+      expect(s.peak_live_bytes!).toBeLessThan(310 * MiB);
+      expect(s.total_allocs!).toBeGreaterThanOrEqual(3);
+      expect(s.total_frees!).toBeGreaterThanOrEqual(3);
+      expect(s.live_bytes!).toBeLessThan(MiB);
+      expect(s.peak_disk_reserved!).toBeGreaterThanOrEqual(300 * MiB);
+      rmSync(out, { force: true });
+    });
+  });
+  test("1: one human summary on stderr at exit", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runWithLib([cProgram("stats_run"), "2", "80M"], { EXM_DIR: dir, EXM_STATS: "1" });
+      assertOk(r);
+      assertRun(/exm/i.test(r.stderr) && r.stderr.trim().length > 0, r, "no summary on stderr");
+    });
+  });
+  test("a path, exit by SIGTERM: written as far as possible (reported, not required)", async () => {
+    await withDataDir(async (dir) => {
+      const out = join(dir, "..", `exm-stats-term-${process.pid}-${Date.now()}.json`);
+      const r = await runWithLib([cProgram("stats_run"), "1", "70M", "kill"], { EXM_DIR: dir, EXM_STATS: out });
+      expect(r.signal).toBe("SIGTERM");
+      console.log(`EXM_STATS after SIGTERM: ${existsSync(out) ? "written" : "not written"}`);
+      rmSync(out, { force: true });
+    });
+  });
+});

@@ -1,0 +1,59 @@
+/**
+ * libexm across fork (issue 4): the three child modes, fork while other
+ * threads allocate, 200 forks leaking nothing, and mclapply-style workers
+ * reading a 1 GiB parent array under a 512 MiB cgroup.
+ *
+ * These are expected to fail until fork modes are implemented (issue 4).
+ */
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { LIB_MISSING, MiB, assertOk, assertRun, runC, withDataDir } from "./support/native";
+import { LIB, cProgram, cgroupAvailable, kv, run, runInCgroup, skipUnless } from "./support/sys";
+
+// Each test bounds its own runs; this only backs them up.
+setDefaultTimeout(120_000);
+
+const skipNoLib = !!LIB_MISSING;
+
+describe.skipIf(skipNoLib)("child modes: a 256 MiB block across fork", () => {
+  for (const mode of ["cow", "shared", "duplicate"]) {
+    test(`EXM_CHILD=${mode}`, async () => {
+      const r = await runC("fork_modes", [mode, "256M"], { EXM_CHILD: mode }, 120_000);
+      expect(r.stdout).toContain("child: ok");
+    }, 150_000);
+  }
+});
+
+describe.skipIf(skipNoLib)("fork while 3 threads allocate", () => {
+  for (const t of ["1M", "4096"]) {
+    test(`100 rounds at threshold ${t}: no deadlock, no corruption`, async () => {
+      await runC("fork_threads", ["100"], { EXM_THRESHOLD: t }, 120_000);
+    }, 150_000);
+  }
+  test("the same program runs without exm", async () => {
+    const r = await run([cProgram("fork_threads"), "20"], { timeoutMs: 60_000 });
+    assertOk(r, "fork_threads ok");
+  });
+});
+
+describe.skipIf(skipNoLib)("200 forks leak no fds, mappings or disk", () => {
+  for (const mode of ["cow", "shared", "duplicate"]) {
+    test(`EXM_CHILD=${mode}`, async () => {
+      await runC("fork_leak", ["200"], { EXM_CHILD: mode, EXM_THRESHOLD: "1M" }, 120_000);
+    }, 150_000);
+  }
+});
+
+const noCgroup = skipNoLib || skipUnless(cgroupAvailable(), "mclapply test (memory cgroup)");
+describe.skipIf(noCgroup)("mclapply-like workers under a 512 MiB cgroup", () => {
+  test("4 children sum slices of a 1 GiB parent array; sums match", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runInCgroup(512 * MiB, [cProgram("mclapply"), "1G"], {
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_TEST_REQUIRE_LIB: "1" },
+        timeoutMs: 240_000,
+      });
+      assertOk(r, "mclapply ok", "mclapply under 512 MiB");
+      assertRun(!r.oomKilled, r, "OOM kill");
+      expect(kv(r.stdout).file_backed).toBe("1");
+    });
+  }, 300_000);
+});

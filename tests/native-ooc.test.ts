@@ -1,0 +1,199 @@
+/**
+ * libexm beyond RAM (issue 3): out-of-core runs under a memory cgroup (C and
+ * python3; each asserted to be OOM-killed without exm and to finish with it),
+ * a full data directory (NULL/ENOMEM and MemoryError, never SIGBUS), the
+ * EXM_MAX_DISK cap, SIGKILL leaving nothing behind, and free() of evicted
+ * pages causing no major faults.
+ *
+ * Needs root for cgroups and tmpfs mounts; each test says what it skips.
+ */
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { GiB, LIB_MISSING, MiB, assertOk, assertRun, withDataDir } from "./support/native";
+import {
+  LIB,
+  cProgram,
+  cgroupAvailable,
+  fsUsed,
+  kv,
+  python3,
+  run,
+  runInCgroup,
+  runWithLib,
+  skipUnless,
+  spawnUntil,
+  tmpfsAvailable,
+  waitFor,
+  withTmpfs,
+  dirIsEmpty,
+  listDir,
+} from "./support/sys";
+
+const skipNoLib = !!LIB_MISSING;
+const noCgroup = skipNoLib || skipUnless(cgroupAvailable(), "out-of-core tests (memory cgroup)");
+const noTmpfs = skipNoLib || skipUnless(tmpfsAvailable(), "full-disk tests (tmpfs)");
+const PY = python3();
+const noPython = skipUnless(PY ? null : "python3 not found", "python3 tests");
+
+const LIMIT = 256 * MiB;
+
+describe.skipIf(noCgroup)("out of core under a 256 MiB cgroup", () => {
+  test("C: 1 GiB fill + checksum is OOM-killed without exm, finishes with it, same checksum", async () => {
+    const bin = cProgram("ooc_fill");
+    // reference checksum, no limit, no exm
+    const ref = await run([bin, "1G"], { timeoutMs: 120_000 });
+    assertOk(ref, "ooc_fill ok", "reference run");
+    const plain = await runInCgroup(LIMIT, [bin, "1G"], { timeoutMs: 120_000 });
+    assertRun(plain.oomKilled && plain.code !== 0, plain, "without exm the run must be OOM-killed");
+    await withDataDir(async (dir) => {
+      const r = await runInCgroup(LIMIT, [bin, "1G"], {
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_TEST_REQUIRE_LIB: "1" },
+        timeoutMs: 180_000,
+      });
+      assertOk(r, "ooc_fill ok", "with exm under the cgroup");
+      assertRun(!r.oomKilled, r, "OOM kill with exm");
+      expect(kv(r.stdout).file_backed).toBe("1");
+      expect(kv(r.stdout).checksum).toBe(kv(ref.stdout).checksum!);
+      console.log(
+        `ooc_fill 1G in 256M: write ${kv(r.stdout).write_mb_s} MB/s, read ${kv(r.stdout).read_mb_s} MB/s, ` +
+          `peak cgroup usage ${(r.maxUsage / MiB).toFixed(0)} MiB, ${(r.ms / 1000).toFixed(1)} s`,
+      );
+    });
+  }, 400_000);
+
+  test.skipIf(noPython)("python3: 1 GiB bytearray fill + checksum, OOM-killed without exm", async () => {
+    const script = `
+import zlib, sys
+n = 1 << 30
+chunk = 1 << 20
+b = bytearray(n)
+for i in range(n // chunk):
+    b[i*chunk:(i+1)*chunk] = i.to_bytes(8, "little") * (chunk // 8)
+mv = memoryview(b)
+got = 0
+for i in range(n // chunk):
+    got = zlib.crc32(mv[i*chunk:(i+1)*chunk], got)
+want = 0
+for i in range(n // chunk):
+    want = zlib.crc32(i.to_bytes(8, "little") * (chunk // 8), want)
+print("checksum=%08x" % got)
+print("python ok" if got == want else "python MISMATCH want %08x" % want)
+sys.exit(0 if got == want else 1)
+`;
+
+// Each test bounds its own runs; this only backs them up.
+setDefaultTimeout(120_000);
+    const plain = await runInCgroup(LIMIT, [PY!, "-c", script], { timeoutMs: 180_000 });
+    assertRun(plain.oomKilled && plain.code !== 0, plain, "python without exm must be OOM-killed");
+    await withDataDir(async (dir) => {
+      const r = await runInCgroup(LIMIT, [PY!, "-c", script], {
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir },
+        timeoutMs: 300_000,
+      });
+      assertOk(r, "python ok", "python3 with exm under the cgroup");
+      console.log(`python 1 GiB in 256M cgroup: ${(r.ms / 1000).toFixed(1)} s`);
+    });
+  }, 500_000);
+
+  test("free() of an evicted 1 GiB block causes no major faults", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runInCgroup(LIMIT, [cProgram("big_free_nofault"), "1G"], {
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_TEST_REQUIRE_LIB: "1" },
+        timeoutMs: 180_000,
+      });
+      assertOk(r, "big_free_nofault ok", "big_free_nofault in a 256 MiB cgroup");
+      console.log(r.stdout.split("\n").filter((l) => /resident|majflt/.test(l)).join("\n"));
+    });
+  }, 200_000);
+});
+
+describe.skipIf(skipNoLib)("free() of evicted pages without a cgroup (MADV_PAGEOUT)", () => {
+  test("no major faults", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runWithLib([cProgram("big_free_nofault"), "512M"], { EXM_DIR: dir }, { timeoutMs: 120_000 });
+      assertOk(r, "big_free_nofault ok");
+    });
+  }, 150_000);
+});
+
+describe.skipIf(noTmpfs)("full data directory (64 MiB tmpfs)", () => {
+  test("C: malloc(256 MiB) is NULL/ENOMEM, no SIGBUS, then 16 MiB works", async () => {
+    await withTmpfs(64 * MiB, async (dir) => {
+      const r = await runWithLib([cProgram("diskfull"), "256M", "16M"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, {
+        timeoutMs: 60_000,
+      });
+      assertRun(r.signal !== "SIGBUS", r, "SIGBUS");
+      assertOk(r, "diskfull ok");
+      assertRun(dirIsEmpty(dir), r, `tmpfs not empty: ${listDir(dir)}`);
+    });
+  });
+
+  test.skipIf(noPython)("python3: MemoryError for a 256 MiB bytearray, then carries on", async () => {
+    const script = `
+try:
+    b = bytearray(256 << 20)
+    print("no MemoryError")
+except MemoryError:
+    print("MemoryError")
+small = bytearray(16 << 20)
+small[::4096] = b"x" * len(small[::4096])
+print("carried on", sum(small[::4096]) == ord("x") * len(small[::4096]))
+`;
+    await withTmpfs(64 * MiB, async (dir) => {
+      const r = await runWithLib([PY!, "-c", script], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, { timeoutMs: 60_000 });
+      assertRun(r.signal !== "SIGBUS", r, "SIGBUS");
+      assertOk(r, "MemoryError", "python on a full data dir");
+      assertRun(r.stdout.includes("carried on True"), r, "python did not carry on");
+      assertRun(dirIsEmpty(dir), r, `tmpfs not empty: ${listDir(dir)}`);
+    });
+  });
+});
+
+describe.skipIf(skipNoLib)("EXM_MAX_DISK cap", () => {
+  test("malloc past the cap is NULL/ENOMEM, then a smaller one works", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runWithLib(
+        [cProgram("diskfull"), "256M", "16M"],
+        { EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_MAX_DISK: "64M" },
+        { timeoutMs: 60_000 },
+      );
+      assertRun(r.signal !== "SIGBUS", r, "SIGBUS");
+      assertOk(r, "diskfull ok");
+    });
+  });
+});
+
+/** Starts hold.c with 1 GiB in the arena, SIGKILLs it, checks what is left. */
+async function killHolder(dir: string, slackBytes: number): Promise<void> {
+  const before = fsUsed(dir);
+  const h = await spawnUntil(
+    [cProgram("hold"), "1G"],
+    { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_TEST_REQUIRE_LIB: "1" },
+    "ready",
+    120_000,
+  );
+  const during = fsUsed(dir);
+  expect(h.stdout).toContain("file_backed=1");
+  expect(listDir(dir)).toEqual([]); // unlinked from birth
+  h.proc.kill("SIGKILL");
+  await h.proc.exited;
+  const back = await waitFor(() => fsUsed(dir) - before < slackBytes, 10_000, 100);
+  const after = fsUsed(dir);
+  console.log(
+    `hold 1 GiB on ${dir}: used +${((during - before) / MiB).toFixed(0)} MiB while held, ` +
+      `+${((after - before) / MiB).toFixed(0)} MiB after SIGKILL`,
+  );
+  if (during - before < 900 * MiB)
+    throw new Error(`holding 1 GiB used only ${(during - before) / MiB} MiB of disk: is it fallocated?`);
+  if (!back) throw new Error(`disk not given back: ${(after - before) / MiB} MiB still used after SIGKILL`);
+  expect(listDir(dir)).toEqual([]);
+}
+
+describe.skipIf(skipNoLib)("SIGKILL of a process holding 1 GiB in the arena", () => {
+  test.skipIf(!!tmpfsAvailable())("on a tmpfs (exact accounting)", async () => {
+    await withTmpfs(2 * GiB, (dir) => killHolder(dir, 4 * MiB));
+  }, 120_000);
+  test("on the default disk (TMPDIR)", async () => {
+    // other processes share this filesystem: allow some noise
+    await withDataDir((dir) => killHolder(dir, 200 * MiB));
+  }, 120_000);
+});

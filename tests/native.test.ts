@@ -1,0 +1,223 @@
+/**
+ * libexm preloaded into small C programs (issue 3): the malloc family's
+ * contract at several thresholds, alignment, zeroing, realloc across the
+ * threshold, threads, disk given back, the always-on free check, and the
+ * EXM_* settings. Out-of-core, full-disk and crash tests are in
+ * native-ooc.test.ts; fork and the C API (issue 4) in native-fork/-api.
+ *
+ * Every run gets a fresh EXM_DIR that must be empty afterwards.
+ */
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { GiB, LIB_MISSING, THRESHOLDS, assertOk, assertRun, runC, withDataDir } from "./support/native";
+import { ROOT, cProgram, compileC, fsAvail, kv, run, runWithLib } from "./support/sys";
+
+// Each test bounds its own runs; this only backs them up.
+setDefaultTimeout(120_000);
+
+const skipNoLib = !!LIB_MISSING;
+
+describe("the test programs themselves, without exm (glibc's answers)", () => {
+  for (const name of ["api_edge", "align_sweep", "calloc_zero", "realloc_cross"]) {
+    test(name, async () => {
+      const r = await run([cProgram(name)], { timeoutMs: 60_000 });
+      assertOk(r, `${name} ok`, `${name} without exm`);
+    });
+  }
+  test("stress_threads 4", async () => {
+    const r = await run([cProgram("stress_threads"), "4", "1"], { timeoutMs: 60_000 });
+    assertOk(r, "stress_threads ok");
+  });
+});
+
+describe.skipIf(skipNoLib)("malloc family contract (api_edge)", () => {
+  for (const [label, t] of THRESHOLDS) {
+    test(`threshold ${label}`, async () => {
+      const r = await runC("api_edge", [], { EXM_THRESHOLD: t });
+      expect(kv(r.stdout).lib).toBe("1");
+    });
+  }
+});
+
+describe.skipIf(skipNoLib)("alignment sweep 16 B .. 1 MiB", () => {
+  for (const [label, t] of THRESHOLDS.slice(0, 3)) {
+    test(`threshold ${label}`, async () => {
+      const r = await runC("align_sweep", [], { EXM_THRESHOLD: t });
+      const v = kv(r.stdout);
+      // at threshold 0 every block comes from the arena
+      if (label === "0") expect(v.file_backed).toBe(v.blocks);
+    });
+  }
+});
+
+describe.skipIf(skipNoLib)("calloc returns zeros after reuse", () => {
+  for (const t of ["0", "4096", "1M"]) {
+    test(`threshold ${t}`, async () => {
+      await runC("calloc_zero", [], { EXM_THRESHOLD: t });
+    });
+  }
+  test("calloc(64 GiB) at 1 MiB: < 100 ms, zeros, RSS stays tiny", async () => {
+    await withDataDir(async (dir) => {
+      const avail = fsAvail(dir);
+      if (avail < 66 * GiB) {
+        console.warn(`skip calloc(64 GiB): only ${(avail / GiB).toFixed(1)} GiB free in ${dir}`);
+        return;
+      }
+      const r = await runWithLib(
+        [cProgram("calloc_zero"), "big"],
+        { EXM_DIR: dir, EXM_THRESHOLD: "1M" },
+        { timeoutMs: 60_000 },
+      );
+      assertOk(r, "calloc_zero ok", "calloc(64 GiB)");
+      console.log(`calloc(64 GiB): ${kv(r.stdout).big_calloc_ms} ms, free ${kv(r.stdout).big_free_ms} ms`);
+    });
+  });
+});
+
+describe.skipIf(skipNoLib)("realloc across the threshold and in place", () => {
+  for (const [label, t] of THRESHOLDS) {
+    test(`threshold ${label}`, async () => {
+      await runC("realloc_cross", [], { EXM_THRESHOLD: t });
+    });
+  }
+});
+
+describe.skipIf(skipNoLib)("threads hammering random sizes, patterns verified at free", () => {
+  for (const threads of ["1", "4"]) {
+    for (const t of ["0", "4096", "1M"]) {
+      test(`${threads} thread(s) at threshold ${t}`, async () => {
+        const r = await runC("stress_threads", [threads, "1.5"], { EXM_THRESHOLD: t }, 90_000);
+        const v = kv(r.stdout);
+        expect(Number(v.ops)).toBeGreaterThan(1000);
+      }, 120_000);
+    }
+  }
+});
+
+describe.skipIf(skipNoLib)("disk given back", () => {
+  test("the backing file shrinks to near zero after all blocks are freed", async () => {
+    const r = await runC("free_disk", [], { EXM_THRESHOLD: "1M" });
+    console.log(r.stdout.split("\n").filter((l) => l.includes("file_bytes")).join("\n"));
+  });
+});
+
+describe.skipIf(skipNoLib)("always-on check of pointers given to free/realloc", () => {
+  for (const misuse of ["double", "interior", "realloc-interior"]) {
+    test(`${misuse} free aborts with one line`, async () => {
+      await withDataDir(async (dir) => {
+        const r = await runWithLib([cProgram("bad_free"), misuse], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, {
+          timeoutMs: 30_000,
+        });
+        assertRun(r.signal === "SIGABRT", r, `${misuse}: expected SIGABRT`);
+        const lines = r.stderr.trim().split("\n").filter(Boolean);
+        assertRun(lines.length >= 1 && lines.length <= 2, r, `${misuse}: expected one line on stderr`);
+        assertRun(!r.stdout.includes("not detected"), r, `${misuse}: misuse not detected`);
+      });
+    });
+  }
+});
+
+describe.skipIf(skipNoLib)("EXM_* settings read by the library", () => {
+  const cases: [string, number][] = [
+    ["4096", 4096],
+    ["512K", 512 * 1024],
+    ["64M", 64 * 1024 * 1024],
+    ["2G", 2 * GiB],
+    ["1.5GiB", 1.5 * GiB],
+    ["0", 0],
+  ];
+  for (const [value, bytes] of cases) {
+    test(`EXM_THRESHOLD=${value} means ${bytes} bytes`, async () => {
+      await withDataDir(async (dir) => {
+        const r = await runWithLib([cProgram("print_config")], { EXM_DIR: dir, EXM_THRESHOLD: value });
+        assertOk(r);
+        expect(kv(r.stdout).threshold).toBe(String(bytes));
+        assertRun(r.stderr === "", r, "a valid value must print nothing");
+      });
+    });
+  }
+  test("defaults: 64 MiB threshold, cow, auto advice, no disk cap, TMPDIR as data dir", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runWithLib([cProgram("print_config")], { TMPDIR: dir });
+      assertOk(r);
+      const v = kv(r.stdout);
+      expect(v.threshold).toBe(String(64 * 1024 * 1024));
+      expect(v.child).toBe("0");
+      expect(v.advice).toBe("0");
+      expect(v.max_disk).toBe("0");
+      expect(v.dir).toBe(dir);
+    });
+  });
+  for (const [name, value] of [
+    ["EXM_THRESHOLD", "banana"],
+    ["EXM_THRESHOLD", "-5M"],
+    ["EXM_CHILD", "fork"],
+    ["EXM_ADVICE", "fast"],
+    ["EXM_MAX_DISK", "lots"],
+  ] as const) {
+    test(`bad ${name}=${value}: one line naming it, then the default`, async () => {
+      await withDataDir(async (dir) => {
+        const r = await runWithLib([cProgram("print_config"), "70M"], { EXM_DIR: dir, [name]: value });
+        assertOk(r, undefined, `${name}=${value}`);
+        const lines = r.stderr.trim().split("\n").filter(Boolean);
+        assertRun(lines.length === 1, r, "expected exactly one line on stderr");
+        assertRun(lines[0]!.includes(name) && lines[0]!.includes(value), r, "the line must name the variable and value");
+        const v = kv(r.stdout);
+        if (name === "EXM_THRESHOLD") expect(v.threshold).toBe(String(64 * 1024 * 1024));
+        if (name === "EXM_CHILD") expect(v.child).toBe("0");
+        if (name === "EXM_ADVICE") expect(v.advice).toBe("0");
+        if (name === "EXM_MAX_DISK") expect(v.max_disk).toBe("0");
+        expect(v.file_backed).toBe("1");
+      });
+    });
+  }
+  for (const [label, value] of [
+    ["missing", "/nonexistent/exm-data"],
+    ["a regular file", "/etc/hostname"],
+  ] as const) {
+    test(`unusable EXM_DIR (${label}): one line, allocations pass through`, async () => {
+      const r = await runWithLib([cProgram("print_config"), "100M"], { EXM_DIR: value });
+      assertOk(r, undefined, `EXM_DIR=${value}`);
+      const lines = r.stderr.trim().split("\n").filter(Boolean);
+      assertRun(lines.length === 1 && lines[0]!.includes(value), r, "expected one line naming the directory");
+      expect(kv(r.stdout).file_backed).toBe("0");
+    });
+  }
+  test("EXM_CHILD and EXM_ADVICE values", async () => {
+    const modes: [string, string, string][] = [
+      ["EXM_CHILD", "cow", "0"],
+      ["EXM_CHILD", "shared", "1"],
+      ["EXM_CHILD", "duplicate", "2"],
+      ["EXM_ADVICE", "auto", "0"],
+      ["EXM_ADVICE", "normal", "1"],
+      ["EXM_ADVICE", "sequential", "2"],
+      ["EXM_ADVICE", "random", "3"],
+    ];
+    await withDataDir(async (dir) => {
+      for (const [name, value, want] of modes) {
+        const r = await runWithLib([cProgram("print_config")], { EXM_DIR: dir, [name]: value });
+        assertOk(r, undefined, `${name}=${value}`);
+        expect(kv(r.stdout)[name === "EXM_CHILD" ? "child" : "advice"]).toBe(want);
+        assertRun(r.stderr === "", r, `${name}=${value} must print nothing`);
+      }
+      const r = await runWithLib([cProgram("print_config")], { EXM_DIR: dir, EXM_MAX_DISK: "3G" });
+      expect(kv(r.stdout).max_disk).toBe(String(3 * GiB));
+    });
+  });
+});
+
+// The lead's unit test of the carving core, when it exists.
+const coreUnit = join(ROOT, "tests", "c", "core_unit.c");
+describe.skipIf(!existsSync(coreUnit))("carving core unit test (tests/c/core_unit.c)", () => {
+  test("core_unit", async () => {
+    // It is handed a buffer and never calls the OS, so it builds with the
+    // core's sources directly, without the interposer.
+    const core = ["native/core.c", "native/carve.c", "native/arena_core.c"]
+      .map((f) => join(ROOT, f))
+      .filter(existsSync);
+    const bin = compileC(coreUnit, { flags: ["-I", join(ROOT, "native")], link: core });
+    const r = await run([bin], { timeoutMs: 180_000 });
+    assertOk(r, undefined, "core_unit");
+  }, 200_000);
+});
