@@ -8,6 +8,7 @@
  * Needs root for cgroups and tmpfs mounts; each test says what it skips.
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { readFileSync, readdirSync } from "node:fs";
 import { GiB, LIB_MISSING, MiB, assertOk, assertRun, withDataDir } from "./support/native";
 import {
   LIB,
@@ -162,8 +163,40 @@ describe.skipIf(skipNoLib)("EXM_MAX_DISK cap", () => {
   });
 });
 
-/** Starts hold.c with 1 GiB in the arena, SIGKILLs it, checks what is left. */
-async function killHolder(dir: string, slackBytes: number): Promise<void> {
+/** dev:inode keys of the deleted files under dir that process pid maps. */
+function mappedDeletedFiles(pid: number, dir: string): string[] {
+  const keys = new Set<string>();
+  for (const line of readFileSync(`/proc/${pid}/maps`, "utf8").split("\n")) {
+    // address perms offset dev inode path
+    const f = line.split(/\s+/);
+    if (f.length >= 6 && f.slice(5).join(" ").startsWith(`${dir}/`) && line.endsWith("(deleted)"))
+      keys.add(`${f[3]}:${f[4]}`);
+  }
+  return [...keys];
+}
+
+/** Processes that still map or hold open a file with one of these dev:inode keys. */
+function holders(keys: string[]): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      for (const line of readFileSync(`/proc/${pid}/maps`, "utf8").split("\n")) {
+        const f = line.split(/\s+/);
+        if (f.length >= 5 && keys.includes(`${f[3]}:${f[4]}`)) found.push(`${pid}: ${line}`);
+      }
+    } catch {
+      /* gone */
+    }
+  }
+  return found;
+}
+
+/**
+ * Starts hold.c with 1 GiB in the arena, SIGKILLs it, checks what is left:
+ * nothing in the data directory, no process holding the backing file, and,
+ * where the filesystem is ours alone (exact), its usage back where it was.
+ */
+async function killHolder(dir: string, exact: boolean): Promise<void> {
   const before = fsUsed(dir);
   const h = await spawnUntil(
     [cProgram("hold"), "1G"],
@@ -174,26 +207,33 @@ async function killHolder(dir: string, slackBytes: number): Promise<void> {
   const during = fsUsed(dir);
   expect(h.stdout).toContain("file_backed=1");
   expect(listDir(dir)).toEqual([]); // unlinked from birth
+  const files = mappedDeletedFiles(h.proc.pid, dir);
   h.proc.kill("SIGKILL");
   await h.proc.exited;
-  const back = await waitFor(() => fsUsed(dir) - before < slackBytes, 10_000, 100);
+  if (files.length === 0) throw new Error(`the holder mapped no deleted file under ${dir}`);
+  const back = exact ? await waitFor(() => fsUsed(dir) - before < 4 * MiB, 10_000, 100) : true;
   const after = fsUsed(dir);
   console.log(
-    `hold 1 GiB on ${dir}: used +${((during - before) / MiB).toFixed(0)} MiB while held, ` +
-      `+${((after - before) / MiB).toFixed(0)} MiB after SIGKILL`,
+    `hold 1 GiB on ${exact ? "a tmpfs" : dir}: used +${((during - before) / MiB).toFixed(0)} MiB while held, ` +
+      `+${((after - before) / MiB).toFixed(0)} MiB after SIGKILL${exact ? "" : " (shared disk: noise from other processes)"}`,
   );
-  if (during - before < 900 * MiB)
-    throw new Error(`holding 1 GiB used only ${(during - before) / MiB} MiB of disk: is it fallocated?`);
-  if (!back) throw new Error(`disk not given back: ${(after - before) / MiB} MiB still used after SIGKILL`);
+  const left = holders(files);
+  if (left.length) throw new Error(`backing file still held after SIGKILL:\n${left.join("\n")}`);
   expect(listDir(dir)).toEqual([]);
+  if (exact) {
+    if (during - before < 1000 * MiB)
+      throw new Error(`holding 1 GiB used only ${(during - before) / MiB} MiB: is it fallocated?`);
+    if (!back) throw new Error(`space not given back: ${(after - before) / MiB} MiB still used after SIGKILL`);
+  }
 }
 
 describe.skipIf(skipNoLib)("SIGKILL of a process holding 1 GiB in the arena", () => {
   test.skipIf(!!tmpfsAvailable())("on a tmpfs (exact accounting)", async () => {
-    await withTmpfs(2 * GiB, (dir) => killHolder(dir, 4 * MiB));
+    await withTmpfs(2 * GiB, (dir) => killHolder(dir, true));
   }, 120_000);
   test("on the default disk (TMPDIR)", async () => {
-    // other processes share this filesystem: allow some noise
-    await withDataDir((dir) => killHolder(dir, 200 * MiB));
+    // other processes share this filesystem: usage is only reported; what is
+    // asserted is that no process holds the unlinked backing file any more
+    await withDataDir((dir) => killHolder(dir, false));
   }, 120_000);
 });
