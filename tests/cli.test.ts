@@ -62,7 +62,7 @@ async function sh(argv: string[], env: Record<string, string | undefined> = {}, 
   const proc = spawn(argv, { env: cleanEnv(env), cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   const [stdout, stderr] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
   await proc.exited;
-  return { code: proc.exitCode, signal: proc.signalCode, stdout, stderr, pid: proc.pid };
+  return { code: proc.exitCode, signal: proc.signalCode === null ? null : String(proc.signalCode), stdout, stderr, pid: proc.pid };
 }
 
 /** Runs dist/exm with args in a fresh HOME (unless env says otherwise). */
