@@ -5,9 +5,9 @@
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { LIB_MISSING, MiB, assertOk, assertRun, runC, withDataDir } from "./support/native";
-import { HEADER_DIR, cProgram, kv, run, runWithLib } from "./support/sys";
+import { HEADER_DIR, LIB, cProgram, kv, run, runWithLib } from "./support/sys";
 
 // Each test bounds its own runs; this only backs them up.
 setDefaultTimeout(120_000);
@@ -20,10 +20,12 @@ describe.skipIf(skipNoLib)("C API", () => {
     expect(kv(r.stdout).version).toMatch(/^\d+\.\d+\.\d+$/);
   });
   test("linked with -lexm, no LD_PRELOAD", async () => {
-    const bin = cProgram("api_calls", {
-      flags: ["-DEXM_LINKED"],
-      link: ["-L", HEADER_DIR, "-lexm", `-Wl,-rpath,${HEADER_DIR}`],
-    });
+    // -L build -lexm for the built library; by path for an EXM_TEST_LIB build
+    const link =
+      LIB === join(HEADER_DIR, "libexm.so")
+        ? ["-L", HEADER_DIR, "-lexm", `-Wl,-rpath,${HEADER_DIR}`]
+        : [LIB, `-Wl,-rpath,${dirname(LIB)}`];
+    const bin = cProgram("api_calls", { flags: ["-DEXM_LINKED"], link });
     await withDataDir(async (dir) => {
       const r = await run([bin], { env: { EXM_DIR: dir }, timeoutMs: 60_000 });
       assertOk(r, "api_calls ok", "api_calls linked with -lexm");

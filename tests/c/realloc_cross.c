@@ -32,11 +32,13 @@ static unsigned char *resize(unsigned char *p, size_t old, size_t n, uint64_t se
 
 static void crossings(size_t t) {
   /* sizes on either side of the threshold, walked up and down */
-  size_t below[] = {t / 2 ? t / 2 : 1, t - 1, t > 100 ? t - 100 : 1};
-  size_t above[] = {t, t + 1, 2 * t, t + 4096, 3 * t + 12345};
+  size_t below[] = {t - 1, t / 2 ? t / 2 : 1, t > 100 ? t - 100 : 1};
+  size_t above[] = {t, t + 4096, 2 * t, t + 1, 3 * t + 12345};
+  /* every pair costs several times t of pattern traffic: fewer when t is big */
+  unsigned nb = t > 8 * MiB ? 2 : 3, na = t > 8 * MiB ? 2 : 5;
   uint64_t seed = 1;
-  for (unsigned i = 0; i < 3; i++) {
-    for (unsigned j = 0; j < 5; j++) {
+  for (unsigned i = 0; i < nb; i++) {
+    for (unsigned j = 0; j < na; j++) {
       size_t a = below[i], b = above[j];
       unsigned char *p = malloc(a);
       CHECK(p, "malloc(%zu)", a);
