@@ -1,0 +1,107 @@
+/*
+ * api.c: the exm_* functions of exm.h, thin wrappers over arena.c and
+ * options.c. Return 0 or an errno value; never set errno.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+EXM_API const char *exm_version(void) { return "0.1.0"; }
+
+EXM_API size_t exm_get_threshold(void) {
+  exm_ensure_init();
+  return __atomic_load_n(&exm_cfg.threshold, __ATOMIC_RELAXED);
+}
+
+EXM_API int exm_set_threshold(size_t bytes) {
+  exm_ensure_init();
+  __atomic_store_n(&exm_cfg.threshold, bytes, __ATOMIC_RELAXED);
+  return 0;
+}
+
+EXM_API int exm_get_dir(char *buf, size_t len) {
+  exm_ensure_init();
+  size_t n = strlen(exm_cfg.dir);
+  if (!buf || n + 1 > len) return ERANGE;
+  memcpy(buf, exm_cfg.dir, n + 1);
+  return 0;
+}
+
+EXM_API int exm_set_dir(const char *path) {
+  exm_ensure_init();
+  return path ? exm_arena_set_dir(path) : EINVAL;
+}
+
+EXM_API exm_child_mode_t exm_get_child_mode(void) {
+  exm_ensure_init();
+  return (exm_child_mode_t)exm_cfg.child;
+}
+
+EXM_API int exm_set_child_mode(exm_child_mode_t mode) {
+  exm_ensure_init();
+  if ((int)mode < EXM_CHILD_COW || mode > EXM_CHILD_DUPLICATE) return EINVAL;
+  exm_cfg.child = (int)mode;
+  return 0;
+}
+
+EXM_API exm_advice_t exm_get_advice(void) {
+  exm_ensure_init();
+  return (exm_advice_t)exm_cfg.advice;
+}
+
+EXM_API int exm_set_advice(exm_advice_t advice) {
+  exm_ensure_init();
+  if ((int)advice < EXM_ADVICE_AUTO || advice > EXM_ADVICE_RANDOM) return EINVAL;
+  exm_cfg.advice = (int)advice;
+  return 0;
+}
+
+EXM_API size_t exm_get_max_disk(void) {
+  exm_ensure_init();
+  return exm_cfg.max_disk;
+}
+
+EXM_API int exm_set_max_disk(size_t bytes) {
+  exm_ensure_init();
+  return exm_arena_set_max_disk(bytes);
+}
+
+EXM_API void *exm_alloc(size_t bytes) {
+  exm_ensure_init();
+  int served, err = 0;
+  void *p = exm_arena_alloc(bytes, 16, 1, &served, &err);
+  if (!p) errno = ENOMEM;
+  return p;
+}
+
+EXM_API void exm_free(void *ptr) {
+  if (!ptr) return;
+  exm_arena_t *a = exm_arena_of(ptr);
+  if (!a) exm_bad_pointer("exm_free", ptr);
+  exm_arena_free(a, ptr, "exm_free");
+}
+
+EXM_API int exm_is_file_backed(const void *ptr) {
+  exm_block_info_t info;
+  return ptr && exm_arena_lookup(ptr, &info) == 0;
+}
+
+EXM_API int exm_lookup(const void *ptr, exm_block_info_t *info) {
+  if (!info) return EINVAL;
+  return exm_arena_lookup(ptr, info);
+}
+
+EXM_API int exm_advise(void *ptr, exm_advice_t advice) {
+  if ((int)advice < EXM_ADVICE_AUTO || advice > EXM_ADVICE_RANDOM) return EINVAL;
+  return exm_arena_advise(ptr, advice == EXM_ADVICE_AUTO ? EXM_ADVICE_NORMAL : (int)advice);
+}
+
+EXM_API int exm_get_stats(exm_stats_t *out) {
+  if (!out) return EINVAL;
+  exm_arena_stats(out);
+  return 0;
+}
+
+EXM_API int exm_check(void) { return exm_arena_check(); }

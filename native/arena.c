@@ -1,0 +1,413 @@
+/*
+ * arena.c: this process's arenas, their locks, and what fork does to them.
+ *
+ * A process has one arena of its own, created at its first file-backed
+ * allocation (most processes started under exm never make one), and the
+ * arenas it inherited from its parents, which it may read, write and free
+ * blocks of but never carves or gives disk back from: the parent still
+ * owns them. What a child sees of its parent's arena is the child mode:
+ *  - cow: the range is remapped MAP_PRIVATE in the child; its writes become
+ *    private pages, and freeing a block drops them;
+ *  - shared: the child keeps the MAP_SHARED mapping;
+ *  - duplicate: the parent copies its committed extents (disk reserved,
+ *    data copied in the kernel, holes skipped) into a new file before fork
+ *    returns, and the child maps that at the same address and keeps it as
+ *    its own arena, consistent as of the fork.
+ * Each arena has one mutex; fork takes them all (pthread_atfork), so the
+ * child always finds consistent structures, even with threads allocating.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MAX_INHERITED 32
+
+int exm_ready;
+uint64_t exm_fallbacks;
+static uint64_t forks, alloc_ns;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static exm_arena_t own = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 };
+static int own_state;                  /* 0 not yet, 1 ready, -1 unusable: pass through */
+static exm_arena_t inherited[MAX_INHERITED];
+static int n_inherited;
+static int dup_fd = -1, dup_err;       /* duplicate mode: the copy made for the child */
+static int no_fallocate, no_punch;     /* filesystem limits, warned about once */
+static int advised_blocks;             /* some block carries its own advice */
+
+void exm_init(void) {
+  pthread_mutex_lock(&init_lock);
+  if (!exm_ready) {
+    exm_options_load();
+    __atomic_store_n(&exm_ready, 1, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&init_lock);
+}
+
+/* ---- host callbacks for the carving core -------------------------------- */
+
+static int host_commit(void *ctx, size_t off, size_t len) {
+  exm_arena_t *a = ctx;
+  if (a->kind != ARENA_OWN) return ENOMEM;
+  if (no_fallocate) return 0;
+  int err = exm_os_reserve(a->fd, off, len);
+  if (err == EOPNOTSUPP) {
+    no_fallocate = 1;
+    exm_line_t l = { .n = 0 };
+    exm_line_str(&l, "exm: cannot reserve disk in ");
+    exm_line_str(&l, exm_cfg.dir);
+    exm_line_str(&l, " (no fallocate): blocks stay sparse, and a full disk will crash the program with SIGBUS");
+    exm_line_emit(&l);
+    return 0;
+  }
+  return err;
+}
+
+static void host_decommit(void *ctx, size_t off, size_t len) {
+  exm_arena_t *a = ctx;
+  if (a->kind == ARENA_COW) {
+    exm_os_drop_private(a->core.base + off, len);
+  } else if (a->kind == ARENA_OWN && !no_punch) {
+    int err = exm_os_punch(a->fd, off, len);
+    if (err == EOPNOTSUPP) {
+      no_punch = 1;
+      if (exm_cfg.verbose) exm_warn("cannot punch holes in files of ", exm_cfg.dir, err);
+    }
+  }
+}
+
+static void *host_meta_map(void *ctx, size_t len) { (void)ctx; return exm_os_anon(len); }
+static void host_meta_unmap(void *ctx, void *p, size_t len) { (void)ctx; exm_os_unmap(p, len); }
+
+static void set_host(exm_arena_t *a) {
+  a->core.host = (exm_host_t){ a, host_commit, host_decommit, host_meta_map, host_meta_unmap };
+}
+
+/* ---- the process's own arena ---------------------------------------------- */
+
+static void mark_unusable(const char *why, int err) {
+  own_state = -1;
+  exm_line_t l = { .n = 0 };
+  exm_line_str(&l, "exm: ");
+  exm_line_str(&l, why);
+  exm_line_str(&l, exm_cfg.dir);
+  if (err) exm_line_str(&l, ": "), exm_line_err(&l, err);
+  exm_line_str(&l, "; allocations stay in RAM");
+  exm_line_emit(&l);
+}
+
+/* Called with own.lock held. */
+static void own_create(void) {
+  int fd, err = exm_os_tmpfile(exm_cfg.dir, &fd);
+  if (err) return mark_unusable("cannot create a backing file in ", err);
+  size_t cap;
+  char *base = exm_os_map_file(fd, &cap);
+  if (!base) {
+    close(fd);
+    return mark_unusable("cannot map a backing file in ", ENOMEM);
+  }
+  exm_core_init(&own.core, base, cap, &(exm_host_t){ 0 });
+  set_host(&own);
+  own.core.max_commit = exm_cfg.max_disk;
+  own.fd = fd;
+  own.kind = ARENA_OWN;
+  if (exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL) exm_os_madvise(base, cap, exm_cfg.advice);
+  __atomic_store_n(&own_state, 1, __ATOMIC_RELEASE);
+  if (exm_cfg.verbose) {
+    exm_line_t l = { .n = 0 };
+    exm_line_str(&l, "exm: pid ");
+    exm_line_u64(&l, (uint64_t)getpid());
+    exm_line_str(&l, ": file-backed arena of ");
+    exm_line_size(&l, cap);
+    exm_line_str(&l, " in ");
+    exm_line_str(&l, exm_cfg.dir);
+    exm_line_emit(&l);
+  }
+}
+
+/* At start-up: an unusable data directory is reported once, up front. */
+static void check_dir(void) {
+  int err = exm_os_dir_usable(exm_cfg.dir);
+  if (err) return mark_unusable("unusable data directory ", err);
+  struct statvfs vfs;
+  if (!statvfs(exm_cfg.dir, &vfs) && vfs.f_bavail == 0 && vfs.f_blocks)
+    mark_unusable("no space left in data directory ", 0);
+}
+
+exm_arena_t *exm_arena_of(const void *p) {
+  if ((uintptr_t)p - (uintptr_t)own.core.base < own.core.cap) return &own;
+  for (int i = 0; i < n_inherited; i++)
+    if ((uintptr_t)p - (uintptr_t)inherited[i].core.base < inherited[i].core.cap) return &inherited[i];
+  return NULL;
+}
+
+void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
+  pthread_mutex_lock(&own.lock);
+  if (unlikely(own_state <= 0)) {
+    if (own_state == 0) own_create();
+    if (own_state < 0) {
+      pthread_mutex_unlock(&own.lock);
+      *served = 0;
+      *err = ENOMEM;
+      return NULL;
+    }
+  }
+  *served = 1;
+  uint64_t t0 = exm_os_now_ns();
+  int dirty = 0;
+  void *p = exm_core_alloc(&own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
+  alloc_ns += exm_os_now_ns() - t0;
+  pthread_mutex_unlock(&own.lock);
+  if (p && zero && dirty) memset(p, 0, n);
+  return p;
+}
+
+void exm_bad_pointer(const char *who, const void *p) {
+  exm_line_t l = { .n = 0 };
+  exm_line_str(&l, "exm: ");
+  exm_line_str(&l, who);
+  exm_line_str(&l, "(): pointer 0x");
+  char hex[17];
+  uintptr_t v = (uintptr_t)p;
+  for (int i = 15; i >= 0; i--, v >>= 4) hex[i] = "0123456789abcdef"[v & 15];
+  hex[16] = 0;
+  exm_line_str(&l, hex);
+  exm_line_str(&l, " is not a live block of the file-backed arena (double free or corrupted pointer); aborting");
+  exm_line_emit(&l);
+  abort();
+}
+
+/* A block given its own advice gets the arena's default back when freed. */
+static void reset_advice(exm_arena_t *a, void *p) {
+  void *base;
+  size_t size;
+  exm_ext_t *e;
+  if (exm_core_find(&a->core, p, &base, &size, &e) && e && e->advice && base == p) {
+    exm_os_madvise(base, size, exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL ? exm_cfg.advice : EXM_ADVICE_NORMAL);
+    e->advice = 0;
+  }
+}
+
+void exm_arena_free(exm_arena_t *a, void *p, const char *who) {
+  int saved = errno;
+  pthread_mutex_lock(&a->lock);
+  uint64_t t0 = exm_os_now_ns();
+  if (unlikely(advised_blocks)) reset_advice(a, p);
+  int r = exm_core_free(&a->core, p);
+  alloc_ns += exm_os_now_ns() - t0;
+  pthread_mutex_unlock(&a->lock);
+  errno = saved;
+  if (r) exm_bad_pointer(who, p);
+}
+
+int exm_arena_resize(exm_arena_t *a, void *p, size_t n, const char *who) {
+  if (a->kind != ARENA_OWN) {
+    if (!exm_arena_usable(a, p, who)) exm_bad_pointer(who, p);
+    return ENOMEM;   /* inherited blocks move: the parent owns the space around them */
+  }
+  pthread_mutex_lock(&a->lock);
+  int r = exm_core_resize(&a->core, p, n);
+  pthread_mutex_unlock(&a->lock);
+  if (r < 0) exm_bad_pointer(who, p);
+  return r;
+}
+
+size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who) {
+  pthread_mutex_lock(&a->lock);
+  size_t n = exm_core_usable(&a->core, p);
+  pthread_mutex_unlock(&a->lock);
+  if (!n) exm_bad_pointer(who, p);
+  return n;
+}
+
+/* ---- API support ---------------------------------------------------------- */
+
+void exm_arena_stats(exm_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&own.lock);
+  const exm_core_stats_t *s = &own.core.st;
+  out->live_bytes = s->live_bytes;
+  out->peak_live_bytes = s->peak_live_bytes;
+  out->live_blocks = s->live_blocks;
+  out->total_allocs = s->total_allocs;
+  out->total_frees = s->total_frees;
+  out->disk_reserved = no_fallocate ? 0 : s->committed;
+  out->peak_disk_reserved = no_fallocate ? 0 : s->peak_committed;
+  out->bytes_punched = s->punched;
+  out->arena_size = s->top_peak;
+  out->failures = s->failures;
+  out->fallbacks = exm_fallbacks;
+  out->forks = forks;
+  out->alloc_ns = alloc_ns;
+  pthread_mutex_unlock(&own.lock);
+}
+
+static int check_one(exm_arena_t *a) {
+  char msg[200];
+  pthread_mutex_lock(&a->lock);
+  int r = exm_core_check(&a->core, msg, sizeof msg);
+  pthread_mutex_unlock(&a->lock);
+  if (r) exm_warn("exm_check: arena inconsistent: ", msg, 0);
+  return r ? EFAULT : 0;
+}
+
+int exm_arena_check(void) {
+  int err = own.core.cap ? check_one(&own) : 0;
+  for (int i = 0; i < n_inherited && !err; i++) err = check_one(&inherited[i]);
+  return err;
+}
+
+int exm_arena_lookup(const void *p, exm_block_info_t *info) {
+  exm_arena_t *a = exm_arena_of(p);
+  if (!a) return ENOENT;
+  void *base;
+  size_t size;
+  pthread_mutex_lock(&a->lock);
+  int found = exm_core_find(&a->core, p, &base, &size, NULL);
+  pthread_mutex_unlock(&a->lock);
+  if (!found) return ENOENT;
+  memset(info, 0, sizeof *info);
+  info->base = base;
+  info->size = size;
+  info->offset = (size_t)((char *)base - a->core.base);
+  info->fd = a->fd;
+  if (a->fd >= 0) {
+    exm_line_t l = { .n = 0 };
+    exm_line_str(&l, "/proc/self/fd/");
+    exm_line_u64(&l, (uint64_t)a->fd);
+    memcpy(info->path, l.buf, l.n);
+  }
+  return 0;
+}
+
+int exm_arena_advise(void *p, int advice) {
+  exm_arena_t *a = exm_arena_of(p);
+  if (!a) return ENOENT;
+  void *base;
+  size_t size;
+  exm_ext_t *e;
+  pthread_mutex_lock(&a->lock);
+  int found = exm_core_find(&a->core, p, &base, &size, &e);
+  int err = !found ? ENOENT : !e ? 0 : exm_os_madvise(base, size, advice);
+  if (found && e && !err) {
+    e->advice = (uint8_t)(advice + 1);
+    advised_blocks = 1;
+  }
+  pthread_mutex_unlock(&a->lock);
+  return err;
+}
+
+int exm_arena_set_dir(const char *dir) {
+  int err = exm_os_dir_usable(dir);
+  size_t n = strlen(dir);
+  if (!err && (dir[0] != '/' || n >= EXM_PATH_MAX)) err = EINVAL;
+  if (err) return err;
+  pthread_mutex_lock(&own.lock);
+  memcpy(exm_cfg.dir, dir, n + 1);
+  if (own_state < 0) own_state = 0;    /* a usable directory at last */
+  pthread_mutex_unlock(&own.lock);
+  return 0;
+}
+
+int exm_arena_set_max_disk(size_t bytes) {
+  pthread_mutex_lock(&own.lock);
+  exm_cfg.max_disk = bytes;
+  own.core.max_commit = bytes;
+  pthread_mutex_unlock(&own.lock);
+  return 0;
+}
+
+/* ---- fork ------------------------------------------------------------------- */
+
+typedef struct dup_ctx { int from, to, err; } dup_ctx_t;
+
+static int dup_extent(void *ctx, size_t off, size_t len) {
+  dup_ctx_t *d = ctx;
+  return d->err = exm_os_copy_extent(d->from, d->to, off, len);
+}
+
+static void fork_prepare(void) {
+  pthread_mutex_lock(&init_lock);
+  pthread_mutex_lock(&own.lock);
+  for (int i = 0; i < n_inherited; i++) pthread_mutex_lock(&inherited[i].lock);
+  dup_fd = -1;
+  dup_err = 0;
+  if (own_state == 1 && exm_cfg.child == EXM_CHILD_DUPLICATE) {
+    dup_ctx_t d = { own.fd, -1, 0 };
+    dup_err = exm_os_new_like(exm_cfg.dir, own.core.cap, &d.to);
+    if (!dup_err) {
+      exm_core_walk(&own.core, dup_extent, &d);
+      dup_err = d.err;
+      if (dup_err) close(d.to);
+      else dup_fd = d.to;
+    }
+  }
+}
+
+static void fork_parent(void) {
+  if (dup_fd >= 0) close(dup_fd);
+  dup_fd = -1;
+  forks++;
+  for (int i = n_inherited - 1; i >= 0; i--) pthread_mutex_unlock(&inherited[i].lock);
+  pthread_mutex_unlock(&own.lock);
+  pthread_mutex_unlock(&init_lock);
+}
+
+static void fork_child(void) {
+  pthread_mutex_init(&init_lock, NULL);
+  pthread_mutex_init(&own.lock, NULL);
+  for (int i = 0; i < n_inherited; i++) pthread_mutex_init(&inherited[i].lock, NULL);
+  forks = 0;
+  alloc_ns = 0;
+  exm_fallbacks = 0;
+  exm_cfg.stats[0] = 0;     /* the process exm was given reports, not its children */
+  if (own_state != 1) return;
+  int mode = exm_cfg.child;
+  if (mode == EXM_CHILD_DUPLICATE) {
+    if (dup_fd >= 0 && !exm_os_remap(own.core.base, own.core.cap, dup_fd, 0)) {
+      close(own.fd);
+      own.fd = dup_fd;
+      dup_fd = -1;
+      return;    /* the copy is this child's own arena, structures and all */
+    }
+    exm_warn("could not duplicate the file-backed arena for a child; it sees the parent's blocks copy-on-write",
+             NULL, dup_err);
+    if (dup_fd >= 0) close(dup_fd);
+    dup_fd = -1;
+    mode = EXM_CHILD_COW;
+  }
+  if (n_inherited == MAX_INHERITED) {
+    exm_warn("too many generations of forked processes with file-backed arenas", NULL, 0);
+    abort();
+  }
+  if (mode == EXM_CHILD_COW) {
+    int err = exm_os_remap(own.core.base, own.core.cap, own.fd, 1);
+    if (err) {
+      exm_warn("could not give a forked child a copy-on-write view; it shares the parent's blocks", NULL, err);
+      mode = EXM_CHILD_SHARED;
+    }
+  }
+  exm_arena_t *a = &inherited[n_inherited++];
+  *a = own;
+  pthread_mutex_init(&a->lock, NULL);
+  set_host(a);
+  a->kind = mode == EXM_CHILD_COW ? ARENA_COW : ARENA_SHARED;
+  close(a->fd);       /* the mapping keeps the file open */
+  a->fd = -1;
+  memset(&own.core, 0, sizeof own.core);
+  own.fd = -1;
+  own_state = 0;
+}
+
+void exm_arena_setup(void) {
+  exm_ensure_init();
+  pthread_mutex_lock(&own.lock);
+  if (own_state == 0) check_dir();
+  pthread_mutex_unlock(&own.lock);
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+}

@@ -1,0 +1,114 @@
+/*
+ * internal.h: what the library's files share and nobody else sees. Built with
+ * -fvisibility=hidden: only exm_* API functions and the malloc family are
+ * exported (build.ts checks that).
+ */
+#ifndef EXM_INTERNAL_H
+#define EXM_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+#include "exm.h"
+
+#define EXM_API __attribute__((visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ---- options.c: the one option table ---------------------------------------- */
+
+#define EXM_PATH_MAX 4096
+#define EXM_DEFAULT_THRESHOLD ((size_t)64 << 20)
+
+typedef struct exm_config {
+  size_t threshold;            /* EXM_THRESHOLD */
+  char dir[EXM_PATH_MAX];      /* EXM_DIR, else TMPDIR, else /tmp */
+  int child;                   /* EXM_CHILD: exm_child_mode_t */
+  int advice;                  /* EXM_ADVICE: exm_advice_t */
+  size_t max_disk;             /* EXM_MAX_DISK, 0 = no cap */
+  char stats[EXM_PATH_MAX];    /* EXM_STATS: "" off, "1" summary on stderr, else a JSON path */
+  int verbose;                 /* EXM_VERBOSE */
+} exm_config_t;
+
+extern exm_config_t exm_cfg;
+void exm_options_load(void);
+/* Parse "512M", "1.5GiB", "4096": 0 on success. */
+int exm_parse_size(const char *s, size_t *out);
+int exm_parse_child(const char *s, int *out);
+int exm_parse_advice(const char *s, int *out);
+const char *exm_child_name(int mode);
+const char *exm_advice_name(int advice);
+
+/* ---- a line builder for stderr and JSON (no printf, no malloc) --------------- */
+
+typedef struct exm_line {
+  char buf[1024];
+  size_t n;
+} exm_line_t;
+void exm_line_str(exm_line_t *l, const char *s);
+void exm_line_u64(exm_line_t *l, uint64_t v);
+void exm_line_size(exm_line_t *l, uint64_t bytes);   /* "1.5 GiB" */
+void exm_line_err(exm_line_t *l, int err);           /* strerror text */
+/* "exm: <what>\n" on stderr, in one write. */
+void exm_warn(const char *what, const char *detail, int err);
+void exm_line_emit(exm_line_t *l);
+
+/* ---- os.c: the only file that talks to the kernel ---------------------------- */
+
+int exm_os_tmpfile(const char *dir, int *fd);
+void *exm_os_map_file(int fd, size_t *cap);
+int exm_os_remap(void *base, size_t cap, int fd, int private_copy);
+int exm_os_reserve(int fd, size_t off, size_t len);
+int exm_os_punch(int fd, size_t off, size_t len);
+int exm_os_drop_private(void *p, size_t len);
+int exm_os_madvise(void *p, size_t len, int advice);
+void *exm_os_anon(size_t len);
+void exm_os_unmap(void *p, size_t len);
+int exm_os_dir_usable(const char *dir);
+int exm_os_new_like(const char *dir, size_t cap, int *newfd);
+int exm_os_copy_extent(int from, int to, size_t off, size_t len);
+int exm_os_write_all(int fd, const char *buf, size_t len);
+uint64_t exm_os_now_ns(void);
+
+/* ---- arena.c: per-process arenas, locking, fork ---------------------------- */
+
+typedef struct exm_arena {
+  pthread_mutex_t lock;
+  exm_core_t core;
+  int fd;                      /* backing file, -1 once closed */
+  int kind;                    /* ARENA_* */
+} exm_arena_t;
+
+enum { ARENA_OWN = 0, ARENA_COW = 1, ARENA_SHARED = 2 };
+
+extern int exm_ready;
+void exm_init(void);
+static inline void exm_ensure_init(void) {
+  if (unlikely(!__atomic_load_n(&exm_ready, __ATOMIC_ACQUIRE))) exm_init();
+}
+/* The arena whose range holds p, or NULL. */
+exm_arena_t *exm_arena_of(const void *p);
+/* Allocate from this process's own arena; NULL+*err on failure. *served is 0
+ * when the arena is unusable (caller passes the request through). */
+void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err);
+void exm_arena_free(exm_arena_t *a, void *p, const char *who);
+/* 0 resized in place, ENOMEM not possible in place. */
+int exm_arena_resize(exm_arena_t *a, void *p, size_t n, const char *who);
+size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who);
+void exm_arena_stats(exm_stats_t *out);
+int exm_arena_check(void);
+int exm_arena_lookup(const void *p, exm_block_info_t *info);
+int exm_arena_advise(void *p, int advice);
+int exm_arena_set_dir(const char *dir);
+int exm_arena_set_max_disk(size_t bytes);
+void exm_arena_setup(void);   /* from the constructor: checks, fork handlers */
+void exm_bad_pointer(const char *who, const void *p) __attribute__((noreturn));
+
+extern uint64_t exm_fallbacks;
+
+/* ---- stats.c ----------------------------------------------------------------- */
+void exm_stats_setup(void);
+
+#endif

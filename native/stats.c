@@ -1,0 +1,123 @@
+/*
+ * stats.c: EXM_STATS. "1" prints one summary on stderr when the process
+ * exits; a path gets the statistics as JSON, written to a temporary file
+ * and renamed into place. Exits by SIGTERM, SIGINT, SIGHUP and SIGQUIT are
+ * covered when the program leaves those signals at their default: the
+ * handler reports, restores the default and raises the signal again.
+ *
+ * Only the process the variable was given to reports: the variable is taken
+ * out of its environment (so programs it runs do not inherit it) and forked
+ * children drop the setting (arena.c).
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static int reported;
+
+static void json_field(exm_line_t *l, const char *name, uint64_t v, int last) {
+  exm_line_str(l, "  \"");
+  exm_line_str(l, name);
+  exm_line_str(l, "\": ");
+  exm_line_u64(l, v);
+  exm_line_str(l, last ? "\n" : ",\n");
+}
+
+static void write_json(const exm_stats_t *s) {
+  exm_line_t l = { .n = 0 };
+  exm_line_str(&l, "{\n");
+  json_field(&l, "pid", (uint64_t)getpid(), 0);
+  json_field(&l, "threshold", exm_cfg.threshold, 0);
+  json_field(&l, "live_bytes", s->live_bytes, 0);
+  json_field(&l, "peak_live_bytes", s->peak_live_bytes, 0);
+  json_field(&l, "live_blocks", s->live_blocks, 0);
+  json_field(&l, "total_allocs", s->total_allocs, 0);
+  json_field(&l, "total_frees", s->total_frees, 0);
+  json_field(&l, "disk_reserved", s->disk_reserved, 0);
+  json_field(&l, "peak_disk_reserved", s->peak_disk_reserved, 0);
+  json_field(&l, "bytes_punched", s->bytes_punched, 0);
+  json_field(&l, "arena_size", s->arena_size, 0);
+  json_field(&l, "fallbacks", s->fallbacks, 0);
+  json_field(&l, "failures", s->failures, 0);
+  json_field(&l, "forks", s->forks, 0);
+  json_field(&l, "alloc_ns", s->alloc_ns, 1);
+  exm_line_str(&l, "}\n");
+  char tmp[EXM_PATH_MAX + 32];
+  size_t n = strlen(exm_cfg.stats);
+  if (n + 24 > sizeof tmp) return;
+  exm_line_t suffix = { .n = 0 };
+  exm_line_str(&suffix, ".tmp.");
+  exm_line_u64(&suffix, (uint64_t)getpid());
+  memcpy(tmp, exm_cfg.stats, n);
+  memcpy(tmp + n, suffix.buf, suffix.n);
+  tmp[n + suffix.n] = 0;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return exm_warn("cannot write statistics to ", exm_cfg.stats, 0);
+  int err = exm_os_write_all(fd, l.buf, l.n);
+  if (close(fd) || err || rename(tmp, exm_cfg.stats)) {
+    unlink(tmp);
+    exm_warn("cannot write statistics to ", exm_cfg.stats, 0);
+  }
+}
+
+static void print_summary(const exm_stats_t *s) {
+  exm_line_t l = { .n = 0 };
+  exm_line_str(&l, "exm: pid ");
+  exm_line_u64(&l, (uint64_t)getpid());
+  exm_line_str(&l, ": peak ");
+  exm_line_size(&l, s->peak_live_bytes);
+  exm_line_str(&l, " file-backed in ");
+  exm_line_u64(&l, s->total_allocs);
+  exm_line_str(&l, s->total_allocs == 1 ? " block" : " blocks");
+  exm_line_str(&l, ", disk reserved peak ");
+  exm_line_size(&l, s->peak_disk_reserved);
+  exm_line_str(&l, ", given back ");
+  exm_line_size(&l, s->bytes_punched);
+  exm_line_str(&l, ", still live ");
+  exm_line_size(&l, s->live_bytes);
+  exm_line_str(&l, ", ");
+  exm_line_u64(&l, s->failures);
+  exm_line_str(&l, " failed, ");
+  exm_line_u64(&l, s->fallbacks);
+  exm_line_str(&l, " fallbacks, ");
+  exm_line_u64(&l, s->alloc_ns / 1000000);
+  exm_line_str(&l, " ms in the allocator");
+  exm_line_emit(&l);
+}
+
+static void report(void) {
+  if (!exm_cfg.stats[0] || __atomic_exchange_n(&reported, 1, __ATOMIC_ACQ_REL)) return;
+  exm_stats_t s;
+  exm_arena_stats(&s);
+  if (!strcmp(exm_cfg.stats, "1")) print_summary(&s);
+  else write_json(&s);
+}
+
+static void on_signal(int sig) {
+  report();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void exm_stats_setup(void) {
+  if (!exm_cfg.stats[0]) return;
+  unsetenv("EXM_STATS");
+  atexit(report);
+  static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+    struct sigaction old;
+    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = on_signal;
+      sa.sa_flags = SA_RESETHAND;
+      sigaction(sigs[i], &sa, NULL);
+    }
+  }
+}
