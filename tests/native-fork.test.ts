@@ -43,6 +43,13 @@ describe.skipIf(skipNoLib)("200 forks leak no fds, mappings or disk", () => {
   }
 });
 
+describe.skipIf(skipNoLib)("children that exec", () => {
+  test("fork+exec, vfork+exec and posix_spawn start a clean arena; the parent's block survives", async () => {
+    const r = await runC("spawn_exec", [], { EXM_THRESHOLD: "1M" });
+    expect(r.stdout.match(/^child ok$/gm)?.length).toBe(3);
+  });
+});
+
 const noCgroup = skipNoLib || skipUnless(cgroupAvailable(), "mclapply test (memory cgroup)");
 describe.skipIf(noCgroup)("mclapply-like workers under a 512 MiB cgroup", () => {
   test("4 children sum slices of a 1 GiB parent array; sums match", async () => {

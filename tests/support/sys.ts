@@ -351,6 +351,7 @@ function detectCgroup(): { kind: CgroupKind | null; reason: string | null } {
   }
   if (candidates.length === 0) return { kind: null, reason: "no memory cgroup hierarchy mounted" };
   const reasons: string[] = [];
+  for (const kind of candidates) removeStaleCgroups(kind.base);
   for (const kind of candidates) {
     const dir = join(kind.base, `exm-test-probe-${process.pid}-${randomBytes(3).toString("hex")}`);
     try {
@@ -380,6 +381,33 @@ function detectCgroup(): { kind: CgroupKind | null; reason: string | null } {
     }
   }
   return { kind: null, reason: reasons.join("; ") };
+}
+
+/** Removes empty exm-test-<pid>-* cgroups left by test runs that died. */
+function removeStaleCgroups(base: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(base);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^exm-test-(?:probe-)?(\d+)-/.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch {
+      alive = false;
+    }
+    if (alive || cgroupPids(join(base, name)).length > 0) continue;
+    try {
+      rmdirSync(join(base, name));
+    } catch {
+      /* someone else's, or busy */
+    }
+  }
 }
 
 /** null when we can create and limit memory cgroups; else why not. */
