@@ -69,10 +69,10 @@ export function splitArgs(args: Buffer[]): SplitArgs {
     if (spec.value) {
       if (inline !== undefined) value = inline;
       else if (i + 1 < args.length) value = args[++i]!.toString();
-      else throw usageError(`option ${given} needs a value (${spec.value})`);
+      else throw usageError(`option ${given} needs a value (${spec.value})`, true);
       own.push(`--${spec.flag}=${value}`);
     } else {
-      if (inline !== undefined) throw usageError(`option --${spec.flag} takes no value`);
+      if (inline !== undefined) throw usageError(`option --${spec.flag} takes no value`, true);
       own.push(`--${spec.flag}`);
     }
     seen.set(spec.flag, value);
@@ -87,17 +87,17 @@ export function splitArgs(args: Buffer[]): SplitArgs {
       const eq = a.indexOf("=");
       const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
       const spec = findOption(name);
-      if (!spec) throw usageError(`unknown option '${eq < 0 ? a : a.slice(0, eq)}'`);
+      if (!spec) throw usageError(`unknown option '${eq < 0 ? a : a.slice(0, eq)}'`, true);
       take(spec, eq < 0 ? undefined : a.slice(eq + 1), `--${name}`);
       continue;
     }
     if (a.startsWith("-") && a.length > 1) {
       const spec = a.length === 2 ? findShort(a[1]!) : undefined;
-      if (!spec) throw usageError(`unknown option '${a}'`);
+      if (!spec) throw usageError(`unknown option '${a}'`, true);
       take(spec, undefined, a);
       continue;
     }
-    if (a === "-") throw usageError("unknown option '-'");
+    if (a === "-") throw usageError("unknown option '-'", true);
     break;
   }
   return { own, program: args.slice(i), seen };

@@ -94,7 +94,7 @@ function main(): number {
     }
   }
 
-  if (split.program.length === 0) throw usageError("missing program to run");
+  if (split.program.length === 0) throw usageError("missing program to run", true);
   const flags: SettingFlags = {};
   for (const o of OPTIONS) if (o.kind === "setting") flags[o.flag] = get(o.flag);
   const settings = resolveSettings(flags, process.env, process.cwd());

@@ -26,7 +26,7 @@ export class ExmError extends Error {
   }
 }
 
-/** Bad command line or bad EXM_* value: exit 2 with a hint to read --help. */
-export function usageError(message: string): ExmError {
-  return new ExmError(message, EXIT_USAGE, true);
+/** Bad command line or bad EXM_* value: exit 2 (`hint`: point at --help). */
+export function usageError(message: string, hint = false): ExmError {
+  return new ExmError(message, EXIT_USAGE, hint);
 }

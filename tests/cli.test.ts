@@ -274,6 +274,22 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(envLines(r3.stdout).EXM_STATS).toBe("1");
   });
 
+  test("a .env, bunfig.toml, package.json or tsconfig.json in the working directory is not read by exm", async () => {
+    const cwd = mkdtempSync(join(scratch, "autoload-"));
+    const touched = join(cwd, "preloaded");
+    writeFileSync(join(cwd, ".env"), "EXM_THRESHOLD=junk\nFROM_DOTENV=1\n");
+    writeFileSync(join(cwd, "evil.ts"), `require("node:fs").writeFileSync(${JSON.stringify(touched)}, "x");\n`);
+    writeFileSync(join(cwd, "bunfig.toml"), 'preload = ["./evil.ts"]\n');
+    writeFileSync(join(cwd, "package.json"), '{ "type": "commonjs", "imports": { "#x": "./evil.ts" } }\n');
+    writeFileSync(join(cwd, "tsconfig.json"), '{ "compilerOptions": { "jsx": "bogus" } }\n');
+    const r = await exm(ENV_AT_EXEC, {}, cwd);
+    expectOk(r);
+    const e = envLines(r.stdout);
+    expect(e.EXM_THRESHOLD).toBe(String(64 * MiB));
+    expect(e.FROM_DOTENV).toBeUndefined();
+    expect(existsSync(touched)).toBe(false);
+  });
+
   test("LD_PRELOAD: ours first, the existing entries after it in order, no duplicate", async () => {
     const h = home();
     const first = await sh([EXM, "printenv", "LD_PRELOAD"], h.env);
@@ -382,7 +398,7 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
       try {
         const r = await exm(["--dir", dir, "true"]);
         expect(r.code).toBe(2);
-        expect(r.stderr).toBe(`exm: data directory ${dir} (from --dir) is not writable (see exm --help)\n`);
+        expect(r.stderr).toBe(`exm: data directory ${dir} (from --dir) is not writable\n`);
       } finally {
         spawnSync(["umount", dir]);
       }
