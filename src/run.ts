@@ -20,7 +20,7 @@
  * library's fallback to the next malloc.
  */
 
-import { accessSync, constants, readdirSync, readlinkSync, statSync } from "node:fs";
+import { accessSync, constants, readdirSync, readlinkSync, statSync, type Stats } from "node:fs";
 import { installLibrary } from "../embed/cache";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
 import {
@@ -35,41 +35,41 @@ function say(line: string): void {
   stderr(`exm: ${line}\n`);
 }
 
-/** The data directory must exist, be a directory, and be writable by us. */
-export function checkDataDir(s: Settings): void {
-  const from = s.dirSource.startsWith("--") || s.dirSource.startsWith("EXM") || s.dirSource === "TMPDIR"
-    ? ` (from ${s.dirSource})`
-    : "";
-  let st;
+function statOrNull(path: string): Stats | null {
   try {
-    st = statSync(s.dir);
+    return statSync(path);
   } catch {
-    throw usageError(`data directory ${s.dir}${from} does not exist`);
-  }
-  if (!st.isDirectory()) throw usageError(`data directory ${s.dir}${from} is not a directory`);
-  try {
-    accessSync(s.dir, constants.W_OK | constants.X_OK);
-  } catch {
-    throw usageError(`data directory ${s.dir}${from} is not writable`);
+    return null;
   }
 }
 
-/** A stats file must be creatable: its directory must exist. */
+function writable(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK | constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The data directory must exist, be a directory, and be writable by us. */
+export function checkDataDir(s: Settings): void {
+  const what = `data directory ${s.dir}${s.dirSource === "default" ? "" : ` (from ${s.dirSource})`}`;
+  const st = statOrNull(s.dir);
+  if (!st) throw usageError(`${what} does not exist`);
+  if (!st.isDirectory()) throw usageError(`${what} is not a directory`);
+  if (!writable(s.dir)) throw usageError(`${what} is not writable`);
+}
+
+/** A statistics file must be creatable: its directory must exist and be writable. */
 export function checkStatsFile(s: Settings): void {
   if (s.stats === "0" || s.stats === "1") return;
   const dir = s.stats.slice(0, s.stats.lastIndexOf("/")) || "/";
-  let st;
-  try {
-    st = statSync(dir);
-  } catch {
-    throw usageError(`${s.statsSource}: directory ${dir} of the statistics file does not exist`);
-  }
+  const st = statOrNull(dir);
+  if (!st) throw usageError(`${s.statsSource}: directory ${dir} of the statistics file does not exist`);
   if (!st.isDirectory()) throw usageError(`${s.statsSource}: ${dir} is not a directory`);
-  try {
-    if (statSync(s.stats).isDirectory()) throw usageError(`${s.statsSource}: ${s.stats} is a directory`);
-  } catch (e) {
-    if (e instanceof ExmError) throw e;
-  }
+  if (!writable(dir)) throw usageError(`${s.statsSource}: directory ${dir} is not writable`);
+  if (statOrNull(s.stats)?.isDirectory()) throw usageError(`${s.statsSource}: ${s.stats} is a directory`);
 }
 
 /** The variables exm sets; any value the program would have inherited is replaced. */
