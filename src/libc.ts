@@ -19,6 +19,8 @@ function open() {
     signal: { args: [i32, u64], returns: u64 },
     sigprocmask: { args: [i32, p, p], returns: i32 },
     statvfs: { args: [p, p], returns: i32 },
+    getrlimit: { args: [i32, p], returns: i32 },
+    setrlimit: { args: [i32, p], returns: i32 },
     __errno_location: { args: [], returns: p },
     strerror: { args: [i32], returns: cstring },
   });
@@ -38,6 +40,7 @@ export const SIGPIPE = 13;
 export const SIGXFSZ = 25;
 export const ST_NOEXEC = 8n;
 export const ENOEXEC = 8;
+export const RLIMIT_NOFILE = 7;
 
 export function errno(): number {
   return read.i32(libc().__errno_location() as Pointer, 0);
@@ -103,4 +106,16 @@ export function mountFlags(path: string): bigint | undefined {
   const cPath = cString(path);
   if (libc().statvfs(ptr(cPath), ptr(buf)) !== 0) return undefined;
   return buf[9];
+}
+
+/** [soft, hard] of a resource limit, or undefined when the call fails. */
+export function getRlimit(resource: number): [bigint, bigint] | undefined {
+  const lim = new BigUint64Array(2);
+  if (libc().getrlimit(resource, ptr(lim)) !== 0) return undefined;
+  return [lim[0]!, lim[1]!];
+}
+
+export function setRlimit(resource: number, soft: bigint, hard: bigint): boolean {
+  const lim = new BigUint64Array([soft, hard]);
+  return libc().setrlimit(resource, ptr(lim)) === 0;
 }

@@ -13,6 +13,12 @@
  *   cleared on all others. The cost: an inherited epoll/eventfd/timerfd does
  *   not reach the program (no shell passes those).
  *
+ * - Bun raises the soft RLIMIT_NOFILE to the hard limit (capped at 2^20) and
+ *   keeps no trace of the old value. The parent's soft limit is what exm
+ *   inherited in all but odd cases (a subshell that lowered its limit and then
+ *   exec'd exm), so it is put back when the parent has the same hard limit.
+ *   This matters for programs that still use select() (fds < 1024).
+ *
  * LD_PRELOAD gets our library FIRST, before what was already there: the
  * first preloaded object that defines malloc is the one every call binds to,
  * so a preloaded allocator placed before ours would take the large requests
@@ -20,12 +26,12 @@
  * library's fallback to the next malloc.
  */
 
-import { accessSync, constants, readdirSync, readlinkSync, statSync, type Stats } from "node:fs";
+import { accessSync, constants, readdirSync, readFileSync, readlinkSync, statSync, type Stats } from "node:fs";
 import { installLibrary } from "../embed/cache";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
 import {
-  ENOEXEC, execve, FD_CLOEXEC, getFdFlags, resetSignal, setFdFlags, SIGPIPE, SIGXFSZ, strerror,
-  unblockAllSignals,
+  ENOEXEC, execve, FD_CLOEXEC, getFdFlags, getRlimit, resetSignal, RLIMIT_NOFILE, setFdFlags, setRlimit, SIGPIPE,
+  SIGXFSZ, strerror, unblockAllSignals,
 } from "./libc";
 import { formatSize, type Settings, settingsEnv } from "./options";
 import { stderr } from "./out";
@@ -146,6 +152,28 @@ export function passInheritedFds(): void {
   }
 }
 
+/** "Max open files" soft and hard limits of another process, from /proc. */
+function procFileLimit(pid: number): [bigint, bigint] | undefined {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, "utf8"));
+    if (!m) return undefined;
+    const n = (v: string) => (v === "unlimited" ? 0xffffffffffffffffn : BigInt(v));
+    return [n(m[1]!), n(m[2]!)];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Puts back the soft open-file limit Bun raised, as far as it can be known. */
+export function restoreFileLimit(): void {
+  const ours = getRlimit(RLIMIT_NOFILE);
+  const parent = procFileLimit(process.ppid);
+  if (!ours || !parent) return;
+  const [soft, hard] = ours;
+  const [parentSoft, parentHard] = parent;
+  if (parentHard === hard && parentSoft < soft) setRlimit(RLIMIT_NOFILE, parentSoft, hard);
+}
+
 export interface RunRequest {
   settings: Settings;
   /** Program name as given, then its arguments, raw bytes. */
@@ -180,6 +208,7 @@ export function run(req: RunRequest): never {
   resetSignal(SIGPIPE);
   resetSignal(SIGXFSZ);
   unblockAllSignals();
+  restoreFileLimit();
   passInheritedFds();
 
   let err = execve(resolved, program, envp);

@@ -207,6 +207,14 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(p.stderr).toBe("");
   });
 
+  test("the open-file soft limit is the one exm was started with, not Bun's raised one", async () => {
+    const r = await bash(`ulimit -Sn 512 && "$EXM" sh -c 'ulimit -Sn; ulimit -Hn'; ulimit -Hn`);
+    expectOk(r);
+    const [soft, hard, parentHard] = r.stdout.trim().split("\n");
+    expect(soft).toBe("512");
+    expect(hard).toBe(parentHard);
+  });
+
   // ---- descriptors ----------------------------------------------------------------
 
   test("an inherited fd 9 is readable by the program, and exm adds or drops no descriptor", async () => {
