@@ -326,9 +326,25 @@ int exm_arena_set_max_disk(size_t bytes) {
 
 typedef struct dup_ctx { int from, to, err; } dup_ctx_t;
 
-static int dup_extent(void *ctx, size_t off, size_t len) {
+static int dup_extent(void *ctx, size_t off, size_t len, int state) {
   dup_ctx_t *d = ctx;
+  (void)state;
   return d->err = exm_os_copy_extent(d->from, d->to, off, len);
+}
+
+/* Small-chunk segments keep their bookkeeping in band. A child that only
+ * had a view of them through the parent's file would see the parent's later
+ * frees rewrite the headers its own allocator state depends on (and in
+ * shared mode its frees would rewrite the parent's), so the child copies
+ * them into private memory while the parent waits (snap_pipe). */
+static int snap_pipe[2] = { -1, -1 };
+
+static int snapshot_segment(void *ctx, size_t off, size_t len, int state) {
+  exm_arena_t *a = ctx;
+  if (state != EXT_SEG) return 0;
+  int err = exm_os_snapshot(a->core.base + off, len);
+  if (err) exm_warn("could not give a forked child its own copy of small blocks", NULL, err);
+  return err;
 }
 
 static void fork_prepare(void) {
@@ -337,6 +353,9 @@ static void fork_prepare(void) {
   for (int i = 0; i < n_inherited; i++) pthread_mutex_lock(&inherited[i].lock);
   dup_fd = -1;
   dup_err = 0;
+  if (own_state == 1 && own.core.seg_count && exm_cfg.child != EXM_CHILD_DUPLICATE &&
+      exm_os_pipe(snap_pipe))
+    snap_pipe[0] = snap_pipe[1] = -1;
   if (own_state == 1 && exm_cfg.child == EXM_CHILD_DUPLICATE) {
     dup_ctx_t d = { own.fd, -1, 0 };
     dup_err = exm_os_new_like(exm_cfg.dir, own.core.cap, &d.to);
@@ -350,6 +369,12 @@ static void fork_prepare(void) {
 }
 
 static void fork_parent(void) {
+  if (snap_pipe[0] >= 0) {
+    close(snap_pipe[1]);
+    exm_os_wait_pipe(snap_pipe[0]);
+    close(snap_pipe[0]);
+    snap_pipe[0] = snap_pipe[1] = -1;
+  }
   if (dup_fd >= 0) close(dup_fd);
   dup_fd = -1;
   forks++;
@@ -391,6 +416,12 @@ static void fork_child(void) {
       exm_warn("could not give a forked child a copy-on-write view; it shares the parent's blocks", NULL, err);
       mode = EXM_CHILD_SHARED;
     }
+  }
+  if (snap_pipe[1] >= 0) {
+    close(snap_pipe[0]);
+    exm_core_walk(&own.core, snapshot_segment, &own);
+    close(snap_pipe[1]);    /* the parent may go on */
+    snap_pipe[0] = snap_pipe[1] = -1;
   }
   exm_arena_t *a = &inherited[n_inherited++];
   *a = own;

@@ -779,12 +779,12 @@ int exm_core_find(exm_core_t *c, const void *p, void **base, size_t *size, exm_e
   return 0;
 }
 
-int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len), void *ctx) {
+int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len, int state), void *ctx) {
   exm_ext_t *e = c->last;
   while (e && e->prev) e = e->prev;
   for (; e; e = e->next) {
     if (e->state == EXT_CLEAN) continue;
-    int r = fn(ctx, e->off, e->len);
+    int r = fn(ctx, e->off, e->len, e->state);
     if (r) return r;
   }
   return 0;

@@ -110,8 +110,9 @@ int exm_core_find(exm_core_t *c, const void *p, void **base, size_t *size, exm_e
 /* Give back the disk of every DIRTY extent. */
 void exm_core_flush(exm_core_t *c);
 /* Call fn for every extent holding disk (live, segment or retained), in
- * address order; stops at the first non-zero return and returns it. */
-int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len), void *ctx);
+ * address order, with its state (EXT_*); stops at the first non-zero return
+ * and returns it. */
+int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len, int state), void *ctx);
 /* Walk every structure; 0 if consistent, else -1 with a reason in msg. */
 int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
 /* Is p inside the carved range? */

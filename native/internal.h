@@ -69,6 +69,9 @@ void exm_os_unmap(void *p, size_t len);
 int exm_os_dir_usable(const char *dir);
 int exm_os_new_like(const char *dir, size_t cap, int *newfd);
 int exm_os_copy_extent(int from, int to, size_t off, size_t len);
+int exm_os_snapshot(void *p, size_t len);
+int exm_os_pipe(int fds[2]);
+void exm_os_wait_pipe(int fd);
 int exm_os_write_all(int fd, const char *buf, size_t len);
 uint64_t exm_os_now_ns(void);
 

@@ -143,6 +143,28 @@ int exm_os_copy_extent(int from, int to, size_t off, size_t len) {
   return err ? err : copy_data(from, to, off, off + len);
 }
 
+/* Replace the mapping of [p, p+len) by private anonymous memory holding a
+ * copy of what it reads now: a snapshot no other process can change. */
+int exm_os_snapshot(void *p, size_t len) {
+  void *tmp = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (tmp == MAP_FAILED) return errno;
+  memcpy(tmp, p, len);
+  if (mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED) {
+    int err = errno;
+    munmap(tmp, len);
+    return err;
+  }
+  return 0;
+}
+
+int exm_os_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) ? errno : 0; }
+
+/* Block until the other end writes a byte or is closed. */
+void exm_os_wait_pipe(int fd) {
+  char b;
+  while (read(fd, &b, 1) < 0 && errno == EINTR) {}
+}
+
 int exm_os_write_all(int fd, const char *buf, size_t len) {
   while (len) {
     ssize_t n = write(fd, buf, len);
