@@ -31,13 +31,19 @@ export function splitNul(bytes: Uint8Array): Buffer[] {
 /**
  * The arguments after the executable's own name, as raw bytes: the kernel's
  * copy, which also leaves out what Bun may add to process.argv (BUN_OPTIONS).
+ * Run from source (`bun src/cli.ts ...`), the command line also holds bun's
+ * own arguments: then the last process.argv.length - 2 entries are ours.
  * process.argv only serves when /proc cannot be read.
  */
 export function rawArgs(): Buffer[] {
+  const fromProcess = process.argv.slice(2);
   try {
-    return splitNul(readFileSync("/proc/self/cmdline")).slice(1);
+    const cmdline = splitNul(readFileSync("/proc/self/cmdline"));
+    const compiled = process.argv[1]?.startsWith("/$bunfs/") ?? false;
+    if (compiled) return cmdline.slice(1);
+    return cmdline.slice(Math.max(1, cmdline.length - fromProcess.length));
   } catch {
-    return process.argv.slice(2).map((a) => Buffer.from(a));
+    return fromProcess.map((a) => Buffer.from(a));
   }
 }
 

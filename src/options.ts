@@ -250,6 +250,22 @@ export function renderOptionsMarkdown(): string {
   return rows.join("\n");
 }
 
+const HELP_WIDTH = 80;
+
+/** Splits text into lines of at most `width` characters, at spaces. */
+function wrap(text: string, width: number): string[] {
+  const out: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > width) {
+      out.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) out.push(line);
+  return out;
+}
+
 /** Text of --help. */
 export function renderHelp(version: string): string {
   const lines = [
@@ -268,9 +284,10 @@ export function renderHelp(version: string): string {
   const section = (title: string, kinds: OptionKind[]) => {
     lines.push(title);
     for (const o of OPTIONS.filter((x) => kinds.includes(x.kind))) {
-      lines.push(`  ${flagText(o).padEnd(width)}  ${o.meaning}`);
       const extra = [o.env ? `env ${o.env}` : "", o.kind === "setting" ? `default ${o.default}` : ""].filter(Boolean);
-      if (extra.length) lines.push(`${pad}${extra.join(", ")}`);
+      const text = wrap(o.meaning, HELP_WIDTH - pad.length);
+      if (extra.length) text.push(extra.join(", "));
+      lines.push(`  ${flagText(o).padEnd(width)}  ${text[0]}`, ...text.slice(1).map((t) => pad + t));
     }
     lines.push("");
   };
