@@ -51,7 +51,9 @@ void *exm_os_map_file(int fd, size_t *cap) {
   for (size_t size = (size_t)8 << 40; size >= ((size_t)64 << 20); size >>= 1) {
     if (ftruncate(fd, (off_t)size)) continue;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-    if (p != MAP_FAILED) return *cap = size, p;
+    if (p == MAP_FAILED) continue;
+    madvise(p, size, MADV_DONTDUMP);   /* a core dump of terabytes of file helps nobody */
+    return *cap = size, p;
   }
   return NULL;
 }
