@@ -9,11 +9,13 @@
  *   bun build.ts readme          rewrite the README's option table from src/options.ts
  *
  * Every step fails loudly: its output is shown and the build exits non-zero,
- * leaving no stale dist/exm behind. EXM_CFLAGS adds compiler flags (e.g. a
+ * and the previous outputs are removed so that nothing stale looks current.
+ * Outputs are written under temporary names and renamed into place, so a
+ * test running while someone rebuilds never sees half a file. EXM_CFLAGS adds compiler flags (e.g. a
  * debug build: EXM_CFLAGS="-O0 -DEXM_DEBUG=1"); CC picks the compiler.
  */
 
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 
 const ROOT = import.meta.dir;
@@ -70,7 +72,7 @@ async function buildLibrary(nativeDir: string): Promise<void> {
   if (!existsSync(HEADER)) throw new BuildError("native/exm.h is missing");
   const cc = process.env.CC || "cc";
   const extra = (process.env.EXM_CFLAGS ?? "").split(/\s+/).filter(Boolean);
-  const objDir = `${BUILD}/obj`;
+  const objDir = `${BUILD}/obj-${process.pid}`;
   rmSync(objDir, { recursive: true, force: true });
   mkdirSync(objDir, { recursive: true });
 
@@ -89,17 +91,28 @@ async function buildLibrary(nativeDir: string): Promise<void> {
   if (failures.length) throw new BuildError(failures.join("\n"));
 
   step("link build/libexm.so and build/libexm.a");
-  await sh([cc, ...CFLAGS, ...extra, "-shared", "-o", `${BUILD}/libexm.so`, ...objects, "-ldl"], "linking libexm.so");
-  rmSync(`${BUILD}/libexm.a`, { force: true });
-  await sh(["ar", "rcs", `${BUILD}/libexm.a`, ...objects], "archiving libexm.a");
-  copyFileSync(HEADER, `${BUILD}/exm.h`);
+  await sh([cc, ...CFLAGS, ...extra, "-shared", "-o", tmp(`${BUILD}/libexm.so`), ...objects, "-ldl"], "linking libexm.so");
+  await checkExports(tmp(`${BUILD}/libexm.so`));
+  await sh(["ar", "rcs", tmp(`${BUILD}/libexm.a`), ...objects], "archiving libexm.a");
+  rmSync(objDir, { recursive: true, force: true });
+  copyFileSync(HEADER, tmp(`${BUILD}/exm.h`));
+  for (const f of ["libexm.so", "libexm.a", "exm.h"]) publish(`${BUILD}/${f}`);
 }
 
-async function checkExports(): Promise<void> {
+/** The temporary name an output is written under before publish() renames it into place. */
+function tmp(path: string): string {
+  return `${path}.tmp-${process.pid}`;
+}
+
+function publish(path: string): void {
+  renameSync(tmp(path), path);
+}
+
+async function checkExports(library: string): Promise<void> {
   step("check exported symbols");
   const header = readFileSync(HEADER, "utf8");
   const expected = new Set([...MALLOC_FAMILY, ...declaredFunctions(header)]);
-  const out = await sh(["nm", "-D", "--defined-only", `${BUILD}/libexm.so`], "nm");
+  const out = await sh(["nm", "-D", "--defined-only", library], "nm");
   const exported = new Set(
     out.split("\n").map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 3).map((f) => f[2]!.replace(/@.*$/, ""))
       .filter((n) => !LINKER_SYMBOLS.has(n)),
@@ -119,23 +132,24 @@ async function writeManifest(): Promise<void> {
   const bytes = readFileSync(`${BUILD}/libexm.so`);
   const sha256 = new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
   const manifest = { sha256, size: bytes.length, version: headerVersion(readFileSync(HEADER, "utf8")) };
-  writeFileSync(`${BUILD}/libexm.json`, `${JSON.stringify(manifest, null, 2)}\n`);
+  writeFileSync(tmp(`${BUILD}/libexm.json`), `${JSON.stringify(manifest, null, 2)}\n`);
+  publish(`${BUILD}/libexm.json`);
 }
 
 async function buildExecutable(): Promise<void> {
   step("compile dist/exm");
   mkdirSync(DIST, { recursive: true });
-  rmSync(`${DIST}/exm`, { force: true });
   await sh(
     [
       process.execPath, "build", "--compile", "--minify", "--bytecode", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig",
-      "--no-compile-autoload-tsconfig", "--no-compile-autoload-package-json", `${ROOT}/src/cli.ts`, "--outfile", `${DIST}/exm`,
+      "--no-compile-autoload-tsconfig", "--no-compile-autoload-package-json", `${ROOT}/src/cli.ts`, "--outfile", tmp(`${DIST}/exm`),
     ],
     "bun build --compile",
   );
-  copyFileSync(`${BUILD}/libexm.so`, `${DIST}/libexm.so`);
-  copyFileSync(`${BUILD}/exm.h`, `${DIST}/exm.h`);
-  const out = await sh([`${DIST}/exm`, "--version"], "running dist/exm --version");
+  const out = await sh([tmp(`${DIST}/exm`), "--version"], "running dist/exm --version");
+  copyFileSync(`${BUILD}/libexm.so`, tmp(`${DIST}/libexm.so`));
+  copyFileSync(`${BUILD}/exm.h`, tmp(`${DIST}/exm.h`));
+  for (const f of ["exm", "libexm.so", "exm.h"]) publish(`${DIST}/${f}`);
   step(`done: ${out.trim()}`);
 }
 
@@ -163,24 +177,30 @@ async function main(): Promise<void> {
     nativeDir = args[i + 1]!.startsWith("/") ? args[i + 1]! : `${process.cwd()}/${args[i + 1]}`;
   }
   mkdirSync(BUILD, { recursive: true });
-  // A failed build must not leave an old library or executable looking current.
-  for (const f of [`${BUILD}/libexm.so`, `${BUILD}/libexm.json`, `${DIST}/exm`, `${DIST}/libexm.so`, `${DIST}/exm.h`]) {
-    rmSync(f, { force: true });
-  }
   await buildLibrary(nativeDir);
-  await checkExports();
   await writeManifest();
   await buildExecutable();
+}
+
+/** After a failure: remove outputs that would look current, and our temporaries. */
+function removeOutputs(): void {
+  for (const f of ["libexm.so", "libexm.a", "exm.h", "libexm.json"]) {
+    rmSync(`${BUILD}/${f}`, { force: true });
+    rmSync(tmp(`${BUILD}/${f}`), { force: true });
+  }
+  for (const f of ["exm", "libexm.so", "exm.h"]) {
+    rmSync(`${DIST}/${f}`, { force: true });
+    rmSync(tmp(`${DIST}/${f}`), { force: true });
+  }
+  rmSync(`${BUILD}/obj-${process.pid}`, { recursive: true, force: true });
 }
 
 if (import.meta.main) {
   try {
     await main();
   } catch (e) {
-    if (e instanceof BuildError) {
-      console.error(`build: FAILED: ${e.message}`);
-      process.exit(1);
-    }
-    throw e;
+    if (process.argv[2] !== "readme") removeOutputs();
+    console.error(`build: FAILED: ${e instanceof BuildError ? e.message : (e as Error).stack ?? String(e)}`);
+    process.exit(1);
   }
 }
