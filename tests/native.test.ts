@@ -106,6 +106,23 @@ describe.skipIf(skipNoLib)("disk given back", () => {
   });
 });
 
+describe.skipIf(skipNoLib)("many blocks, one mapping", () => {
+  // 70 000 is past vm.max_map_count's default (65 530); the other advices
+  // only need enough blocks for a VMA per block to show in the count.
+  for (const [advice, n] of [["auto", "70000"], ["random", "20000"], ["sequential", "20000"]] as const) {
+    test(`${n} live 4-12 KiB blocks at threshold 4096 (EXM_ADVICE=${advice}): no VMA per block`, async () => {
+      const r = await runC("many_blocks", [n], { EXM_THRESHOLD: "4096", EXM_ADVICE: advice });
+      console.log(r.stdout.split("\n").find((l) => l.startsWith("blocks=")));
+    });
+  }
+});
+
+describe.skipIf(skipNoLib)("fallback to the arena when glibc fails", () => {
+  test("1 MiB mallocs under RLIMIT_DATA succeed from the arena", async () => {
+    await runC("fallback");
+  });
+});
+
 describe.skipIf(skipNoLib)("always-on check of pointers given to free/realloc", () => {
   for (const misuse of ["double", "interior", "realloc-interior"]) {
     test(`${misuse} free aborts with one line`, async () => {
