@@ -39,10 +39,12 @@ static int n_inherited;
 static int dup_fd = -1, dup_err;       /* duplicate mode: the copy made for the child */
 static int no_fallocate, no_punch;     /* filesystem limits, warned about once */
 static int advised_blocks;             /* some block carries its own advice */
+static uintptr_t tc_key;               /* marks chunks in a thread cache (below) */
 
 void exm_init(void) {
   pthread_mutex_lock(&init_lock);
   if (!exm_ready) {
+    tc_key = (uintptr_t)exm_os_now_ns() * 0x9E3779B97F4A7C15ull ^ (uintptr_t)&tc_key;
     exm_options_load();
     __atomic_store_n(&exm_ready, 1, __ATOMIC_RELEASE);
   }
@@ -146,7 +148,126 @@ exm_arena_t *exm_arena_of(const void *p) {
   return NULL;
 }
 
+/* ---- per-thread cache of small chunks -------------------------------------
+ * With a threshold below a page, every malloc/free of a small object would
+ * take the arena lock. Like glibc's tcache, each thread keeps up to
+ * TC_LIMIT freed chunks per size class (chunk sizes 32..1040) and hands them
+ * out again without the lock. Cached chunks stay "in use" for the carving
+ * core. A cached chunk carries tc_key in its second word, so a double free
+ * into the cache is caught by a short list walk. Threads give their cache
+ * back when they exit. Small blocks held in caches count as live in the
+ * statistics. */
+#define TC_CLASSES 256                          /* chunk sizes 32 .. 4112 */
+#define TC_MAX_CHUNK ((size_t)(TC_CLASSES + 1) * 16)
+#define TC_LIMIT(cls) ((cls) < 64 ? 16 : 4)      /* at most ~2.5 MiB cached per thread */
+#define TC_BATCH 8                               /* chunks taken per lock on a miss */
+
+typedef struct tcache {
+  void *head[TC_CLASSES];
+  uint8_t count[TC_CLASSES];
+  int registered;                    /* thread-exit destructor armed */
+} tcache_t;
+
+static __thread tcache_t tc;
+static pthread_key_t tc_exit_key;
+static int tc_exit_ready;
+
+static inline void cache_put(unsigned cls, void *p) {
+  uintptr_t *w = p;
+  w[0] = (uintptr_t)tc.head[cls];
+  w[1] = tc_key;
+  tc.head[cls] = p;
+  tc.count[cls]++;
+}
+
+static void *cache_pop(size_t n) {
+  size_t sz = exm_core_chunk_size_for(n);
+  if (sz > TC_MAX_CHUNK) return NULL;
+  unsigned cls = (unsigned)(sz >> 4) - 2;
+  void **p = tc.head[cls];
+  if (!p) return NULL;
+  tc.head[cls] = p[0];
+  tc.count[cls]--;
+  p[1] = NULL;
+  return p;
+}
+
+/* Under own.lock, after a miss: stock the cache with more chunks of the
+ * size just served, so the next few mallocs of it take no lock. */
+static void cache_refill(size_t chunk) {
+  if (chunk > TC_MAX_CHUNK) return;
+  unsigned cls = (unsigned)(chunk >> 4) - 2;
+  for (int i = 1; i < TC_BATCH && tc.count[cls] < TC_LIMIT(cls); i++) {
+    int dirty, err;
+    void *q = exm_core_alloc(&own.core, chunk - 8, 16, 0, &dirty, &err);
+    if (!q) break;
+    cache_put(cls, q);
+  }
+  if (unlikely(!tc.registered) && tc_exit_ready) {
+    tc.registered = 1;
+    pthread_setspecific(tc_exit_key, &tc);
+  }
+}
+
+/* 1 when p (a chunk of our own arena) went into this thread's cache, or
+ * went back to the arena together with half of a full cache bin. */
+static int cache_push(void *p, const char *who) {
+  size_t sz = exm_core_small_peek(&own.core, p);
+  if (!sz || sz > TC_MAX_CHUNK) return 0;
+  unsigned cls = (unsigned)(sz >> 4) - 2;
+  uintptr_t *w = p;
+  if (w[1] == tc_key)
+    for (void **q = tc.head[cls]; q; q = q[0])
+      if (q == p) exm_bad_pointer(who, p);
+  if (tc.count[cls] >= TC_LIMIT(cls)) {
+    /* Full: return p and half the bin in one lock. */
+    int saved = errno;
+    pthread_mutex_lock(&own.lock);
+    int bad = exm_core_free(&own.core, p);
+    for (int i = TC_LIMIT(cls) / 2; i > 0 && !bad; i--) {
+      void **q = tc.head[cls];
+      tc.head[cls] = q[0];
+      tc.count[cls]--;
+      q[1] = NULL;
+      exm_core_free(&own.core, q);
+    }
+    pthread_mutex_unlock(&own.lock);
+    errno = saved;
+    if (bad) exm_bad_pointer(who, p);
+    return 1;
+  }
+  cache_put(cls, p);
+  return 1;
+}
+
+static void cache_flush(void *arg) {
+  tcache_t *t = arg;
+  for (unsigned cls = 0; cls < TC_CLASSES; cls++) {
+    void **p;
+    while ((p = t->head[cls])) {
+      t->head[cls] = p[0];
+      p[1] = NULL;
+      exm_arena_t *a = exm_arena_of(p);
+      if (a) {
+        pthread_mutex_lock(&a->lock);
+        exm_core_free(&a->core, p);
+        pthread_mutex_unlock(&a->lock);
+      }
+    }
+    t->count[cls] = 0;
+  }
+  t->registered = 0;
+}
+
 void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
+  if (align <= 16 && n < EXM_SMALL_MAX) {
+    void *p = cache_pop(n);
+    if (p) {
+      *served = 1;
+      if (zero) memset(p, 0, n);
+      return p;
+    }
+  }
   pthread_mutex_lock(&own.lock);
   if (unlikely(own_state <= 0)) {
     if (own_state == 0) own_create();
@@ -158,10 +279,12 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
     }
   }
   *served = 1;
-  uint64_t t0 = exm_os_now_ns();
+  int timed = n >= EXM_SMALL_MAX;    /* small ones are too quick to be worth a clock read */
+  uint64_t t0 = timed ? exm_os_now_ns() : 0;
   int dirty = 0;
   void *p = exm_core_alloc(&own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
-  alloc_ns += exm_os_now_ns() - t0;
+  if (timed) alloc_ns += exm_os_now_ns() - t0;
+  else if (p && align <= 16) cache_refill(exm_core_chunk_size_for(n));
   pthread_mutex_unlock(&own.lock);
   if (p && zero && dirty) memset(p, 0, n);
   return p;
@@ -194,12 +317,14 @@ static void reset_advice(exm_arena_t *a, void *p) {
 }
 
 void exm_arena_free(exm_arena_t *a, void *p, const char *who) {
+  if (a == &own && ((uintptr_t)p & (EXM_PAGE - 1)) && cache_push(p, who)) return;
   int saved = errno;
+  int timed = !((uintptr_t)p & (EXM_PAGE - 1));    /* page blocks: the ones with system calls */
   pthread_mutex_lock(&a->lock);
-  uint64_t t0 = exm_os_now_ns();
+  uint64_t t0 = timed ? exm_os_now_ns() : 0;
   if (unlikely(advised_blocks)) reset_advice(a, p);
   int r = exm_core_free(&a->core, p);
-  alloc_ns += exm_os_now_ns() - t0;
+  if (timed) alloc_ns += exm_os_now_ns() - t0;
   pthread_mutex_unlock(&a->lock);
   errno = saved;
   if (r) exm_bad_pointer(who, p);
@@ -229,6 +354,7 @@ size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who) {
 
 void exm_arena_stats(exm_stats_t *out) {
   memset(out, 0, sizeof *out);
+  cache_flush(&tc);     /* the caller's cached chunks are free, not live */
   pthread_mutex_lock(&own.lock);
   const exm_core_stats_t *s = &own.core.st;
   out->live_bytes = s->live_bytes;
@@ -441,4 +567,5 @@ void exm_arena_setup(void) {
   if (own_state == 0) check_dir();
   pthread_mutex_unlock(&own.lock);
   pthread_atfork(fork_prepare, fork_parent, fork_child);
+  if (!pthread_key_create(&tc_exit_key, cache_flush)) tc_exit_ready = 1;
 }

@@ -455,6 +455,7 @@ static int new_segment(exm_core_t *c, int *err) {
   if (!e) return -1;
   e->state = EXT_SEG;
   chunk_t *ch = (chunk_t *)addr(c, e->off);
+  ch->prev_foot = EXM_SEG_TAG ^ (uintptr_t)ch;   /* never a boundary tag: nothing precedes it */
   ch->head = (EXM_SEG_SIZE - FENCE) | PINUSE;
   chunk_t *fence = cat(ch, EXM_SEG_SIZE - FENCE);
   fence->prev_foot = EXM_SEG_SIZE - FENCE;
@@ -479,10 +480,7 @@ static void split_tail(exm_core_t *c, chunk_t *ch, size_t sz) {
   sbin_insert(c, r);
 }
 
-static size_t chunk_size_for(size_t n) {
-  size_t sz = (n + 8 + 15) & ~(size_t)15;
-  return sz < MIN_CHUNK ? MIN_CHUNK : sz;
-}
+#define chunk_size_for exm_core_chunk_size_for
 
 static void *small_alloc(exm_core_t *c, size_t n, size_t align, int *err) {
   size_t sz = chunk_size_for(n);
@@ -550,6 +548,7 @@ static void small_release(exm_core_t *c, chunk_t *ch, exm_ext_t *seg) {
   n->head &= ~PINUSE;
   if (whole_segment(ch)) {
     if (c->seg_empty >= 1) {    /* keep one empty segment to damp churn */
+      ch->prev_foot = 0;        /* no longer a segment: drop its tag */
       hash_del(c, seg->off);
       c->seg_count--;
       page_free(c, seg);
@@ -569,6 +568,7 @@ static void release_empty_segments(exm_core_t *c) {
     if (whole_segment(ch)) {
       exm_ext_t *seg = hash_get(c, (uintptr_t)ch - (uintptr_t)c->base);
       sbin_remove(c, ch);
+      ch->prev_foot = 0;
       hash_del(c, seg->off);
       c->seg_empty--;
       c->seg_count--;
@@ -798,6 +798,7 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
                          char *msg, size_t msglen) {
   chunk_t *ch = (chunk_t *)addr(c, e->off), *end = cat(ch, e->len - FENCE);
   if ((uintptr_t)ch & (EXM_SEG_SIZE - 1)) FAIL("segment misaligned at offset", e->off);
+  if (ch->prev_foot != (EXM_SEG_TAG ^ (uintptr_t)ch)) FAIL("segment tag overwritten at offset", e->off);
   if (!(ch->head & PINUSE)) FAIL("segment's first chunk lacks PINUSE at offset", e->off);
   int prev_inuse = 1;
   size_t prev_size = 0;

@@ -115,6 +115,30 @@ void exm_core_flush(exm_core_t *c);
 int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len, int state), void *ctx);
 /* Walk every structure; 0 if consistent, else -1 with a reason in msg. */
 int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
+/* ---- lock-free peeks for the per-thread cache (arena.c) ----------------------
+ * A small chunk's size never changes while it is live, and the first word of
+ * every segment holds a tag derived from its address, so a live small chunk
+ * can be recognised without the lock. Page-aligned pointers are never
+ * peeked at: they may be large blocks, whose pages must not be touched. */
+#define EXM_SEG_TAG ((uintptr_t)0x6578d2f1c3a5b7e9ull)
+#define EXM_CHUNK_OF(p) ((size_t *)((char *)(p) - 16))
+static inline size_t exm_core_chunk_size_for(size_t n) {
+  size_t sz = (n + 8 + 15) & ~(size_t)15;
+  return sz < 32 ? 32 : sz;
+}
+/* Chunk size of the live small chunk at p, or 0 when p is not one (then the
+ * caller takes the locked path, which checks it properly). */
+static inline size_t exm_core_small_peek(const exm_core_t *c, const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  if (!(a & (EXM_PAGE - 1)) || (a & 15) || a - (uintptr_t)c->base >= c->cap) return 0;
+  uintptr_t seg = a & ~(EXM_SEG_SIZE - 1);
+  if (seg < (uintptr_t)c->base || *(const uintptr_t *)seg != (EXM_SEG_TAG ^ seg)) return 0;
+  size_t head = EXM_CHUNK_OF(p)[1], size = head & ~(size_t)7;
+  if (!(head & 2) || size < 32 || size > seg + EXM_SEG_SIZE - 16 - (a - 16)) return 0;
+  /* the next chunk must say this one is in use (PINUSE) */
+  return (EXM_CHUNK_OF((char *)p + size)[1] & 1) ? size : 0;
+}
+
 /* Is p inside the carved range? */
 static inline int exm_core_owns(const exm_core_t *c, const void *p) {
   return (uintptr_t)p - (uintptr_t)c->base < c->cap;
