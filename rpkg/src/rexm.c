@@ -291,12 +291,15 @@ static SEXP C_lookup(SEXP x) {
     size_t delta = (size_t)((const char *)p - (const char *)info.base);
     info.path[sizeof info.path - 1] = 0;
     SET_VECTOR_ELT(out, 0, Rf_ScalarLogical(1));
-    SET_VECTOR_ELT(out, 1, Rf_mkString(info.path));
+    /* A forked child's view of its parent's blocks (cow, shared) has no
+     * descriptor of its own: fd -1 and an empty path. */
+    int named = info.fd >= 0 && info.path[0];
+    SET_VECTOR_ELT(out, 1, named ? Rf_mkString(info.path) : Rf_ScalarString(NA_STRING));
     SET_VECTOR_ELT(out, 2, Rf_ScalarReal((double)(info.offset + delta)));
     SET_VECTOR_ELT(out, 3, Rf_ScalarReal(data_size));
     SET_VECTOR_ELT(out, 4, Rf_ScalarReal((double)info.offset));
     SET_VECTOR_ELT(out, 5, Rf_ScalarReal((double)info.size));
-    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(info.fd));
+    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(named ? info.fd : NA_INTEGER));
   } else {
     SET_VECTOR_ELT(out, 0, Rf_ScalarLogical(0));
     SET_VECTOR_ELT(out, 1, Rf_ScalarString(NA_STRING));
