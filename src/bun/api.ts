@@ -416,9 +416,13 @@ export function free(target: BufferLike): void {
   if (!ours.has(buffer)) {
     throw new TypeError("exm.free: not a buffer from exm.alloc (a buffer moved out with .transfer() is freed by the garbage collector)");
   }
-  ours.delete(buffer);
   // Detaching releases the contents at once: their deallocator is exm_free.
-  buffer.transfer(0);
+  try {
+    buffer.transfer(0);
+  } catch (e) {
+    throw new Error(`exm.free: cannot detach the buffer: ${(e as Error).message}`);
+  }
+  ours.delete(buffer);
 }
 
 /** The address of a view's first byte (or a buffer's), or null when it is empty. */
