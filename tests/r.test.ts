@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { spawnSync } from "bun";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GiB, MiB, assertOk, assertRun, withDataDir } from "./support/native";
@@ -328,6 +328,35 @@ describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
     const fns = Object.keys(v).filter((k) => k.startsWith("exm_"));
     expect(fns.length).toBeGreaterThanOrEqual(16);
     for (const fn of fns) expect({ fn, message: v[fn] }).toEqual({ fn, message: NOT_UNDER_EXM });
+  });
+
+  test("a package built for another libexm version refuses, saying so", async () => {
+    // The same package with a header claiming version 0.99.0, in a library of its own.
+    const other = join(work, "other");
+    mkdirSync(join(other, "lib"), { recursive: true });
+    cpSync(join(work, "rpkg"), join(other, "rpkg"), { recursive: true, filter: (src) => !/\.(o|so)$/.test(src) });
+    const h = join(other, "rpkg", "src", "exm.h");
+    writeFileSync(h, readFileSync(h, "utf8").replace(/#define EXM_VERSION_MINOR \d+/, "#define EXM_VERSION_MINOR 99"));
+    const inst = spawnSync(["R", "CMD", "INSTALL", "--no-test-load", "-l", "lib", "rpkg"], {
+      cwd: other,
+      env: cleanEnv(),
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    expect(inst.exitCode).toBe(0);
+    const r = await run(
+      [
+        EXM,
+        "Rscript",
+        "--vanilla",
+        "-e",
+        `library(exm, lib.loc = "${join(other, "lib")}"); cat("available=", exm_available(), "\\n", sep = "");
+         cat("error=", tryCatch(exm_threshold(), error = function(e) conditionMessage(e)), "\\n", sep = "")`,
+      ],
+      { timeoutMs: 60_000 },
+    );
+    assertOk(r, "available=FALSE", "mismatched package under exm");
+    expect(kv(r.stdout).error).toMatch(/does not match the one the exm R package was built for \(0\.99\.\d+\)/);
   });
 
   test("a session with libexm preloaded by hand (LD_PRELOAD, no launcher) can use it", async () => {
