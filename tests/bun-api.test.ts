@@ -18,7 +18,7 @@ import { EXM_SYMBOLS, BLOCK_INFO, HEADER_VERSION, STATS_FIELDS, STATS_SIZEOF } f
 import * as ffi from "../src/bun/ffi";
 import { assertOk, assertRun, GiB, MiB, withDataDir } from "./support/native";
 import {
-  cgroupAvailable, compileC, EXM, kv, LIB, libAvailable, ROOT, run, runInCgroup, skipUnless, tmpfsAvailable,
+  cgroupAvailable, compileC, EXM, kv, libAvailable, ROOT, run, runInCgroup, skipUnless, tmpfsAvailable,
   withTmpfs,
 } from "./support/sys";
 
@@ -40,6 +40,34 @@ function thrown(f: () => unknown): [string, string] {
     return [(e as Error).constructor.name, (e as Error).message];
   }
   return ["none", ""];
+}
+
+/**
+ * A fresh project depending on exm as `npm install` leaves a "file:"
+ * dependency: node_modules/exm is a symbolic link to the package. It gets
+ * the dependent fixture (app.ts, tsconfig.json) and @types from this repo.
+ */
+function dependentProject(): string {
+  const project = mkdtempSync(join(tmpdir(), "exm-dependent-"));
+  writeFileSync(
+    join(project, "package.json"),
+    JSON.stringify({ name: "exm-dependent", private: true, type: "module", dependencies: { exm: `file:${ROOT}` } }),
+  );
+  copyFileSync(join(FIXTURES, "dependent", "app.ts"), join(project, "app.ts"));
+  copyFileSync(join(FIXTURES, "dependent", "tsconfig.json"), join(project, "tsconfig.json"));
+  mkdirSync(join(project, "node_modules"));
+  symlinkSync(ROOT, join(project, "node_modules", "exm"));
+  symlinkSync(join(ROOT, "node_modules", "@types"), join(project, "node_modules", "@types"));
+  return project;
+}
+
+/** The TypeScript example of the README's "Bun API" section. */
+function readmeExample(): string {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const section = readme.slice(readme.indexOf("\n## Bun API\n"));
+  const m = /```ts\n([\s\S]*?)```/.exec(section);
+  if (!m) throw new Error("README.md: no ```ts example in the Bun API section");
+  return m[1]!;
 }
 
 describe.skipIf(NO_LIB)("Bun API", () => {
@@ -281,6 +309,19 @@ describe.skipIf(NO_LIB)("Bun API", () => {
       assertRun(o.live_after_free === "0", r, "freed at the end");
       console.log(`2 GiB Float64Array in 512 MiB: fill ${o.fill_ms} ms, checksum ${o.sum_ms} ms, ${Math.round(r.ms)} ms in all`);
     });
+    // The README's example claims the same: 2 GiB of doubles in a 512 MiB container.
+    const project = dependentProject();
+    try {
+      writeFileSync(join(project, "example.ts"), readmeExample());
+      await withDataDir(async (dir) => {
+        const r = await runInCgroup(limit, [BUN, "example.ts"], { cwd: project, env: { EXM_DIR: dir }, timeoutMs: 150_000 });
+        assertOk(r, "sum 134083386240, ", "the README's Bun example in a 512 MiB cgroup");
+        assertRun(/bytes of disk, in \/proc\/self\/fd\/\d+\n$/.test(r.stdout), r, "the README example's output");
+        console.log(`README example (2 GiB, i % 1000, sequential advice) in 512 MiB: ${Math.round(r.ms)} ms`);
+      });
+    } finally {
+      rmSync(project, { recursive: true, force: true });
+    }
     const plain = await runInCgroup(limit, [BUN, fixture("ooc-fill.ts"), "plain", "2048"], { timeoutMs: 150_000 });
     assertRun(plain.oomKilled && !plain.stdout.includes("ooc-fill ok"), plain, "a plain 2 GiB Float64Array must be OOM-killed in 512 MiB");
   }, 300_000);
@@ -305,24 +346,16 @@ describe.skipIf(NO_LIB)("Bun API", () => {
   );
 
   test("a dependent project imports it as \"exm\": runs, type-checks, and compiles with the library inside", async () => {
-    const project = mkdtempSync(join(tmpdir(), "exm-dependent-"));
+    const project = dependentProject();
     try {
-      // As `npm install` leaves a "file:" dependency: a symbolic link to the package.
-      writeFileSync(
-        join(project, "package.json"),
-        JSON.stringify({ name: "exm-dependent", private: true, type: "module", dependencies: { exm: `file:${ROOT}` } }),
-      );
-      copyFileSync(join(FIXTURES, "dependent", "app.ts"), join(project, "app.ts"));
-      copyFileSync(join(FIXTURES, "dependent", "tsconfig.json"), join(project, "tsconfig.json"));
-      mkdirSync(join(project, "node_modules"));
-      symlinkSync(ROOT, join(project, "node_modules", "exm"));
-      symlinkSync(join(ROOT, "node_modules", "@types"), join(project, "node_modules", "@types"));
-
+      // The README example type-checks too (run in the cgroup test above).
+      writeFileSync(join(project, "example.ts"), readmeExample());
+      writeFileSync(join(project, "tsconfig.json"), readFileSync(join(project, "tsconfig.json"), "utf8").replace('"app.ts"', '"app.ts", "example.ts"'));
       const r = await run([BUN, "app.ts"], { cwd: project, timeoutMs: 60_000 });
       assertOk(r, "dependent ok", "bun app.ts in a dependent project");
       const o = kv(r.stdout);
       expect(o.source).toBe("package");
-      expect(o.library).toBe(LIB);
+      expect(o.library).toBe(join(ROOT, "build", "libexm.so"));
       expect(o.sum).toBe(String(2 ** 19));
       expect(o.file).toMatch(/^\/proc\/self\/fd\/\d+$/);
       expect(o.live_after_free).toBe("0");
