@@ -270,6 +270,22 @@ describe.skipIf(NO_LIB)("Bun API", () => {
     });
   });
 
+  test("buffers dropped but not yet collected do not make alloc fail: it collects and tries again", () => {
+    const saved = exm.getMaxDisk();
+    exm.setMaxDisk(exm.stats().diskReserved + 100 * MiB);
+    const before = exm.stats();
+    try {
+      // Each 32 MiB buffer is unreachable once the call returns; only three fit under the cap.
+      const allocAndDrop = () => {
+        exm.uint8Array(32 * MiB)[0] = 1;
+      };
+      for (let i = 0; i < 30; i++) allocAndDrop();
+    } finally {
+      exm.setMaxDisk(saved);
+    }
+    expect(exm.stats().totalAllocs - before.totalAllocs).toBe(30);
+  });
+
   test("a disk cap reached is an ExmAllocError naming the cap and the data directory", async () => {
     await withDataDir(async (dir) => {
       const r = await runFixture([fixture("alloc-fail.ts"), "cap"], { EXM_DIR: dir });

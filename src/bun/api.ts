@@ -324,6 +324,13 @@ const toArrayBufferWithDeallocator = toArrayBuffer as unknown as (
   deallocator: Pointer,
 ) => ArrayBuffer;
 
+/**
+ * Full collections alloc() runs before it gives up: buffers nobody can reach
+ * any more may be what fills the disk or the cap, and JavaScriptCore frees
+ * them only when it collects.
+ */
+const GC_RETRIES = 2;
+
 /** Buffers made by alloc() and not freed: what free() accepts. */
 const ours = new WeakSet<ArrayBuffer>();
 
@@ -374,6 +381,8 @@ function allocError(bytes: number): ExmAllocError {
  * file-backed arena (whatever the threshold). It is freed by free() or by the
  * garbage collector once it and its views are unreachable. At most
  * MAX_BUFFER_BYTES; a zero-length request gives an ordinary empty buffer.
+ * When the arena cannot serve it, a full collection runs first (dropped
+ * buffers give their disk back) before ExmAllocError is thrown.
  */
 export function alloc(bytes: number, options: AllocOptions = {}): ArrayBuffer {
   checkCount(bytes, "exm.alloc", "bytes");
@@ -384,7 +393,12 @@ export function alloc(bytes: number, options: AllocOptions = {}): ArrayBuffer {
   if (bytes === 0) {
     buffer = new ArrayBuffer(0); // toArrayBuffer refuses an empty range
   } else {
-    const result = sym.exm_alloc(bytes);
+    let result = sym.exm_alloc(bytes);
+    // Unreachable buffers hold disk until the collector runs: collect, then try again.
+    for (let round = 0; result === null && round < GC_RETRIES; round++) {
+      Bun.gc(true);
+      result = sym.exm_alloc(bytes);
+    }
     if (result === null) throw allocError(bytes);
     const address = (typeof result === "bigint" ? Number(result) : result) as Pointer;
     try {
