@@ -34,9 +34,14 @@ const FIXTURES = join(ROOT, "tests", "fixtures", "r");
 const NOT_UNDER_EXM =
   "this R session was not started under exm: run it as `exm R` or `exm Rscript ...`";
 
+/** Runs argv to completion; ok is false also when it cannot be started. */
 function sh(argv: string[], env: Record<string, string | undefined> = {}) {
-  const r = spawnSync(argv, { env: cleanEnv(env), stdout: "pipe", stderr: "pipe" });
-  return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
+  try {
+    const r = spawnSync(argv, { env: cleanEnv(env), stdout: "pipe", stderr: "pipe" });
+    return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
+  } catch (e) {
+    return { ok: false, out: `${argv[0]}: ${(e as Error).message}` };
+  }
 }
 
 function haveCommand(cmd: string): boolean {
