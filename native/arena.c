@@ -553,9 +553,7 @@ static void fork_child(void) {
   *a = own;
   pthread_mutex_init(&a->lock, NULL);
   set_host(a);
-  a->kind = mode == EXM_CHILD_COW ? ARENA_COW : ARENA_SHARED;
-  close(a->fd);       /* the mapping keeps the file open */
-  a->fd = -1;
+  a->kind = mode == EXM_CHILD_COW ? ARENA_COW : ARENA_SHARED;   /* fd stays open for exm_lookup */
   memset(&own.core, 0, sizeof own.core);
   own.fd = -1;
   own_state = 0;

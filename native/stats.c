@@ -5,9 +5,10 @@
  * covered when the program leaves those signals at their default: the
  * handler reports, restores the default and raises the signal again.
  *
- * Only the process the variable was given to reports: the variable is taken
- * out of its environment (so programs it runs do not inherit it) and forked
- * children drop the setting (arena.c).
+ * Only the process the variable was given to reports, also after it execs
+ * another program (a wrapper such as Rscript execs R: same pid): the first
+ * library to see EXM_STATS records its pid in EXM_STATS_PID, and a library
+ * in any other process (children, forked or exec'd) stays quiet.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -107,7 +108,16 @@ static void on_signal(int sig) {
 
 void exm_stats_setup(void) {
   if (!exm_cfg.stats[0]) return;
-  unsetenv("EXM_STATS");
+  exm_line_t pid = { .n = 0 };
+  exm_line_u64(&pid, (uint64_t)getpid());
+  pid.buf[pid.n] = 0;
+  const char *owner = getenv("EXM_STATS_PID");
+  if (!owner) {
+    setenv("EXM_STATS_PID", pid.buf, 1);   /* constructor time: malloc is ready */
+  } else if (strcmp(owner, pid.buf)) {
+    exm_cfg.stats[0] = 0;
+    return;
+  }
   atexit(report);
   static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
   for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {

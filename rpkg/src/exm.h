@@ -85,7 +85,9 @@ typedef struct exm_block_info {
   size_t size;         /* usable size of the block */
   size_t offset;       /* offset of `base` in the backing file */
   int fd;              /* descriptor of the backing file (owned by exm) */
-  char path[256];      /* /proc/self/fd/N: opens the (unlinked) backing file */
+  char path[256];      /* /proc/self/fd/N: opens the (unlinked) backing file. In a
+                          forked child, blocks inherited in cow or shared mode name
+                          the parent's file (cow: without the child's own writes) */
 } exm_block_info_t;
 
 /* 1 if ptr points into a live block of this process's arena(s), else 0. */
