@@ -64,3 +64,32 @@ describe.skipIf(noCgroup)("mclapply-like workers under a 512 MiB cgroup", () => 
     });
   }, 300_000);
 });
+
+// The original exm's use: R's forked workers (parallel::mclapply) reading the
+// parent's huge vector. 1 GiB of doubles (default threshold: file-backed) and
+// 4 workers summing quarters, under 512 MiB.
+const RSCRIPT = Bun.which("Rscript");
+const noR = noCgroup || skipUnless(RSCRIPT ? null : "Rscript not found", "R mclapply test");
+describe.skipIf(noR)("R parallel::mclapply under a 512 MiB cgroup", () => {
+  test("1 GiB vector, 4 forked workers: OOM-killed without exm, right sums with it", async () => {
+    const script = `
+x <- numeric(1.25e8)
+x[] <- 1
+cat("sum=", format(sum(x), scientific = FALSE), "\\n", sep = "")
+library(parallel)
+r <- mclapply(splitIndices(length(x), 4), function(i) sum(x[i]), mc.cores = 4)
+cat("par=", format(sum(unlist(r)), scientific = FALSE), "\\n", sep = "")
+`;
+    const plain = await runInCgroup(512 * MiB, [RSCRIPT!, "-e", script], { timeoutMs: 120_000 });
+    assertRun(plain.oomKilled && plain.code !== 0, plain, "R without exm must be OOM-killed");
+    await withDataDir(async (dir) => {
+      const r = await runInCgroup(512 * MiB, [RSCRIPT!, "-e", script], {
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir },
+        timeoutMs: 240_000,
+      });
+      assertOk(r, "par=125000000", "R mclapply with exm");
+      assertRun(r.stdout.includes("sum=125000000"), r, "wrong sum");
+      console.log(`R mclapply 1 GiB in 512M cgroup: ${(r.ms / 1000).toFixed(1)} s`);
+    });
+  }, 400_000);
+});

@@ -34,6 +34,8 @@ const noCgroup = skipNoLib || skipUnless(cgroupAvailable(), "out-of-core tests (
 const noTmpfs = skipNoLib || skipUnless(tmpfsAvailable(), "full-disk tests (tmpfs)");
 const PY = python3();
 const noPython = skipUnless(PY ? null : "python3 not found", "python3 tests");
+const hasNumpy = PY !== null && Bun.spawnSync([PY, "-c", "import numpy"]).exitCode === 0;
+const noNumpy = skipUnless(hasNumpy ? null : "python3 has no numpy", "numpy test");
 
 const LIMIT = 256 * MiB;
 
@@ -94,6 +96,29 @@ setDefaultTimeout(120_000);
       console.log(`python 1 GiB in 256M cgroup: ${(r.ms / 1000).toFixed(1)} s`);
     });
   }, 500_000);
+
+  test.skipIf(noNumpy)("python3 + numpy: 2 GiB of float64 arrays, OOM-killed without exm", async () => {
+    const script = `
+import numpy as np
+n = 1 << 27  # 1 GiB of float64
+a = np.arange(n, dtype=np.float64)
+a *= 2.0
+b = a[::-1].copy()  # another GiB
+s = float(a.sum() + b.sum())
+want = 2.0 * (n - 1) * n
+print("numpy ok" if abs(s - want) < 1e-9 * want else "numpy MISMATCH %r %r" % (s, want))
+`;
+    const plain = await runInCgroup(LIMIT, [PY!, "-c", script], { timeoutMs: 120_000 });
+    assertRun(plain.oomKilled && plain.code !== 0, plain, "numpy without exm must be OOM-killed");
+    await withDataDir(async (dir) => {
+      const r = await runInCgroup(LIMIT, [PY!, "-c", script], {
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir },
+        timeoutMs: 240_000,
+      });
+      assertOk(r, "numpy ok", "numpy with exm under the cgroup");
+      console.log(`numpy 2 GiB in 256M cgroup: ${(r.ms / 1000).toFixed(1)} s`);
+    });
+  }, 400_000);
 
   test("free() of an evicted 1 GiB block causes no major faults", async () => {
     await withDataDir(async (dir) => {
