@@ -2,21 +2,21 @@
  * The Bun API (`import { ... } from "exm"`, src/bun/): file-backed
  * ArrayBuffers over bun:ffi.
  *
- * Calls that cannot hurt the test runner run here, in-process (its arena is
- * small and in the default data directory). Whatever needs a process of its
- * own (a data directory fixed before the first allocation, a memory cgroup,
- * use after free, running under exm, a dependent project) runs a script of
- * tests/fixtures/bun/ and reads its key=value output.
+ * This file never loads libexm into the test runner, which all test files
+ * share (an arena in it would change what tests/cli.test.ts inspects). The
+ * API is called in child processes: tests/fixtures/bun/in-process.ts, a
+ * bun:test file of direct calls run as `bun test` of its own, and scripts of
+ * tests/fixtures/bun/ for what needs a fresh process (a data directory fixed
+ * before the first allocation, a memory cgroup, use after free, running
+ * under exm, a dependent project), whose key=value output is checked here.
  */
 import { describe, expect, test } from "bun:test";
-import { ptr, toArrayBuffer } from "bun:ffi";
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import * as exm from "../index";
 import { EXM_SYMBOLS, BLOCK_INFO, HEADER_VERSION, STATS_FIELDS, STATS_SIZEOF } from "../src/bun/ffi";
 import * as ffi from "../src/bun/ffi";
-import { assertOk, assertRun, GiB, MiB, withDataDir } from "./support/native";
+import { assertOk, assertRun, MiB, withDataDir } from "./support/native";
 import {
   cgroupAvailable, compileC, EXM, kv, libAvailable, ROOT, run, runInCgroup, skipUnless, tmpfsAvailable,
   withTmpfs,
@@ -30,16 +30,6 @@ const NO_LIB = skipUnless(libAvailable(), "Bun API tests");
 /** Runs a fixture with bun in a clean environment plus env. */
 function runFixture(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000) {
   return run([BUN, ...args], { env, timeoutMs });
-}
-
-/** What throwing f gave: [error class name, message]. */
-function thrown(f: () => unknown): [string, string] {
-  try {
-    f();
-  } catch (e) {
-    return [(e as Error).constructor.name, (e as Error).message];
-  }
-  return ["none", ""];
 }
 
 /**
@@ -86,165 +76,10 @@ describe.skipIf(NO_LIB)("Bun API", () => {
     STATS_FIELDS.forEach((f, i) => expect(`${f}@${i * 8}`).toBe(`${f}@${out[`stats_${f}`]}`));
   });
 
-  test("loads the package's build when not run under exm", () => {
-    const lib = exm.library();
-    expect(lib.source).toBe("package");
-    expect(lib.path).toBe(join(ROOT, "build", "libexm.so"));
-    expect(exm.version()).toBe(lib.version);
-    expect(exm.version()).toMatch(/^\d+\.\d+\.\d+$/);
-  });
-
-  test("settings: get and set, sizes as numbers, bigints or strings; bad values are refused", () => {
-    const saved = {
-      threshold: exm.getThreshold(), dir: exm.getDataDir(), child: exm.getChildMode(),
-      advice: exm.getAdvice(), maxDisk: exm.getMaxDisk(),
-    };
-    try {
-      exm.setThreshold("1.5M");
-      expect(exm.getThreshold()).toBe(1.5 * MiB);
-      exm.setThreshold(4096n);
-      expect(exm.getThreshold()).toBe(4096);
-      exm.setThreshold(0);
-      expect(exm.getThreshold()).toBe(0);
-      exm.setMaxDisk("2G");
-      expect(exm.getMaxDisk()).toBe(2 * GiB);
-      for (const mode of ["shared", "duplicate", "cow"] as const) {
-        exm.setChildMode(mode);
-        expect(exm.getChildMode()).toBe(mode);
-      }
-      for (const advice of ["sequential", "random", "normal", "auto"] as const) {
-        exm.setAdvice(advice);
-        expect(exm.getAdvice()).toBe(advice);
-      }
-      const dir = mkdtempSync(join(tmpdir(), "exm-bun-dir-"));
-      try {
-        exm.setDataDir(dir);
-        expect(exm.getDataDir()).toBe(dir);
-      } finally {
-        exm.setDataDir(saved.dir);
-        rmSync(dir, { recursive: true });
-      }
-      expect(exm.getDataDir()).toBe(saved.dir);
-
-      expect(thrown(() => exm.setThreshold(-1))).toEqual(["RangeError", "exm.setThreshold: the number of bytes must not be negative, got -1"]);
-      expect(thrown(() => exm.setThreshold("12Q"))[0]).toBe("RangeError");
-      expect(thrown(() => exm.setMaxDisk(2n ** 64n))[0]).toBe("RangeError");
-      expect(thrown(() => exm.setChildMode("fork" as exm.ChildMode))).toEqual(["RangeError", 'exm.setChildMode: expected one of cow, shared, duplicate, got "fork"']);
-      expect(thrown(() => exm.setAdvice("willneed" as exm.Advice))[0]).toBe("RangeError");
-      const [kind, message] = thrown(() => exm.setDataDir("/nonexistent/exm"));
-      expect(kind).toBe("Error");
-      expect(message).toContain("/nonexistent/exm");
-      expect(message).toContain("ENOENT");
-    } finally {
-      exm.setThreshold(saved.threshold);
-      exm.setChildMode(saved.child);
-      exm.setAdvice(saved.advice);
-      exm.setMaxDisk(saved.maxDisk);
-    }
-  });
-
-  test("alloc: a zeroed buffer in the backing file; lookup, advise and statistics agree", () => {
-    const before = exm.stats();
-    const a = exm.float64Array(MiB, { advice: "sequential" }); // 8 MiB
-    expect(a).toBeInstanceOf(Float64Array);
-    expect(a.length).toBe(MiB);
-    expect(a.every((x) => x === 0)).toBe(true);
-    expect(exm.isFileBacked(a)).toBe(true);
-    expect(exm.isFileBacked(new Float64Array(16))).toBe(false);
-
-    const info = exm.lookup(a)!;
-    expect(info.base).toBe(ptr(a));
-    expect(info.size).toBeGreaterThanOrEqual(8 * MiB);
-    expect(info.path).toBe(`/proc/self/fd/${info.fd}`);
-    // The block really is that part of the file: what the array holds is read back through it.
-    a[3] = Math.PI;
-    const fd = openSync(info.path, "r");
-    const back = new Float64Array(4);
-    try {
-      readSync(fd, back, 0, 32, info.offset);
-    } finally {
-      closeSync(fd);
-    }
-    expect(back[3]).toBe(Math.PI);
-    // A view's lookup finds the block holding its first byte.
-    expect(exm.lookup(a.subarray(1000))).toEqual(info);
-    expect(exm.lookup(new Uint8Array(64))).toBeNull();
-
-    for (const advice of ["random", "sequential", "normal", "auto"] as const) exm.advise(a, advice);
-    expect(thrown(() => exm.advise(new Float64Array(8), "random"))).toEqual(["TypeError", "exm.advise: not a file-backed buffer (use exm.alloc)"]);
-    expect(thrown(() => exm.advise(a, "often" as exm.Advice))[0]).toBe("RangeError");
-
-    const during = exm.stats();
-    expect(during.totalAllocs - before.totalAllocs).toBe(1);
-    expect(during.liveBlocks - before.liveBlocks).toBe(1);
-    expect(during.liveBytes - before.liveBytes).toBeGreaterThanOrEqual(8 * MiB);
-    expect(during.diskReserved).toBeGreaterThanOrEqual(8 * MiB);
-    expect(during.arenaSize).toBeGreaterThanOrEqual(8 * MiB);
-    for (const value of Object.values(during)) expect(typeof value).toBe("number");
-    exm.check();
-
-    exm.free(a);
-    const after = exm.stats();
-    expect(after.totalFrees - before.totalFrees).toBe(1);
-    expect(after.liveBlocks).toBe(before.liveBlocks);
-    expect(after.liveBytes).toBe(before.liveBytes);
-    exm.check();
-  });
-
-  test("typed helpers give each kind of typed array over a file-backed buffer", () => {
-    const made = [
-      [exm.float64Array(10), Float64Array], [exm.float32Array(10), Float32Array], [exm.int8Array(10), Int8Array],
-      [exm.uint8Array(10), Uint8Array], [exm.int16Array(10), Int16Array], [exm.uint16Array(10), Uint16Array],
-      [exm.int32Array(10), Int32Array], [exm.uint32Array(10), Uint32Array], [exm.bigInt64Array(10), BigInt64Array],
-      [exm.bigUint64Array(10), BigUint64Array], [exm.typed(Uint8ClampedArray, 10), Uint8ClampedArray],
-    ] as const;
-    for (const [array, type] of made) {
-      expect(array).toBeInstanceOf(type);
-      expect(array.length).toBe(10);
-      expect(exm.isFileBacked(array)).toBe(true);
-      exm.free(array);
-      expect(array.length).toBe(0);
-    }
-    // Zero elements: an ordinary empty buffer, which free() accepts once like any other.
-    const empty = exm.float64Array(0);
-    expect(empty.length).toBe(0);
-    expect(exm.lookup(empty)).toBeNull();
-    exm.free(empty);
-    expect(thrown(() => exm.free(empty))[0]).toBe("Error");
-  });
-
-  test("bad sizes are a RangeError (or TypeError) before anything is allocated", () => {
-    const before = exm.stats();
-    const range = [-1, NaN, 1.5, Infinity, -Infinity, 2 ** 53, exm.MAX_BUFFER_BYTES + 1, 2 ** 40];
-    for (const n of range) expect([n, thrown(() => exm.alloc(n))[0]]).toEqual([n, "RangeError"]);
-    expect(thrown(() => exm.alloc(-1))[1]).toBe("exm.alloc: the number of bytes must not be negative, got -1");
-    expect(thrown(() => exm.alloc(1.5))[1]).toBe("exm.alloc: the number of bytes must be a whole number, got 1.5");
-    expect(thrown(() => exm.alloc(NaN))[1]).toBe("exm.alloc: the number of bytes is NaN");
-    expect(thrown(() => exm.alloc(8 * GiB))[1]).toBe(
-      "exm.alloc: 8 GiB is more than one ArrayBuffer can hold (4 GiB, JavaScriptCore's limit); use several buffers",
-    );
-    expect(thrown(() => exm.float64Array(2 ** 29 + 1))[0]).toBe("RangeError");
-    expect(thrown(() => exm.int32Array(-5))[0]).toBe("RangeError");
-    expect(thrown(() => exm.alloc("8" as unknown as number))[0]).toBe("TypeError");
-    expect(thrown(() => exm.alloc(8, { advice: "soon" as exm.Advice }))[0]).toBe("RangeError");
-    expect(exm.stats().totalAllocs).toBe(before.totalAllocs);
-    // Ordinary buffers are not ours to free, and are left intact.
-    const plain = new Float64Array(4);
-    expect(thrown(() => exm.free(plain))[0]).toBe("TypeError");
-    expect(plain.length).toBe(4);
-  });
-
-  test("MAX_BUFFER_BYTES is JavaScriptCore's limit, and a 4 GiB buffer is served without touching it", () => {
-    expect(() => toArrayBuffer(ptr(new Uint8Array(8)), 0, exm.MAX_BUFFER_BYTES + 1)).toThrow();
-    const big = exm.alloc(exm.MAX_BUFFER_BYTES);
-    try {
-      expect(big.byteLength).toBe(exm.MAX_BUFFER_BYTES);
-      const last = new Uint8Array(big, exm.MAX_BUFFER_BYTES - 8);
-      last[7] = 9;
-      expect(last[7]).toBe(9);
-    } finally {
-      exm.free(big);
-    }
+  test("in a process of its own: library, settings, alloc/lookup/advise/stats, typed arrays, bad sizes, 4 GiB, collect and retry", async () => {
+    const r = await run([BUN, "test", fixture("in-process.ts")], { cwd: ROOT, timeoutMs: 120_000 });
+    const passed = Number(/(\d+) pass/.exec(r.stderr)?.[1] ?? 0);
+    assertRun(r.code === 0 && / 0 fail/.test(r.stderr) && passed >= 7, r, "bun test tests/fixtures/bun/in-process.ts");
   });
 
   test("free and the garbage collector give the disk back; use after free and double free are caught", async () => {
@@ -270,22 +105,6 @@ describe.skipIf(NO_LIB)("Bun API", () => {
     });
   });
 
-  test("buffers dropped but not yet collected do not make alloc fail: it collects and tries again", () => {
-    const saved = exm.getMaxDisk();
-    exm.setMaxDisk(exm.stats().diskReserved + 100 * MiB);
-    const before = exm.stats();
-    try {
-      // Each 32 MiB buffer is unreachable once the call returns; only three fit under the cap.
-      const allocAndDrop = () => {
-        exm.uint8Array(32 * MiB)[0] = 1;
-      };
-      for (let i = 0; i < 30; i++) allocAndDrop();
-    } finally {
-      exm.setMaxDisk(saved);
-    }
-    expect(exm.stats().totalAllocs - before.totalAllocs).toBe(30);
-  });
-
   test("a disk cap reached is an ExmAllocError naming the cap and the data directory", async () => {
     await withDataDir(async (dir) => {
       const r = await runFixture([fixture("alloc-fail.ts"), "cap"], { EXM_DIR: dir });
@@ -297,7 +116,7 @@ describe.skipIf(NO_LIB)("Bun API", () => {
       expect(o.message).toBe(
         `exm.alloc: cannot allocate 16 MiB of file-backed memory in ${dir}: it would pass the disk cap (max-disk 8 MiB; 0 B reserved already)`,
       );
-      expect(o.failures).toBe("1");
+      expect(Number(o.failures)).toBeGreaterThanOrEqual(1); // one per try (alloc collects and retries)
     });
   });
 
