@@ -1,5 +1,5 @@
-// exm's package entry: re-exports only. The Bun API (file-backed ArrayBuffers
-// over bun:ffi) will be exported from here too.
+// exm's package entry: re-exports only: the option table and size parser, and the Bun API
+// (settings, statistics and file-backed ArrayBuffers over bun:ffi).
 export {
   ADVICES, CHILD_MODES, formatSize, OPTIONS, parseSize, renderOptionsMarkdown, resolveSettings, settingsEnv,
 } from "./src/options";

@@ -1,9 +1,10 @@
 /*
  * stats.c: EXM_STATS. "1" prints one summary on stderr when the process
  * exits; a path gets the statistics as JSON, written to a temporary file
- * and renamed into place. Exits by SIGTERM, SIGINT, SIGHUP and SIGQUIT are
- * covered when the program leaves those signals at their default: the
- * handler reports, restores the default and raises the signal again.
+ * and renamed into place. exit and quick_exit (Bun ends scripts with it)
+ * are covered, and so are SIGTERM, SIGINT, SIGHUP and SIGQUIT when the
+ * program leaves them at their default: the handler reports, restores the
+ * default and raises the signal again.
  *
  * Only the process the variable was given to reports, also after it execs
  * another program (a wrapper such as Rscript execs R: same pid): the first
@@ -119,6 +120,7 @@ void exm_stats_setup(void) {
     return;
   }
   atexit(report);
+  at_quick_exit(report);   /* Bun ends scripts with quick_exit */
   static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
   for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
     struct sigaction old;
