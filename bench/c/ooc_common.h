@@ -1,0 +1,309 @@
+/*
+ * ooc_common.h: the out-of-core workload shared by ooc.c (one block from
+ * malloc, served by libexm) and rawmap.c (a plain MAP_SHARED file mapping,
+ * no exm) -- same phases, same advice policies, same output.
+ *
+ * Phases, each timed:
+ *   write  fill the region sequentially, 8-byte words of a known pattern;
+ *   seq    read it back sequentially and check the sum;
+ *   rand   R random 4 KiB reads (page-aligned offsets, the whole page read),
+ *          stopped early after --rand-seconds; reported as reads/s.
+ *
+ * Policies (--policy NAME), all applied to the region only:
+ *   none         nothing (exm: whatever EXM_ADVICE says; raw: kernel default)
+ *   normal | sequential | random
+ *                that madvise advice on the region before writing
+ *   seq-rand     SEQUENTIAL for write and scan, RANDOM before the random reads
+ *   fadv-random  mapping left NORMAL, posix_fadvise(fd, RANDOM) on the file
+ *   rand-fadv-seq  MADV_RANDOM + posix_fadvise(fd, SEQUENTIAL)
+ *   hugepage     MADV_HUGEPAGE (large folios, 2 MiB read-around)
+ *   auto-switch  a helper thread samples residency with mincore() and flips
+ *                the region between SEQUENTIAL (few new resident runs) and
+ *                RANDOM (many scattered new resident runs)
+ *
+ * Output: key=value lines (write_s, write_mbs, seq_s, seq_mbs, rand_reads,
+ * rand_s, rand_per_s, majflt_*, sum_ok, policy, ...). Exit 0 on success, 2 on
+ * a bad checksum, 1 on a usage or set-up error.
+ */
+#ifndef OOC_COMMON_H
+#define OOC_COMMON_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define PAGE 4096UL
+
+typedef struct ooc_region {
+  char *base;
+  size_t len;
+  int fd;       /* backing file, -1 if unknown */
+  off_t off;    /* offset of base in the file */
+} ooc_region_t;
+
+/* Provided by the including file: how to apply an madvise advice to the
+ * region (exm: exm_advise when available; raw: madvise). */
+static int ooc_advise(ooc_region_t *r, int madv);
+
+static struct {
+  size_t size;
+  long reads;
+  double rand_seconds;
+  double seq_seconds;   /* the scan stops early after this long (a cliff) */
+  const char *policy;
+  int scan_ms;
+  unsigned seed;
+  int verbose;
+  int anon;     /* ooc.c: plain malloc without exm is fine (anonymous memory) */
+} opt = { (size_t)1 << 30, 20000, 60.0, 60.0, "none", 50, 12345, 0, 0 };
+
+static size_t parse_size(const char *s) {
+  char *end;
+  double v = strtod(s, &end);
+  switch (*end) {
+    case 'k': case 'K': v *= 1024; break;
+    case 'm': case 'M': v *= 1024 * 1024; break;
+    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; break;
+    case 0: break;
+    default: fprintf(stderr, "bad size %s\n", s); exit(1);
+  }
+  return (size_t)v;
+}
+
+static void ooc_usage(const char *prog) {
+  fprintf(stderr,
+          "usage: %s [--size N[KMG]] [--reads R] [--rand-seconds S] [--seq-seconds S]\n"
+          "          [--policy P]\n"
+          "          [--scan-ms MS] [--seed N] [--verbose] [--anon]\n"
+          "policies: none normal sequential random seq-rand fadv-random rand-fadv-seq\n"
+          "          hugepage auto-switch\n",
+          prog);
+  exit(1);
+}
+
+static void ooc_parse(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--verbose")) { opt.verbose = 1; continue; }
+    if (!strcmp(a, "--anon")) { opt.anon = 1; continue; }
+    if (!v) ooc_usage(argv[0]);
+    if (!strcmp(a, "--size")) opt.size = parse_size(v);
+    else if (!strcmp(a, "--reads")) opt.reads = atol(v);
+    else if (!strcmp(a, "--rand-seconds")) opt.rand_seconds = atof(v);
+    else if (!strcmp(a, "--seq-seconds")) opt.seq_seconds = atof(v);
+    else if (!strcmp(a, "--policy")) opt.policy = v;
+    else if (!strcmp(a, "--scan-ms")) opt.scan_ms = atoi(v);
+    else if (!strcmp(a, "--seed")) opt.seed = (unsigned)atol(v);
+    else ooc_usage(argv[0]);
+    i++;
+  }
+  opt.size &= ~(PAGE - 1);
+  if (opt.size < PAGE) ooc_usage(argv[0]);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static long majflt(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_majflt;
+}
+
+/* ---- the helper thread (auto-switch) ---------------------- */
+
+enum { MODE_NONE, MODE_SEQ, MODE_RAND };
+
+static struct {
+  ooc_region_t *r;
+  volatile int stop;
+  pthread_t tid;
+  long scans, switches;
+  double scan_time;
+  int mode;
+} helper;
+
+static void *helper_main(void *arg) {
+  (void)arg;
+  ooc_region_t *r = helper.r;
+  size_t pages = r->len / PAGE;
+  unsigned char *vec = malloc(pages), *prev = calloc(pages, 1);
+  if (!vec || !prev) return NULL;
+  long last_flt = majflt();
+  int fresh = 0;         /* prev is the scan of the previous interval */
+  double sleep_s = opt.scan_ms / 1e3;
+  while (!helper.stop) {
+    struct timespec ts = { (time_t)sleep_s, (long)((sleep_s - (time_t)sleep_s) * 1e9) };
+    nanosleep(&ts, NULL);
+    /* No major fault since the last look: nothing is being read from disk,
+     * and no scan is needed (a program working in RAM never pays for one). */
+    long flt = majflt();
+    if (flt == last_flt) {
+      fresh = 0;
+      continue;
+    }
+    last_flt = flt;
+    double t0 = now_s();
+    if (mincore(r->base, r->len, vec)) break;
+    /* New resident pages since the last scan, grouped into runs. A run that
+     * starts right after a page that was already resident continues a
+     * stream (sequential); one that starts after a non-resident page is a
+     * jump (random access, or the first touch of a stream). */
+    size_t jumps = 0, conts = 0, newp = 0;
+    for (size_t i = 0; i < pages; i++) {
+      if (!((vec[i] & 1) && !(prev[i] & 1))) continue;
+      size_t j = i;
+      while (j < pages && (vec[j] & 1) && !(prev[j] & 1)) j++;
+      newp += j - i;
+      if (i > 0 && (prev[i - 1] & 1)) conts++;
+      else jumps++;
+      i = j;
+    }
+    unsigned char *t = prev; prev = vec; vec = t;
+    double dt = now_s() - t0;
+    helper.scans++;
+    helper.scan_time += dt;
+    /* Keep the helper under ~20% of a core. */
+    sleep_s = opt.scan_ms / 1e3 > 4 * dt ? opt.scan_ms / 1e3 : 4 * dt;
+    if (!fresh) {
+      fresh = 1;
+      continue;
+    }
+    int rnd = jumps >= 2 && jumps > conts;
+    int seq = !rnd && jumps == 0 && conts >= 1 && newp >= 64;
+    int want = seq ? MODE_SEQ : rnd ? MODE_RAND : helper.mode;
+    if (want != helper.mode) {
+      ooc_advise(r, want == MODE_SEQ ? MADV_SEQUENTIAL : MADV_RANDOM);
+      helper.mode = want;
+      helper.switches++;
+      if (opt.verbose)
+        fprintf(stderr, "helper: %s (jumps=%zu conts=%zu new=%zu scan=%.1fms)\n",
+                want == MODE_SEQ ? "seq" : "rand", jumps, conts, newp, dt * 1e3);
+    }
+  }
+  free(vec);
+  free(prev);
+  return NULL;
+}
+
+static void helper_start(ooc_region_t *r) {
+  helper.r = r;
+  helper.mode = MODE_NONE;
+  if (pthread_create(&helper.tid, NULL, helper_main, NULL)) {
+    perror("pthread_create");
+    exit(1);
+  }
+}
+
+/* ---- phases ---------------------------------------------------------------- */
+
+#define PATTERN(i) ((uint64_t)(i) * 0x9E3779B97F4A7C15ULL + 1)
+
+static int ooc_run(ooc_region_t *r) {
+  const char *p = opt.policy;
+  int started_helper = 0;
+  if (!strcmp(p, "none")) {
+  } else if (!strcmp(p, "normal")) {
+    ooc_advise(r, MADV_NORMAL);
+  } else if (!strcmp(p, "sequential") || !strcmp(p, "seq-rand")) {
+    ooc_advise(r, MADV_SEQUENTIAL);
+  } else if (!strcmp(p, "random")) {
+    ooc_advise(r, MADV_RANDOM);
+  } else if (!strcmp(p, "fadv-random")) {
+    ooc_advise(r, MADV_NORMAL);
+    if (r->fd >= 0) posix_fadvise(r->fd, 0, 0, POSIX_FADV_RANDOM);
+  } else if (!strcmp(p, "rand-fadv-seq")) {
+    ooc_advise(r, MADV_RANDOM);
+    if (r->fd >= 0) posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  } else if (!strcmp(p, "hugepage")) {
+    if (madvise(r->base, r->len, MADV_HUGEPAGE)) perror("madvise(MADV_HUGEPAGE)");
+  } else if (!strcmp(p, "auto-switch")) {
+    helper_start(r);
+    started_helper = 1;
+  } else {
+    fprintf(stderr, "unknown policy %s\n", p);
+    return 1;
+  }
+
+  double mb = r->len / 1e6;
+  size_t words = r->len / 8;
+  uint64_t *w = (uint64_t *)r->base;
+
+  long f0 = majflt();
+  double t0 = now_s();
+  for (size_t i = 0; i < words; i++) w[i] = PATTERN(i);
+  double t1 = now_s();
+  long f1 = majflt();
+
+  /* The scan checks the clock every 1 MiB and stops after --seq-seconds:
+   * the checksum then covers the part read. */
+  uint64_t sum = 0, expect = 0;
+  size_t done = 0, step = (1 << 20) / 8;
+  while (done < words) {
+    size_t end = done + step < words ? done + step : words;
+    for (size_t i = done; i < end; i++) sum += w[i];
+    done = end;
+    if (now_s() - t1 > opt.seq_seconds) break;
+  }
+  double t2 = now_s();
+  long f2 = majflt();
+  for (size_t i = 0; i < done; i++) expect += PATTERN(i);
+  double seq_mb = done * 8 / 1e6;
+
+  if (!strcmp(p, "seq-rand")) ooc_advise(r, MADV_RANDOM);
+  size_t pages = r->len / PAGE;
+  uint64_t x = opt.seed * 2654435761ULL + 88172645463325252ULL, rsum = 0;
+  long n = 0;
+  double t3 = now_s(), t4 = t3;
+  for (; n < opt.reads; n++) {
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    size_t pg = (size_t)(x % pages);
+    const uint64_t *q = (const uint64_t *)(r->base + pg * PAGE);
+    for (size_t k = 0; k < PAGE / 8; k++) rsum += q[k];
+    if ((n & 63) == 63) {
+      t4 = now_s();
+      if (t4 - t3 > opt.rand_seconds) { n++; break; }
+    }
+  }
+  t4 = now_s();
+  long f3 = majflt();
+
+  if (started_helper) {
+    helper.stop = 1;
+    pthread_join(helper.tid, NULL);
+  }
+
+  printf("policy=%s\n", p);
+  printf("size_bytes=%zu\n", r->len);
+  printf("write_s=%.3f\nwrite_mbs=%.1f\n", t1 - t0, mb / (t1 - t0));
+  printf("seq_s=%.3f\nseq_mbs=%.1f\nseq_complete=%d\n", t2 - t1, seq_mb / (t2 - t1), done == words);
+  printf("rand_reads=%ld\nrand_s=%.3f\nrand_per_s=%.1f\n", n, t4 - t3, n / (t4 - t3));
+  printf("majflt_write=%ld\nmajflt_seq=%ld\nmajflt_rand=%ld\n", f1 - f0, f2 - f1, f3 - f2);
+  printf("rand_sum=%llu\n", (unsigned long long)rsum);
+  if (started_helper)
+    printf("helper_scans=%ld\nhelper_switches=%ld\nhelper_scan_ms=%.2f\n",
+           helper.scans, helper.switches,
+           helper.scans ? helper.scan_time * 1e3 / helper.scans : 0.0);
+  printf("sum_ok=%d\n", sum == expect);
+  fflush(stdout);
+  return sum == expect ? 0 : 2;
+}
+
+#endif

@@ -1,0 +1,330 @@
+/**
+ * Helpers for exm's benchmarks (self-contained: nothing from tests/).
+ * Compiling the C workloads, running them (plain, preloaded, inside a memory
+ * cgroup), parsing their key=value output, and statistics.
+ */
+import { spawn, spawnSync } from "bun";
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  rmdirSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { basename, join, resolve } from "node:path";
+
+export const ROOT = resolve(import.meta.dir, "..");
+export const LIB = resolve(process.env.EXM_BENCH_LIB || join(ROOT, "build", "libexm.so"));
+export const EXM = join(ROOT, "dist", "exm");
+export const C_DIR = join(ROOT, "bench", "c");
+export const OUT_DIR = join(ROOT, "build", "bench");
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
+
+/* ---- compiling ------------------------------------------------------------- */
+
+function mtime(p: string): number {
+  try {
+    return statSync(p).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Compiles bench/c/<name>.c with gcc -O2 (cached on the mtimes of the source,
+ * the headers next to it and exm.h) and returns the executable's path.
+ */
+export function compile(name: string): string {
+  const src = join(C_DIR, `${name}.c`);
+  const deps = [
+    src,
+    join(ROOT, "native", "exm.h"),
+    ...readdirSync(C_DIR)
+      .filter((f) => f.endsWith(".h"))
+      .map((f) => join(C_DIR, f)),
+  ];
+  const out = join(OUT_DIR, name);
+  if (existsSync(out) && deps.every((d) => mtime(d) <= mtime(out))) return out;
+  mkdirSync(OUT_DIR, { recursive: true });
+  const tmp = `${out}.tmp-${process.pid}`;
+  const argv = ["gcc", "-O2", "-g", "-Wall", "-Werror", "-pthread", "-fno-builtin-malloc",
+    "-fno-builtin-calloc", "-fno-builtin-free", "-I", join(ROOT, "native"), "-o", tmp, src, "-ldl"];
+  const r = spawnSync(argv, { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) {
+    rmSync(tmp, { force: true });
+    throw new Error(`compile failed: ${argv.join(" ")}\n${r.stderr.toString()}`);
+  }
+  renameSync(tmp, out);
+  return out;
+}
+
+/* ---- running ------------------------------------------------------------------ */
+
+export interface RunResult {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+  timedOut: boolean;
+  oomKilled?: boolean;
+  maxUsage?: number;
+}
+
+/** The environment without EXM_* and LD_PRELOAD, plus extra (undefined removes). */
+export function cleanEnv(extra: Record<string, string | undefined> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v === undefined || k.startsWith("EXM_") || k === "LD_PRELOAD") continue;
+    env[k] = v;
+  }
+  for (const [k, v] of Object.entries(extra)) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  return env;
+}
+
+const SIGNALS: Record<number, string> = { 6: "SIGABRT", 7: "SIGBUS", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM" };
+
+/** Live children, killed if the benchmark is interrupted. */
+export const liveChildren = new Set<ReturnType<typeof spawn>>();
+
+export async function run(
+  argv: string[],
+  env: Record<string, string | undefined> = {},
+  timeoutMs?: number,
+): Promise<RunResult> {
+  const t0 = performance.now();
+  const proc = spawn(argv, { env: cleanEnv(env), stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  liveChildren.add(proc);
+  let timedOut = false;
+  const timer = timeoutMs
+    ? setTimeout(() => {
+        timedOut = true;
+        proc.kill("SIGKILL");
+      }, timeoutMs)
+    : undefined;
+  const [stdout, stderr] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+  ]);
+  await proc.exited;
+  liveChildren.delete(proc);
+  if (timer) clearTimeout(timer);
+  const sig = proc.signalCode as unknown as string | number | null;
+  return {
+    code: sig ? null : proc.exitCode,
+    signal: sig == null ? null : typeof sig === "number" ? (SIGNALS[sig] ?? `SIG${sig}`) : sig,
+    stdout,
+    stderr,
+    ms: performance.now() - t0,
+    timedOut,
+  };
+}
+
+/** Parses key=value lines. */
+export function kv(stdout: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of stdout.split("\n")) {
+    const m = /^([A-Za-z_]\w*)=(.*)$/.exec(line.trim());
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+/* ---- memory cgroups (v1 or v2) --------------------------------------------------- */
+
+const CG_PREFIX = "exm-bench-";
+let cgProbe: { base: string; v: 1 | 2 } | string | undefined;
+
+function cgKind(): { base: string; v: 1 | 2 } | string {
+  if (cgProbe !== undefined) return cgProbe;
+  if (process.platform !== "linux") return (cgProbe = "not Linux");
+  const cands: { base: string; v: 1 | 2 }[] = [];
+  if (existsSync("/sys/fs/cgroup/memory/memory.limit_in_bytes") || existsSync("/sys/fs/cgroup/memory/cgroup.procs"))
+    cands.push({ base: "/sys/fs/cgroup/memory", v: 1 });
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) cands.push({ base: "/sys/fs/cgroup", v: 2 });
+  const why: string[] = [];
+  for (const c of cands) {
+    removeStaleCgroups(c.base);
+    const dir = join(c.base, `${CG_PREFIX}probe-${process.pid}`);
+    try {
+      mkdirSync(dir);
+    } catch (e) {
+      why.push(`cannot create a cgroup in ${c.base}: ${(e as Error).message}`);
+      continue;
+    }
+    try {
+      writeFileSync(join(dir, c.v === 1 ? "memory.limit_in_bytes" : "memory.max"), String(256 * MiB));
+      return (cgProbe = c);
+    } catch (e) {
+      why.push(`cannot limit memory in ${c.base}: ${(e as Error).message}`);
+    } finally {
+      try {
+        rmdirSync(dir);
+      } catch {}
+    }
+  }
+  return (cgProbe = why.join("; ") || "no memory cgroup hierarchy mounted");
+}
+
+function cgPids(dir: string): number[] {
+  try {
+    return readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function removeStaleCgroups(base: string): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(base);
+  } catch {}
+  for (const n of names) {
+    const m = new RegExp(`^${CG_PREFIX}(?:probe-)?(\\d+)-`).exec(n);
+    if (!m) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+      continue; // its benchmark is still running
+    } catch {}
+    if (cgPids(join(base, n)).length === 0) {
+      try {
+        rmdirSync(join(base, n));
+      } catch {}
+    }
+  }
+}
+
+/** null when memory cgroups can be created and limited, else the reason. */
+export function cgroupAvailable(): string | null {
+  const k = cgKind();
+  return typeof k === "string" ? k : null;
+}
+
+const liveCgroups = new Set<string>();
+
+function removeCgroupSync(dir: string): void {
+  for (let i = 0; i < 200; i++) {
+    for (const pid of cgPids(dir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    }
+    try {
+      rmdirSync(dir);
+      liveCgroups.delete(dir);
+      return;
+    } catch {
+      Bun.sleepSync(25);
+    }
+  }
+  console.error(`warning: could not remove cgroup ${dir}`);
+}
+
+/** Removes every cgroup this process created (for signal handlers). */
+export function cleanupCgroups(): void {
+  for (const d of [...liveCgroups]) removeCgroupSync(d);
+}
+
+/**
+ * Runs argv inside a fresh memory cgroup limited to limitBytes. swap: whether
+ * the cgroup may use swap (v1: memsw limit left unlimited and swappiness kept;
+ * otherwise memory+swap is capped at the limit).
+ */
+export async function runInCgroup(
+  limitBytes: number,
+  argv: string[],
+  env: Record<string, string | undefined> = {},
+  opts: { timeoutMs?: number; swap?: boolean } = {},
+): Promise<RunResult> {
+  const k = cgKind();
+  if (typeof k === "string") throw new Error(`memory cgroups unavailable: ${k}`);
+  const dir = join(k.base, `${CG_PREFIX}${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
+  mkdirSync(dir);
+  liveCgroups.add(dir);
+  try {
+    if (k.v === 1) {
+      writeFileSync(join(dir, "memory.limit_in_bytes"), String(limitBytes));
+      if (!opts.swap && existsSync(join(dir, "memory.memsw.limit_in_bytes")))
+        writeFileSync(join(dir, "memory.memsw.limit_in_bytes"), String(limitBytes));
+      if (opts.swap && existsSync(join(dir, "memory.swappiness"))) {
+        try {
+          writeFileSync(join(dir, "memory.swappiness"), "60");
+        } catch {}
+      }
+    } else {
+      writeFileSync(join(dir, "memory.max"), String(limitBytes));
+      if (existsSync(join(dir, "memory.swap.max")))
+        writeFileSync(join(dir, "memory.swap.max"), opts.swap ? "max" : "0");
+    }
+    const procs = join(dir, "cgroup.procs");
+    const r = await run(["sh", "-c", `echo $$ > '${procs}' && exec "$@"`, "sh", ...argv], env, opts.timeoutMs);
+    const oomFile = k.v === 1 ? "memory.oom_control" : "memory.events";
+    const m = /^oom_kill (\d+)$/m.exec(readFileSync(join(dir, oomFile), "utf8"));
+    let maxUsage = 0;
+    try {
+      maxUsage = Number(readFileSync(join(dir, k.v === 1 ? "memory.max_usage_in_bytes" : "memory.peak"), "utf8").trim());
+    } catch {}
+    r.oomKilled = (m ? Number(m[1]) : 0) > 0 || (r.signal === "SIGKILL" && !r.timedOut);
+    r.maxUsage = maxUsage;
+    return r;
+  } finally {
+    removeCgroupSync(dir);
+  }
+}
+
+/* ---- statistics -------------------------------------------------------------------- */
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export interface Summary {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+  samples: number[];
+}
+
+export function summarize(xs: number[]): Summary {
+  const v = xs.filter((x) => Number.isFinite(x));
+  return {
+    median: median(v),
+    min: v.length ? Math.min(...v) : NaN,
+    max: v.length ? Math.max(...v) : NaN,
+    n: v.length,
+    samples: xs,
+  };
+}
+
+export function fmt(x: number, digits = 1): string {
+  if (!Number.isFinite(x)) return "-";
+  if (Math.abs(x) >= 100) return x.toFixed(0);
+  return x.toFixed(digits);
+}
+
+/** A shell-quoted command line for the record. */
+export function shellLine(argv: string[], env: Record<string, string | undefined> = {}): string {
+  const q = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+  const rel = (s: string) => (s.startsWith(ROOT + "/") ? s.slice(ROOT.length + 1) : s);
+  const e = Object.entries(env)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${q(rel(v!))}`);
+  return [...e, ...argv.map((a) => q(rel(a)))].join(" ");
+}
+
+export function baseName(p: string): string {
+  return basename(p);
+}
