@@ -287,6 +287,11 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   else if (p && align <= 16) cache_refill(exm_core_chunk_size_for(n));
   pthread_mutex_unlock(&own.lock);
   if (p && zero && dirty) memset(p, 0, n);
+  if (p && n >= exm_advisor_min() && exm_cfg.advice == EXM_ADVICE_AUTO) {
+    exm_arena_auto_advise((size_t)((char *)p - own.core.base), (n + EXM_PAGE - 1) & ~(EXM_PAGE - 1),
+                          EXM_ADVICE_SEQUENTIAL);   /* a new block is usually filled first */
+    exm_advisor_block(n);
+  }
   return p;
 }
 
@@ -305,15 +310,44 @@ void exm_bad_pointer(const char *who, const void *p) {
   abort();
 }
 
-/* A block given its own advice gets the arena's default back when freed. */
+/* A block given its own advice (by the user or the advisor) gets the
+ * arena's default back when freed. */
 static void reset_advice(exm_arena_t *a, void *p) {
-  void *base;
-  size_t size;
-  exm_ext_t *e;
-  if (exm_core_find(&a->core, p, &base, &size, &e) && e && e->advice && base == p) {
-    exm_os_madvise(base, size, exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL ? exm_cfg.advice : EXM_ADVICE_NORMAL);
+  exm_ext_t *e = exm_core_block(&a->core, p);
+  if (e && e->advice) {
+    exm_os_madvise(p, e->len, exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL ? exm_cfg.advice : EXM_ADVICE_NORMAL);
     e->advice = 0;
   }
+}
+
+/* ---- for the advisor (advisor.c) ------------------------------------------ */
+
+char *exm_arena_base(void) { return own.core.base; }
+
+int exm_arena_large_blocks(size_t min, size_t *offs, size_t *lens, int max) {
+  pthread_mutex_lock(&own.lock);
+  int n = own_state == 1 ? exm_core_large(&own.core, min, offs, lens, max) : 0;
+  pthread_mutex_unlock(&own.lock);
+  return n;
+}
+
+void exm_arena_auto_advise(size_t off, size_t len, int advice) {
+  pthread_mutex_lock(&own.lock);
+  exm_ext_t *e = own_state == 1 ? exm_core_block(&own.core, own.core.base + off) : NULL;
+  if (e && e->len == len && (e->advice == 0 || (e->advice & 0x80)) && e->advice != (0x80 | advice)) {
+    if (!exm_os_madvise(own.core.base + off, len, advice)) {
+      e->advice = (uint8_t)(0x80 | advice);
+      advised_blocks = 1;
+      if (exm_cfg.verbose) {
+        exm_line_t l = { .n = 0 };
+        exm_line_str(&l, "exm: advice for a block of ");
+        exm_line_size(&l, len);
+        exm_line_str(&l, advice == EXM_ADVICE_RANDOM ? ": random" : ": sequential");
+        exm_line_emit(&l);
+      }
+    }
+  }
+  pthread_mutex_unlock(&own.lock);
 }
 
 void exm_arena_free(exm_arena_t *a, void *p, const char *who) {
@@ -421,7 +455,7 @@ int exm_arena_advise(void *p, int advice) {
   int found = exm_core_find(&a->core, p, &base, &size, &e);
   int err = !found ? ENOENT : !e ? 0 : exm_os_madvise(base, size, advice);
   if (found && e && !err) {
-    e->advice = (uint8_t)(advice + 1);
+    e->advice = (uint8_t)(advice + 1);     /* the user's: the advisor keeps off */
     advised_blocks = 1;
   }
   pthread_mutex_unlock(&a->lock);
@@ -513,6 +547,7 @@ static void fork_child(void) {
   pthread_mutex_init(&init_lock, NULL);
   pthread_mutex_init(&own.lock, NULL);
   for (int i = 0; i < n_inherited; i++) pthread_mutex_init(&inherited[i].lock, NULL);
+  exm_advisor_after_fork();
   forks = 0;
   alloc_ns = 0;
   exm_fallbacks = 0;

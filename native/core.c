@@ -597,6 +597,21 @@ static exm_ext_t *lookup(const exm_core_t *c, const void *p) {
   return e && e->state == EXT_SEG ? e : NULL;
 }
 
+exm_ext_t *exm_core_block(exm_core_t *c, const void *p) {
+  exm_ext_t *e = lookup(c, p);
+  return e && e->state == EXT_USED ? e : NULL;
+}
+
+int exm_core_large(exm_core_t *c, size_t min, size_t *offs, size_t *lens, int max) {
+  int n = 0;
+  for (exm_ext_t *e = c->last; e && n < max; e = e->prev)
+    if (e->state == EXT_USED && e->len >= min && (e->advice == 0 || (e->advice & 0x80))) {
+      offs[n] = e->off;
+      lens[n++] = e->len;
+    }
+  return n;
+}
+
 /* ---- public core entry points --------------------------------------------- */
 
 void exm_core_init(exm_core_t *c, void *base, size_t cap, const exm_host_t *host) {

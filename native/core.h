@@ -50,7 +50,8 @@ struct exm_ext {
   exm_ext_t *prev, *next;           /* neighbours in address order (tile [0, top)) */
   exm_ext_t *fprev, *fnext;         /* bin list while free; node free list */
   uint8_t state;                    /* EXT_* */
-  uint8_t advice;                   /* advice set on this block by the user, 0 = default */
+  uint8_t advice;                   /* 0 default; EXM_ADVICE_*+1 set by the user;
+                                       0x80|EXM_ADVICE_* set by the advisor */
   uint16_t bin;                     /* bin index while free */
 };
 
@@ -107,6 +108,11 @@ int exm_core_resize(exm_core_t *c, void *p, size_t n);
 size_t exm_core_usable(exm_core_t *c, const void *p);
 /* Live block containing p (interior pointers allowed): 1 and base/size, or 0. */
 int exm_core_find(exm_core_t *c, const void *p, void **base, size_t *size, exm_ext_t **ext);
+/* The extent of the live page block starting at p, or NULL. O(1). */
+exm_ext_t *exm_core_block(exm_core_t *c, const void *p);
+/* Up to max live page blocks of at least min bytes whose advice is not the
+ * user's: their offsets and lengths, in address order. */
+int exm_core_large(exm_core_t *c, size_t min, size_t *offs, size_t *lens, int max);
 /* Give back the disk of every DIRTY extent. */
 void exm_core_flush(exm_core_t *c);
 /* Call fn for every extent holding disk (live, segment or retained), in

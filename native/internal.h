@@ -111,6 +111,14 @@ void exm_bad_pointer(const char *who, const void *p) __attribute__((noreturn));
 
 extern uint64_t exm_fallbacks;
 
+/* ---- advisor.c: EXM_ADVICE=auto --------------------------------------------- */
+void exm_advisor_block(size_t bytes);
+size_t exm_advisor_min(void);
+void exm_advisor_after_fork(void);
+char *exm_arena_base(void);
+int exm_arena_large_blocks(size_t min, size_t *offs, size_t *lens, int max);
+void exm_arena_auto_advise(size_t off, size_t len, int advice);
+
 /* ---- stats.c ----------------------------------------------------------------- */
 void exm_stats_setup(void);
 

@@ -1,0 +1,167 @@
+/*
+ * advisor.c: EXM_ADVICE=auto, access advice that follows what the program
+ * does.
+ *
+ * Out of core, no fixed advice is right (measured here, 4 GiB through a
+ * 1 GiB cgroup): MADV_SEQUENTIAL and the default read-around make random
+ * 4 KiB reads two orders of magnitude slower, because every fault reads a
+ * whole read-ahead window (8 MiB or more); MADV_RANDOM makes every fault
+ * read one page, so sequential writes and scans crawl. So a block of
+ * ADVISOR_MIN bytes or more starts MADV_SEQUENTIAL (a new block is usually
+ * filled first), and a thread of ours, started with the first such block,
+ * watches: when the process is taking major faults, it compares which pages
+ * of each large block became resident since its last look (mincore). Many
+ * separate new runs, each costing a major fault, mean random access: the
+ * block gets MADV_RANDOM. Long runs under MADV_RANDOM mean a scan: back to
+ * MADV_SEQUENTIAL. Blocks the program advised itself are left alone.
+ *
+ * The thread sleeps when there are no major faults, blocks every signal,
+ * never allocates through malloc, and is not inherited by forked children
+ * (they start their own when they need one).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define ADVISOR_MIN ((size_t)16 << 20)   /* blocks the advisor looks after */
+#define PERIOD_NS 200000000L             /* between looks */
+#define MAX_TRACKED 64
+#define VEC_PAGES ((size_t)1 << 18)      /* mincore vector: 1 GiB per call */
+
+typedef struct tracked {
+  size_t off, len;        /* the block, by offset in the arena */
+  uint8_t *prev;          /* bitmap: pages resident at the last look */
+  size_t prev_bytes;      /* its mapped size */
+  int seen;               /* still live at this look */
+} tracked_t;
+
+static tracked_t track[MAX_TRACKED];
+static int ntrack;
+static unsigned char *vec;
+static int started;           /* the thread runs (this process) */
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* What one look found for a block. */
+typedef struct look { size_t new_pages, new_runs; } look_t;
+
+static look_t look_at(char *base, tracked_t *t) {
+  look_t r = { 0, 0 };
+  size_t pages = t->len / EXM_PAGE;
+  int in_run = 0;
+  for (size_t first = 0; first < pages; first += VEC_PAGES) {
+    size_t n = pages - first < VEC_PAGES ? pages - first : VEC_PAGES;
+    if (mincore(base + t->off + first * EXM_PAGE, n * EXM_PAGE, vec)) return r;
+    for (size_t i = 0; i < n; i++) {
+      size_t pg = first + i;
+      int now = vec[i] & 1, was = (t->prev[pg >> 3] >> (pg & 7)) & 1;
+      if (now && !was) {
+        r.new_pages++;
+        if (!in_run) r.new_runs++;
+        in_run = 1;
+      } else {
+        in_run = 0;
+      }
+      if (now) t->prev[pg >> 3] |= (uint8_t)(1u << (pg & 7));
+      else t->prev[pg >> 3] &= (uint8_t)~(1u << (pg & 7));
+    }
+  }
+  return r;
+}
+
+static tracked_t *track_find(size_t off, size_t len) {
+  for (int i = 0; i < ntrack; i++)
+    if (track[i].off == off && track[i].len == len) return &track[i];
+  if (ntrack == MAX_TRACKED) return NULL;
+  size_t bytes = (len / EXM_PAGE + 7) / 8;
+  bytes = (bytes + EXM_PAGE - 1) & ~(EXM_PAGE - 1);
+  uint8_t *bm = exm_os_anon(bytes);
+  if (!bm) return NULL;
+  track[ntrack] = (tracked_t){ off, len, bm, bytes, 0 };
+  return &track[ntrack++];
+}
+
+static void track_sweep(void) {
+  for (int i = 0; i < ntrack;) {
+    if (track[i].seen) {
+      track[i++].seen = 0;
+      continue;
+    }
+    exm_os_unmap(track[i].prev, track[i].prev_bytes);
+    track[i] = track[--ntrack];
+  }
+}
+
+static uint64_t major_faults(void) {
+  struct rusage ru;
+  return getrusage(RUSAGE_SELF, &ru) ? 0 : (uint64_t)ru.ru_majflt;
+}
+
+static void *advisor_main(void *arg) {
+  (void)arg;
+  uint64_t faults = major_faults();
+  for (;;) {
+    struct timespec ts = { 0, PERIOD_NS };
+    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+    uint64_t now = major_faults(), delta = now - faults;
+    faults = now;
+    if (delta < 8 || exm_cfg.advice != EXM_ADVICE_AUTO) continue;
+    /* Which large blocks are there? (offsets and lengths, under the lock) */
+    size_t offs[MAX_TRACKED], lens[MAX_TRACKED];
+    int n = exm_arena_large_blocks(ADVISOR_MIN, offs, lens, MAX_TRACKED);
+    char *base = exm_arena_base();
+    for (int i = 0; i < n; i++) {
+      tracked_t *t = track_find(offs[i], lens[i]);
+      if (!t) continue;
+      t->seen = 1;
+      look_t r = look_at(base, t);
+      int advice = -1;
+      if (r.new_runs >= 8 && delta >= r.new_runs / 2) advice = EXM_ADVICE_RANDOM;
+      else if (r.new_pages >= 512 && r.new_pages / (r.new_runs ? r.new_runs : 1) >= 64) advice = EXM_ADVICE_SEQUENTIAL;
+      if (advice >= 0) exm_arena_auto_advise(offs[i], lens[i], advice);
+    }
+    track_sweep();
+  }
+  return NULL;
+}
+
+/* A block of `bytes` was just handed out under EXM_ADVICE=auto (called
+ * without any arena lock held: starting a thread may allocate). */
+void exm_advisor_block(size_t bytes) {
+  if (bytes < ADVISOR_MIN || __atomic_load_n(&started, __ATOMIC_ACQUIRE)) return;
+  pthread_mutex_lock(&start_lock);
+  if (!started) {
+    if (!vec) vec = exm_os_anon(VEC_PAGES);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);   /* the thread inherits: every signal blocked */
+    pthread_t th;
+    if (vec && !pthread_create(&th, &attr, advisor_main, NULL)) {
+      pthread_setname_np(th, "exm-advisor");
+      __atomic_store_n(&started, 1, __ATOMIC_RELEASE);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+  }
+  pthread_mutex_unlock(&start_lock);
+}
+
+size_t exm_advisor_min(void) { return ADVISOR_MIN; }
+
+/* In a forked child: the thread is not there, its state is the parent's. */
+void exm_advisor_after_fork(void) {
+  pthread_mutex_init(&start_lock, NULL);
+  for (int i = 0; i < ntrack; i++) exm_os_unmap(track[i].prev, track[i].prev_bytes);
+  ntrack = 0;
+  started = 0;
+}
