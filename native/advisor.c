@@ -54,19 +54,23 @@ typedef struct look { size_t new_pages, new_runs; } look_t;
 static look_t look_at(char *base, tracked_t *t) {
   look_t r = { 0, 0 };
   size_t pages = t->len / EXM_PAGE;
-  int in_run = 0;
+  /* A run is a stretch of resident pages holding at least one new page:
+   * pages still resident from an earlier phase do not cut a scan in pieces. */
+  int in_stretch = 0, stretch_new = 0;
   for (size_t first = 0; first < pages; first += VEC_PAGES) {
     size_t n = pages - first < VEC_PAGES ? pages - first : VEC_PAGES;
     if (mincore(base + t->off + first * EXM_PAGE, n * EXM_PAGE, vec)) return r;
     for (size_t i = 0; i < n; i++) {
       size_t pg = first + i;
       int now = vec[i] & 1, was = (t->prev[pg >> 3] >> (pg & 7)) & 1;
-      if (now && !was) {
-        r.new_pages++;
-        if (!in_run) r.new_runs++;
-        in_run = 1;
+      if (!now) {
+        in_stretch = 0;
       } else {
-        in_run = 0;
+        if (!in_stretch) in_stretch = 1, stretch_new = 0;
+        if (!was) {
+          r.new_pages++;
+          if (!stretch_new) r.new_runs++, stretch_new = 1;
+        }
       }
       if (now) t->prev[pg >> 3] |= (uint8_t)(1u << (pg & 7));
       else t->prev[pg >> 3] &= (uint8_t)~(1u << (pg & 7));

@@ -1,0 +1,83 @@
+/*
+ * advisor_phases.c: EXM_ADVICE=auto, seen from the kernel's side. One large
+ * block goes through the phases of an out-of-core job, and after each phase
+ * the program prints the advice flags of the block's mapping as the kernel
+ * has them (VmFlags in /proc/self/smaps: "sr" = sequential, "rr" = random):
+ *   fill      written front to back          -> expect sr
+ *   random    random 4 KiB reads for a while -> expect rr
+ *   scan      read front to back             -> expect sr
+ * Run it under a memory limit smaller than the block, so reads fault.
+ *
+ * usage: advisor_phases SIZE_MIB RANDOM_SECONDS
+ */
+#include "common.h"
+
+#include <sys/mman.h>
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* "sr", "rr" or "--" for the mapping holding p. */
+static const char *advice_of(const void *p) {
+  static char out[3];
+  FILE *f = fopen("/proc/self/smaps", "r");
+  CHECK(f, "cannot open smaps");
+  char line[512];
+  int inside = 0;
+  strcpy(out, "--");
+  while (fgets(line, sizeof line, f)) {
+    uintptr_t lo, hi;
+    if (line[0] != 'V' && sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2) {
+      inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+      continue;
+    }
+    if (inside && !strncmp(line, "VmFlags:", 8)) {
+      if (strstr(line, " sr")) strcpy(out, "sr");
+      else if (strstr(line, " rr")) strcpy(out, "rr");
+      break;
+    }
+  }
+  fclose(f);
+  return out;
+}
+
+int main(int argc, char **argv) {
+  CHECK(argc == 3, "usage: advisor_phases SIZE_MIB RANDOM_SECONDS");
+  size_t size = (size_t)atol(argv[1]) * MiB;
+  double rand_s = atof(argv[2]);
+  api_init();
+  unsigned char *p = malloc(size);
+  CHECK(p, "malloc(%zu) failed", size);
+  CHECK(api_fb(p), "the block is not file-backed");
+
+  for (size_t i = 0; i < size; i += 4096) p[i] = (unsigned char)(i >> 12);
+  printf("after_fill=%s\n", advice_of(p));
+  fflush(stdout);
+
+  uint64_t x = 88172645463325252ull, reads = 0;
+  volatile uint64_t sum = 0;   /* keeps the reads */
+  double t0 = now();
+  while (now() - t0 < rand_s) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    size_t page = (size_t)(x % (size / 4096));
+    for (size_t k = 0; k < 4096; k += 512) sum += p[page * 4096 + k];
+    reads++;
+  }
+  printf("random_reads=%" PRIu64 "\nafter_random=%s\n", reads, advice_of(p));
+  fflush(stdout);
+
+  uint64_t check = 0;
+  double t1 = now();
+  for (size_t i = 0; i < size; i += 4096) check += p[i];
+  printf("scan_s=%.2f\nafter_scan=%s\n", now() - t1, advice_of(p));
+  uint64_t want = 0;
+  for (size_t i = 0; i < size; i += 4096) want += (unsigned char)(i >> 12);
+  CHECK(check == want, "scan read %" PRIu64 ", wrote %" PRIu64, check, want);
+  (void)sum;
+  free(p);
+  printf("advisor_phases ok\n");
+  return 0;
+}
