@@ -54,8 +54,7 @@ EXM_API exm_advice_t exm_get_advice(void) {
 EXM_API int exm_set_advice(exm_advice_t advice) {
   exm_ensure_init();
   if ((int)advice < EXM_ADVICE_AUTO || advice > EXM_ADVICE_RANDOM) return EINVAL;
-  exm_cfg.advice = (int)advice;
-  return 0;
+  return exm_arena_set_advice((int)advice);
 }
 
 EXM_API size_t exm_get_max_disk(void) {
@@ -95,7 +94,7 @@ EXM_API int exm_lookup(const void *ptr, exm_block_info_t *info) {
 
 EXM_API int exm_advise(void *ptr, exm_advice_t advice) {
   if ((int)advice < EXM_ADVICE_AUTO || advice > EXM_ADVICE_RANDOM) return EINVAL;
-  return exm_arena_advise(ptr, advice == EXM_ADVICE_AUTO ? EXM_ADVICE_NORMAL : (int)advice);
+  return exm_arena_advise(ptr, (int)advice);
 }
 
 EXM_API int exm_get_stats(exm_stats_t *out) {

@@ -445,6 +445,20 @@ int exm_arena_lookup(const void *p, exm_block_info_t *info) {
   return 0;
 }
 
+/* The arena's policy from now on. A fixed advice applies to the whole range
+ * at once (a per-block call on every allocation would cost a system call and
+ * two VMAs per block); auto hands the large blocks to the advisor. */
+int exm_arena_set_advice(int advice) {
+  pthread_mutex_lock(&own.lock);
+  exm_cfg.advice = advice;
+  if (own_state == 1) {
+    exm_os_madvise(own.core.base, own.core.cap, advice >= EXM_ADVICE_SEQUENTIAL ? advice : EXM_ADVICE_NORMAL);
+    exm_core_clear_advice(&own.core);
+  }
+  pthread_mutex_unlock(&own.lock);
+  return 0;
+}
+
 int exm_arena_advise(void *p, int advice) {
   exm_arena_t *a = exm_arena_of(p);
   if (!a) return ENOENT;
@@ -453,6 +467,15 @@ int exm_arena_advise(void *p, int advice) {
   exm_ext_t *e;
   pthread_mutex_lock(&a->lock);
   int found = exm_core_find(&a->core, p, &base, &size, &e);
+  if (found && e && advice == EXM_ADVICE_AUTO) {
+    /* Back to the arena's policy: the advisor's care under auto. */
+    int autop = exm_cfg.advice == EXM_ADVICE_AUTO;
+    int err = exm_os_madvise(base, size, autop ? EXM_ADVICE_SEQUENTIAL
+                                               : exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL ? exm_cfg.advice : EXM_ADVICE_NORMAL);
+    if (!err) e->advice = autop ? 0x80 | EXM_ADVICE_SEQUENTIAL : 0;
+    pthread_mutex_unlock(&a->lock);
+    return err;
+  }
   int err = !found ? ENOENT : !e ? 0 : exm_os_madvise(base, size, advice);
   if (found && e && !err) {
     e->advice = (uint8_t)(advice + 1);     /* the user's: the advisor keeps off */

@@ -602,6 +602,10 @@ exm_ext_t *exm_core_block(exm_core_t *c, const void *p) {
   return e && e->state == EXT_USED ? e : NULL;
 }
 
+void exm_core_clear_advice(exm_core_t *c) {
+  for (exm_ext_t *e = c->last; e; e = e->prev) e->advice = 0;
+}
+
 int exm_core_large(exm_core_t *c, size_t min, size_t *offs, size_t *lens, int max) {
   int n = 0;
   for (exm_ext_t *e = c->last; e && n < max; e = e->prev)

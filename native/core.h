@@ -113,6 +113,8 @@ exm_ext_t *exm_core_block(exm_core_t *c, const void *p);
 /* Up to max live page blocks of at least min bytes whose advice is not the
  * user's: their offsets and lengths, in address order. */
 int exm_core_large(exm_core_t *c, size_t min, size_t *offs, size_t *lens, int max);
+/* Forget every block's advice (a new policy was applied to the whole range). */
+void exm_core_clear_advice(exm_core_t *c);
 /* Give back the disk of every DIRTY extent. */
 void exm_core_flush(exm_core_t *c);
 /* Call fn for every extent holding disk (live, segment or retained), in

@@ -63,8 +63,11 @@ typedef enum exm_advice {
   EXM_ADVICE_SEQUENTIAL = 2, /* MADV_SEQUENTIAL: large read-ahead */
   EXM_ADVICE_RANDOM = 3      /* MADV_RANDOM: no read-ahead */
 } exm_advice_t;
+/* The arena's policy from now on: normal, sequential and random apply to the
+ * whole arena at once (blocks advised with exm_advise included); auto lets
+ * exm adapt the advice of blocks of 16 MiB and more to how they are read. */
 exm_advice_t exm_get_advice(void);
-int exm_set_advice(exm_advice_t advice);   /* default for new blocks */
+int exm_set_advice(exm_advice_t advice);
 
 /* Cap on disk reserved by this process's arena (0: no cap). Allocations that
  * would pass it fail with ENOMEM. */
@@ -94,7 +97,8 @@ typedef struct exm_block_info {
 int exm_is_file_backed(const void *ptr);
 /* Fills `info` for the live arena block containing ptr; ENOENT otherwise. */
 int exm_lookup(const void *ptr, exm_block_info_t *info);
-/* madvise the whole block containing ptr; ENOENT if not an arena block. */
+/* madvise the whole block containing ptr (EXM_ADVICE_AUTO: back to the
+ * arena's policy); ENOENT if not an arena block. */
 int exm_advise(void *ptr, exm_advice_t advice);
 
 /* ---- Statistics and checks ------------------------------------------------ */

@@ -104,6 +104,7 @@ void exm_arena_stats(exm_stats_t *out);
 int exm_arena_check(void);
 int exm_arena_lookup(const void *p, exm_block_info_t *info);
 int exm_arena_advise(void *p, int advice);
+int exm_arena_set_advice(int advice);
 int exm_arena_set_dir(const char *dir);
 int exm_arena_set_max_disk(size_t bytes);
 void exm_arena_setup(void);   /* from the constructor: checks, fork handlers */
