@@ -357,7 +357,16 @@ static exm_ext_t *page_alloc_once(exm_core_t *c, size_t len, size_t align, int z
     size_t from = (l && l->state == EXT_CLEAN) ? l->off : c->top;
     size_t start = align_up(addr(c, from), align) - (uintptr_t)c->base;
     if (start < from || start > c->cap || len > c->cap - start) { *err = ENOMEM; goto fail; }
-    if ((*err = commit(c, start, len))) goto fail;
+    /* Small blocks reserve disk a megabyte at a time: a filesystem can take
+     * 100 us per fallocate. The rest is retained (DIRTY) for the next ones. */
+    size_t ahead = 0;
+    if (!zero && len < EXM_SEG_SIZE) {
+      size_t want = EXM_SEG_SIZE - len;
+      if (want <= c->cap - start - len && c->dirty_bytes + want <= c->dirty_limit &&
+          commit(c, start, len + want) == 0)
+        ahead = want;
+    }
+    if (!ahead && (*err = commit(c, start, len))) goto fail;
     if (from == c->top) {
       e = extra, extra = NULL;
       e->off = c->top;
@@ -370,16 +379,24 @@ static exm_ext_t *page_alloc_once(exm_core_t *c, size_t len, size_t align, int z
       e = l;
       pbin_remove(c, e);
     }
-    e->len = start + len - e->off;
-    c->top = start + len;
+    e->len = start + len + ahead - e->off;
+    c->top = start + len + ahead;
     if (c->top > c->st.top_peak) c->st.top_peak = c->top;
     *dirty = 0;
-    goto carve_it;
+    e = carve(c, e, start, len, lead, tail);
+    if (ahead) {          /* the reserved tail carve left clean is retained disk */
+      exm_ext_t *t = e->next;
+      pbin_remove(c, t);
+      t->state = EXT_DIRTY;
+      c->dirty_bytes += t->len;
+      pbin_insert(c, t);
+    }
+    goto done;
   }
   pbin_remove(c, e);
-carve_it:;
   size_t start = align_up(addr(c, e->off), align) - (uintptr_t)c->base;
   e = carve(c, e, start, len, lead, tail);
+done:
   if (extra) node_del(c, extra);
   hash_put(c, e);
   *err = 0;
