@@ -47,6 +47,7 @@ const POLICIES = arg(
 const BACKENDS = arg("backends", "exm,raw").split(",");
 const RAW_POLICIES = arg("raw-policies", "none,sequential,random,seq-rand,auto-switch").split(",");
 const DIR = arg("dir", "/tmp");
+const OUT_NAME = arg("out", "advice.json");
 
 const why = cgroupAvailable();
 if (why) {
@@ -107,6 +108,9 @@ const out = rows.map((r) => {
     write_mbs: f("write_mbs"),
     seq_mbs: f("seq_mbs"),
     rand_per_s: f("rand_per_s"),
+    ...(r.runs.some((o) => o.helper_scans)
+      ? { helper_scan_ms: f("helper_scan_ms"), helper_scans: f("helper_scans"), helper_switches: f("helper_switches") }
+      : {}),
     fails: r.fails,
   };
 });
@@ -118,8 +122,12 @@ for (const r of out)
   console.log(`| ${r.backend} | ${r.policy} | ${mm(r.write_mbs)} | ${mm(r.seq_mbs)} | ${mm(r.rand_per_s)} |`);
 console.log("\nCommands (each run inside a memory cgroup of the limit above):");
 for (const r of out) console.log(`  ${r.cmd}`);
+for (const r of out)
+  if ("helper_scan_ms" in r)
+    console.log(`helper ${r.backend} ${r.policy}: scan ${fmt(r.helper_scan_ms!.median, 2)} ms median per scan, ` +
+      `${fmt(r.helper_scans!.median)} scans, ${fmt(r.helper_switches!.median)} switches`);
 mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
 writeFileSync(
-  join(ROOT, "bench", "results", "advice.json"),
+  join(ROOT, "bench", "results", OUT_NAME),
   JSON.stringify({ date: new Date().toISOString(), size: SIZE, limit: LIMIT, repeats: REPEATS, reads: READS, rows: out }, null, 2) + "\n",
 );

@@ -17,9 +17,16 @@
  *   fadv-random  mapping left NORMAL, posix_fadvise(fd, RANDOM) on the file
  *   rand-fadv-seq  MADV_RANDOM + posix_fadvise(fd, SEQUENTIAL)
  *   hugepage     MADV_HUGEPAGE (large folios, 2 MiB read-around)
- *   auto-switch  a helper thread samples residency with mincore() and flips
- *                the region between SEQUENTIAL (few new resident runs) and
- *                RANDOM (many scattered new resident runs)
+ *   auto-switch  a helper thread flips the region between SEQUENTIAL and
+ *                RANDOM: whenever the process took major faults since its last
+ *                look, it compares the region's residency (mincore) with the
+ *                previous scan; new resident runs that continue an already
+ *                resident run mean a stream (SEQUENTIAL), runs that start
+ *                after a non-resident page are jumps (RANDOM when there are
+ *                at least 2 and more jumps than continuations)
+ *   auto-seq     auto-switch starting from SEQUENTIAL (set before writing:
+ *                faults on fresh pages are not major, so the helper does not
+ *                look while a new block is being filled)
  *
  * Output: key=value lines (write_s, write_mbs, seq_s, seq_mbs, rand_reads,
  * rand_s, rand_per_s, majflt_*, sum_ok, policy, ...). Exit 0 on success, 2 on
@@ -89,7 +96,7 @@ static void ooc_usage(const char *prog) {
           "          [--policy P]\n"
           "          [--scan-ms MS] [--seed N] [--verbose] [--anon]\n"
           "policies: none normal sequential random seq-rand fadv-random rand-fadv-seq\n"
-          "          hugepage auto-switch\n",
+          "          hugepage auto-switch auto-seq\n",
           prog);
   exit(1);
 }
@@ -203,9 +210,9 @@ static void *helper_main(void *arg) {
   return NULL;
 }
 
-static void helper_start(ooc_region_t *r) {
+static void helper_start(ooc_region_t *r, int mode) {
   helper.r = r;
-  helper.mode = MODE_NONE;
+  helper.mode = mode;
   if (pthread_create(&helper.tid, NULL, helper_main, NULL)) {
     perror("pthread_create");
     exit(1);
@@ -235,7 +242,11 @@ static int ooc_run(ooc_region_t *r) {
   } else if (!strcmp(p, "hugepage")) {
     if (madvise(r->base, r->len, MADV_HUGEPAGE)) perror("madvise(MADV_HUGEPAGE)");
   } else if (!strcmp(p, "auto-switch")) {
-    helper_start(r);
+    helper_start(r, MODE_NONE);
+    started_helper = 1;
+  } else if (!strcmp(p, "auto-seq")) {
+    ooc_advise(r, MADV_SEQUENTIAL);
+    helper_start(r, MODE_SEQ);
     started_helper = 1;
   } else {
     fprintf(stderr, "unknown policy %s\n", p);
