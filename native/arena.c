@@ -357,9 +357,18 @@ void exm_arena_free(exm_arena_t *a, void *p, const char *who) {
   pthread_mutex_lock(&a->lock);
   uint64_t t0 = timed ? exm_os_now_ns() : 0;
   if (unlikely(advised_blocks)) reset_advice(a, p);
-  int r = exm_core_free(&a->core, p);
-  if (timed) alloc_ns += exm_os_now_ns() - t0;
+  exm_ext_t *busy;
+  int r = exm_core_free_begin(&a->core, p, &busy);
   pthread_mutex_unlock(&a->lock);
+  if (busy) {
+    /* Giving back a large block's disk can take long (the filesystem frees
+     * its extents, the page cache drops its pages): not under the lock. */
+    a->core.host.decommit(a->core.host.ctx, busy->off, busy->len);
+    pthread_mutex_lock(&a->lock);
+    exm_core_free_end(&a->core, busy);
+    pthread_mutex_unlock(&a->lock);
+  }
+  if (timed) __atomic_fetch_add(&alloc_ns, exm_os_now_ns() - t0, __ATOMIC_RELAXED);
   errno = saved;
   if (r) exm_bad_pointer(who, p);
 }

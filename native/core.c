@@ -670,8 +670,18 @@ out:
   return p;
 }
 
-int exm_core_free(exm_core_t *c, void *p) {
+int exm_core_free(exm_core_t *c, void *p) { return exm_core_free_begin(c, p, NULL); }
+
+void exm_core_free_end(exm_core_t *c, exm_ext_t *e) {
+  c->st.committed -= e->len;
+  c->st.punched += e->len;
+  e->state = EXT_CLEAN;
+  place_free(c, e);
+}
+
+int exm_core_free_begin(exm_core_t *c, void *p, exm_ext_t **busy) {
   exm_ext_t *e = lookup(c, p);
+  if (busy) *busy = NULL;
   if (!e) return -1;
   if (e->state == EXT_SEG) {
     chunk_t *ch = small_check(c, e, p);
@@ -681,7 +691,12 @@ int exm_core_free(exm_core_t *c, void *p) {
   } else {
     hash_del(c, e->off);
     c->st.live_bytes -= e->len;
-    page_free(c, e);
+    if (busy && e->len > c->retain_max) {
+      e->state = EXT_BUSY;
+      *busy = e;
+    } else {
+      page_free(c, e);
+    }
   }
   c->st.live_blocks--;
   c->st.total_frees++;
@@ -819,7 +834,7 @@ int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len, in
   exm_ext_t *e = c->last;
   while (e && e->prev) e = e->prev;
   for (; e; e = e->next) {
-    if (e->state == EXT_CLEAN) continue;
+    if (e->state == EXT_CLEAN || e->state == EXT_BUSY) continue;
     int r = fn(ctx, e->off, e->len, e->state);
     if (r) return r;
   }
@@ -872,13 +887,15 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen) {
     if (e->off + e->len != off) FAIL("extents do not tile the range at offset", off);
     if (!e->len || (e->len & (EXM_PAGE - 1)) || (e->off & (EXM_PAGE - 1))) FAIL("bad extent at offset", e->off);
     if (e->prev && e->prev->next != e) FAIL("broken extent links at offset", e->off);
-    if (e->state > EXT_SEG) FAIL("bad extent state at offset", e->off);
+    if (e->state > EXT_BUSY) FAIL("bad extent state at offset", e->off);
     if (e->state <= EXT_DIRTY) {
       if (e->prev && e->prev->state == e->state) FAIL("uncoalesced free extents at offset", e->off);
       if (e->bin != pbin_of(e->len / EXM_PAGE)) FAIL("free extent in wrong bin at offset", e->off);
       nfree++;
       if (e->state == EXT_DIRTY) dirty += e->len, committed += e->len;
       if (e == c->last && e->state == EXT_CLEAN) FAIL("clean extent left at the top at offset", e->off);
+    } else if (e->state == EXT_BUSY) {
+      committed += e->len;
     } else {
       if (hash_get(c, e->off) != e) FAIL("live extent missing from hash at offset", e->off);
       nused++;

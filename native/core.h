@@ -41,7 +41,9 @@ typedef struct exm_host {
   void (*meta_unmap)(void *ctx, void *p, size_t len);
 } exm_host_t;
 
-enum { EXT_CLEAN = 0, EXT_DIRTY = 1, EXT_USED = 2, EXT_SEG = 3 };
+/* BUSY: a freed block whose disk the caller is giving back outside the lock
+ * (exm_core_free_begin / exm_core_free_end); neither free nor live meanwhile. */
+enum { EXT_CLEAN = 0, EXT_DIRTY = 1, EXT_USED = 2, EXT_SEG = 3, EXT_BUSY = 4 };
 
 typedef struct exm_ext exm_ext_t;
 struct exm_ext {
@@ -101,6 +103,11 @@ void exm_core_init(exm_core_t *c, void *base, size_t cap, const exm_host_t *host
 void *exm_core_alloc(exm_core_t *c, size_t n, size_t align, int flags, int *dirty, int *err);
 /* 0, or -1 when p is not the start of a live block (caller reports/aborts). */
 int exm_core_free(exm_core_t *c, void *p);
+/* The same, except that a block too large to retain is not given back here:
+ * it is left BUSY and returned in *busy, for the caller to decommit without
+ * the lock and then hand to exm_core_free_end (with the lock). */
+int exm_core_free_begin(exm_core_t *c, void *p, exm_ext_t **busy);
+void exm_core_free_end(exm_core_t *c, exm_ext_t *busy);
 /* Resize the live block p in place to n bytes: 0 on success, ENOMEM when it
  * cannot be done in place, -1 when p is not a live block. */
 int exm_core_resize(exm_core_t *c, void *p, size_t n);

@@ -89,6 +89,16 @@ static size_t pick_size(void) {
   }
 }
 
+#define MAXBUSY 3
+static exm_ext_t *busy[MAXBUSY];
+static int nbusy;
+
+static void finish_busy(exm_core_t *c, int k) {
+  h_decommit(NULL, busy[k]->off, busy[k]->len);
+  exm_core_free_end(c, busy[k]);
+  busy[k] = busy[--nbusy];
+}
+
 static void check(exm_core_t *c, long step) {
   char msg[160];
   if (exm_core_check(c, msg, sizeof msg)) DIE("step %ld: exm_core_check: %s", step, msg);
@@ -116,7 +126,18 @@ int main(int argc, char **argv) {
     if (nlive && (op < 40 || nlive == MAXLIVE)) {
       int i = (int)(rnd() % (uint64_t)nlive);
       verify(&live[i], live[i].n, "before free");
-      if (exm_core_free(c, live[i].p)) DIE("free of live block refused");
+      if (rnd() % 2) {
+        if (exm_core_free(c, live[i].p)) DIE("free of live block refused");
+      } else {
+        /* The library's way for large blocks: give the disk back later,
+         * outside the lock, while other operations go on. */
+        exm_ext_t *b;
+        if (exm_core_free_begin(c, live[i].p, &b)) DIE("free_begin of live block refused");
+        if (b) {
+          if (nbusy == MAXBUSY) finish_busy(c, (int)(rnd() % MAXBUSY));
+          busy[nbusy++] = b;
+        }
+      }
       live[i] = live[--nlive];
     } else if (nlive && op < 55) {
       int i = (int)(rnd() % (uint64_t)nlive);
@@ -156,8 +177,10 @@ int main(int argc, char **argv) {
       live_t *b = &live[rnd() % (uint64_t)nlive];
       if (b->n > 32 && exm_core_free(c, b->p + 16) == 0) DIE("free of an interior pointer accepted");
     }
+    if (nbusy && rnd() % 4 == 0) finish_busy(c, (int)(rnd() % (uint64_t)nbusy));
     if (ops <= 300000 || step % 50 == 0) check(c, step);
   }
+  while (nbusy) finish_busy(c, 0);
   while (nlive) {
     verify(&live[nlive - 1], live[nlive - 1].n, "at the end");
     if (exm_core_free(c, live[--nlive].p)) DIE("final free refused");
