@@ -27,6 +27,9 @@
  *   auto-seq     auto-switch starting from SEQUENTIAL (set before writing:
  *                faults on fresh pages are not major, so the helper does not
  *                look while a new block is being filled)
+ *   auto-burst   auto-seq, and a burst of major faults (>= 50/s) while
+ *                SEQUENTIAL switches to RANDOM at once (a stream under
+ *                SEQUENTIAL takes almost none)
  *
  * Output: key=value lines (write_s, write_mbs, seq_s, seq_mbs, rand_reads,
  * rand_s, rand_per_s, majflt_*, sum_ok, policy, ...). Exit 0 on success, 2 on
@@ -96,7 +99,7 @@ static void ooc_usage(const char *prog) {
           "          [--policy P]\n"
           "          [--scan-ms MS] [--seed N] [--verbose] [--anon]\n"
           "policies: none normal sequential random seq-rand fadv-random rand-fadv-seq\n"
-          "          hugepage auto-switch auto-seq\n",
+          "          hugepage auto-switch auto-seq auto-burst\n",
           prog);
   exit(1);
 }
@@ -145,6 +148,7 @@ static struct {
   long scans, switches;
   double scan_time;
   int mode;
+  int burst;             /* SEQUENTIAL -> RANDOM on a major-fault burst alone */
 } helper;
 
 static void *helper_main(void *arg) {
@@ -165,6 +169,15 @@ static void *helper_main(void *arg) {
     if (flt == last_flt) {
       fresh = 0;
       continue;
+    }
+    /* Under SEQUENTIAL a stream takes almost no major faults (readahead runs
+     * ahead of it), so a burst of them means random access: switch at once,
+     * without waiting for two scans. */
+    if (helper.burst && helper.mode == MODE_SEQ && (flt - last_flt) / sleep_s >= 50) {
+      ooc_advise(r, MADV_RANDOM);
+      helper.mode = MODE_RAND;
+      helper.switches++;
+      if (opt.verbose) fprintf(stderr, "helper: rand (burst of %ld major faults)\n", flt - last_flt);
     }
     last_flt = flt;
     double t0 = now_s();
@@ -244,8 +257,9 @@ static int ooc_run(ooc_region_t *r) {
   } else if (!strcmp(p, "auto-switch")) {
     helper_start(r, MODE_NONE);
     started_helper = 1;
-  } else if (!strcmp(p, "auto-seq")) {
+  } else if (!strcmp(p, "auto-seq") || !strcmp(p, "auto-burst")) {
     ooc_advise(r, MADV_SEQUENTIAL);
+    helper.burst = !strcmp(p, "auto-burst");
     helper_start(r, MODE_SEQ);
     started_helper = 1;
   } else {
