@@ -12,30 +12,26 @@ import { LIB, cProgram, cgroupAvailable, kv, runInCgroup, skipUnless } from "./s
 const MiB = 1 << 20;
 const skip = !!LIB_MISSING || skipUnless(cgroupAvailable(), "advisor tests (memory cgroup)");
 
+/** The phases of advisor_phases.c under the cgroup, with a given EXM_ADVICE; its key=value output. */
+async function phases(advice: string, randomSeconds: number): Promise<Record<string, string>> {
+  return withDataDir(async (dir) => {
+    const r = await runInCgroup(256 * MiB, [cProgram("advisor_phases"), "768", String(randomSeconds)], {
+      env: { LD_PRELOAD: LIB, EXM_TEST_REQUIRE_LIB: "1", EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_ADVICE: advice },
+      timeoutMs: 120_000,
+    });
+    assertOk(r, "advisor_phases ok");
+    return kv(r.stdout);
+  });
+}
+
 describe.skipIf(skip)("EXM_ADVICE=auto under a 256 MiB cgroup", () => {
   test("a 768 MiB block: sequential while filled, random during random reads, sequential again for a scan", async () => {
-    await withDataDir(async (dir) => {
-      const r = await runInCgroup(256 * MiB, [cProgram("advisor_phases"), "768", "4"], {
-        env: { LD_PRELOAD: LIB, EXM_TEST_REQUIRE_LIB: "1", EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_ADVICE: "auto" },
-        timeoutMs: 120_000,
-      });
-      assertOk(r, "advisor_phases ok");
-      const o = kv(r.stdout);
-      expect(o.after_fill).toBe("sr");
-      expect(o.after_random).toBe("rr");
-      expect(o.after_scan).toBe("sr");
-    });
+    const o = await phases("auto", 4);
+    expect([o.after_fill, o.after_random, o.after_scan]).toEqual(["sr", "rr", "sr"]);
   }, 150_000);
 
   test("EXM_ADVICE=normal leaves the block alone", async () => {
-    await withDataDir(async (dir) => {
-      const r = await runInCgroup(256 * MiB, [cProgram("advisor_phases"), "768", "2"], {
-        env: { LD_PRELOAD: LIB, EXM_TEST_REQUIRE_LIB: "1", EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_ADVICE: "normal" },
-        timeoutMs: 120_000,
-      });
-      assertOk(r, "advisor_phases ok");
-      const o = kv(r.stdout);
-      expect([o.after_fill, o.after_random, o.after_scan]).toEqual(["--", "--", "--"]);
-    });
+    const o = await phases("normal", 2);
+    expect([o.after_fill, o.after_random, o.after_scan]).toEqual(["--", "--", "--"]);
   }, 150_000);
 });
