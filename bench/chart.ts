@@ -6,7 +6,7 @@
  */
 
 interface Summary { median: number; min: number; max: number; n: number }
-interface Variant { name: string; status: string; metrics: Record<string, Summary>; note?: string }
+interface Variant { name: string; status: string; metrics: Record<string, Summary>; note?: string; ratio?: Summary }
 interface Scenario { id: string; title: string; status: string; variants: Variant[]; note?: string }
 interface Goal { id: string; text: string; target: string; measured: number | null; met: boolean | null; detail: string }
 export interface BenchResult {
@@ -142,20 +142,24 @@ export function renderSvg(res: BenchResult): string {
     if (!base || !(base.median > 0)) continue;
     for (const v of sc.variants) {
       if (v.name === "glibc") continue;
+      // The paired ratio (round by round) when there is one.
+      const r = v.ratio;
       const s = v.metrics[key];
       const label = `${id === "bigcycle" ? "large block cycle" : id === "small-1t" ? "small, 1 thread" : "small, 2 threads"}: ${v.name === "exm-t0" ? "threshold 0" : "exm"}`;
       rows.push({
         label,
-        bars: [s && s.n && v.status === "ok"
-          ? { value: s.median / base.median, min: s.min / base.median, max: s.max / base.median, color: COLORS.ratio,
-              text: `${(s.median / base.median).toFixed(2)}x` }
-          : { value: null, color: COLORS.bad, text: v.status }],
+        bars: [v.status !== "ok" || !s || !s.n
+          ? { value: null, color: COLORS.bad, text: v.status }
+          : r && r.n
+            ? { value: r.median, min: r.min, max: r.max, color: COLORS.ratio, text: `${r.median.toFixed(2)}x` }
+            : { value: s.median / base.median, min: s.min / base.median, max: s.max / base.median, color: COLORS.ratio,
+                text: `${(s.median / base.median).toFixed(2)}x` }],
       });
     }
   }
   if (rows.length)
     y = panel({
-      title: "In RAM: time relative to glibc malloc in the same run (lower is better; glibc = 1)",
+      title: "In RAM: time relative to glibc malloc, round by round in the same run (lower is better; glibc = 1)",
       rows,
       refs: [{ value: 1, label: "glibc" }, { value: 1.2, label: "1.2x", color: "#999" }, { value: 1.3, label: "1.3x", color: "#999" }],
     }, y, out);

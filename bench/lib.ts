@@ -309,10 +309,15 @@ export function summarize(xs: number[]): Summary {
   };
 }
 
-export function fmt(x: number, digits = 1): string {
+/** Three significant digits or so: 12345, 1234, 123, 12.3, 1.23, 0.123. */
+export function fmt(x: number, digits?: number): string {
   if (!Number.isFinite(x)) return "-";
-  if (Math.abs(x) >= 100) return x.toFixed(0);
-  return x.toFixed(digits);
+  if (digits !== undefined) return x.toFixed(digits);
+  const a = Math.abs(x);
+  if (a >= 100) return x.toFixed(0);
+  if (a >= 10) return x.toFixed(1);
+  if (a >= 1) return x.toFixed(2);
+  return x.toFixed(3);
 }
 
 /** A shell-quoted command line for the record. */

@@ -69,7 +69,7 @@ const ONLY = new Set((option("only") ?? "ooc,ram").split(","));
 const OUT = resolve(option("out") ?? (QUICK ? join(ROOT, "build", "bench", "results") : join(ROOT, "bench", "results")));
 const DATA_DIR = resolve(option("dir") ?? process.env.TMPDIR ?? "/tmp");
 const REPEATS = Number(option("repeats") ?? (QUICK ? 1 : 3));
-const RAM_REPEATS = Number(option("repeats") ?? (QUICK ? 1 : 7));
+const RAM_REPEATS = Number(option("repeats") ?? (QUICK ? 1 : 11));
 
 const CFG = QUICK
   ? {
@@ -78,7 +78,7 @@ const CFG = QUICK
     }
   : {
       oocSize: 4 * GiB, oocLimit: 1 * GiB, oocThreshold: "1G", reads: 20_000, randSeconds: 20, seqSeconds: 60,
-      smallOps: 10_000_000, bigMiB: 256, bigCycles: 20, callocGiB: 64, spawnRuns: 40, swapSize: 6 * GiB,
+      smallOps: 5_000_000, bigMiB: 256, bigCycles: 20, callocGiB: 64, spawnRuns: 40, swapSize: 6 * GiB,
     };
 
 /* ---- result model ------------------------------------------------------------------ */
@@ -94,6 +94,10 @@ interface Variant {
   metrics: Record<string, Summary>;
   /** Peak memory charged to the cgroup (bytes), out-of-core runs only. */
   maxUsage?: number;
+  /** In RAM: the metric divided by the baseline's (glibc) of the same round. */
+  ratio?: Summary;
+  /** The same for CPU time (user + system), when the workload reports it. */
+  cpuRatio?: Summary;
 }
 interface Scenario {
   id: string;
@@ -228,9 +232,13 @@ async function outOfCore(): Promise<void> {
   try {
     if (WITH_SWAP) enableSwap();
     for (let rep = 0; rep < REPEATS; rep++) {
-      for (const p of plans) {
+      // Rotate the order each round, so that no variant always runs right
+      // after the same one (the swap run leaves the disk busy for a while).
+      const order = plans.map((_, i) => plans[(i + rep) % plans.length]!);
+      for (const p of order) {
         // One OOM kill is the result; no need to repeat it.
         if (p.expectOom && runs.get(p.name)!.oom > 0) continue;
+        await settle();
         const r: RunResult = await runInCgroup(CFG.oocLimit, p.argv, p.env, {
           swap: p.swap,
           timeoutMs: (CFG.seqSeconds + CFG.randSeconds) * 1000 + 15 * 60_000,
@@ -271,6 +279,22 @@ async function outOfCore(): Promise<void> {
       note: "anonymous memory with a swap file: run with --with-swap (creates, enables and removes a swap file)" });
 }
 
+/**
+ * Lets the previous run's I/O drain before the next one starts: sync, then
+ * wait (at most 20 s) until dirty and writeback memory are both small.
+ */
+async function settle(): Promise<void> {
+  spawnSync(["sync"]);
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    const mi = readFileSync("/proc/meminfo", "utf8");
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(mi)?.[1] ?? 0);
+    if (kb("Dirty") + kb("Writeback") < 64 * 1024) break;
+    await Bun.sleep(200);
+  }
+  await Bun.sleep(1000);
+}
+
 function enableSwap(): void {
   if (readFileSync("/proc/swaps", "utf8").trim().split("\n").length > 1)
     console.error("note: swap is already enabled on this machine; the swap scenario adds a swap file to it");
@@ -292,8 +316,12 @@ function enableSwap(): void {
 /* ---- in RAM ---------------------------------------------------------------------------- */
 
 /**
- * Runs each variant `repeats` times, alternating variants within a round so
- * that noise hits all of them alike; metric `key` from each run's output.
+ * Runs each variant `repeats` times, all variants once per round in a
+ * rotating order, so that the machine's noise (2 shared cores) hits them
+ * alike; metric `key` (and cpu_s, when the workload prints it) from each
+ * run's output. Besides each variant's own summary, the ratio to the first
+ * variant is taken round by round (paired) and summarized: that is the
+ * figure the goals use.
  */
 async function compare(
   sc: Scenario,
@@ -301,29 +329,46 @@ async function compare(
   variants: { name: string; argv: string[]; env?: Record<string, string>; note?: string }[],
   repeats: number,
 ): Promise<void> {
-  const got = new Map<string, { vals: number[]; bad: string[] }>(variants.map((v) => [v.name, { vals: [], bad: [] }]));
+  const vals = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  const cpu = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  const bad = new Map<string, string[]>(variants.map((v) => [v.name, []]));
   // One warm-up round, not recorded: page cache, the launcher's library cache.
   for (const v of variants) await run(v.argv, v.env ?? {}, 600_000);
   for (let rep = 0; rep < repeats; rep++) {
-    for (const v of variants) {
+    for (let i = 0; i < variants.length; i++) {
+      const v = variants[(i + rep) % variants.length]!;
       const r = await run(v.argv, v.env ?? {}, 600_000);
       const o = kv(r.stdout);
-      const slot = got.get(v.name)!;
-      if (r.code === 0 && Number.isFinite(Number(o[key]))) slot.vals.push(Number(o[key]));
-      else slot.bad.push(`exit ${r.code ?? r.signal}: ${(r.stderr || r.stdout).trim().slice(0, 200)}`);
+      const ok = r.code === 0 && Number.isFinite(Number(o[key]));
+      vals.get(v.name)![rep] = ok ? Number(o[key]) : NaN;
+      cpu.get(v.name)![rep] = ok && o.cpu_s !== undefined ? Number(o.cpu_s) : NaN;
+      if (!ok) bad.get(v.name)!.push(`exit ${r.code ?? r.signal}: ${(r.stderr || r.stdout).trim().slice(0, 200)}`);
     }
   }
+  const base = vals.get(variants[0]!.name)!;
+  const baseCpu = cpu.get(variants[0]!.name)!;
   for (const v of variants) {
-    const s = got.get(v.name)!;
-    sc.variants.push({
+    const xs = vals.get(v.name)!;
+    const cs = cpu.get(v.name)!;
+    const metrics: Record<string, Summary> = { [key]: summarize(xs.filter(Number.isFinite)) };
+    if (cs.some(Number.isFinite)) metrics.cpu_s = summarize(cs.filter(Number.isFinite));
+    const variant: Variant = {
       name: v.name,
       cmd: shellLine(v.argv, v.env ?? {}),
-      status: s.vals.length ? "ok" : "failed",
-      note: [v.note, s.bad.length ? `failures: ${s.bad.join(" | ")}` : ""].filter(Boolean).join("; ") || undefined,
-      metrics: { [key]: summarize(s.vals) },
-    });
+      status: xs.some(Number.isFinite) ? "ok" : "failed",
+      note: [v.note, bad.get(v.name)!.length ? `failures: ${bad.get(v.name)!.join(" | ")}` : ""].filter(Boolean).join("; ") || undefined,
+      metrics,
+    };
+    if (v !== variants[0]) {
+      variant.ratio = summarize(xs.map((x, i) => x / base[i]!).filter(Number.isFinite));
+      const cr = cs.map((x, i) => x / baseCpu[i]!).filter(Number.isFinite);
+      if (cr.length) variant.cpuRatio = summarize(cr);
+    }
+    sc.variants.push(variant);
   }
-  const m = sc.variants.map((v) => `${v.name} ${fmt(v.metrics[key]?.median ?? NaN, 3)}`).join(", ");
+  const m = sc.variants
+    .map((v) => `${v.name} ${fmt(v.metrics[key]?.median ?? NaN)}${v.ratio ? ` (${fmt(v.ratio.median)}x)` : ""}`)
+    .join(", ");
   log(`${sc.id}: ${m} (${sc.metrics[key]!.unit})`);
 }
 
@@ -462,6 +507,13 @@ function goal(id: string, text: string, target: string, measured: number | null,
   goals.push({ id, text, target, measured, met: measured === null ? null : ok(measured), detail: measured === null ? whyNull : detail });
 }
 
+/** The paired ratio of a variant to the baseline of its scenario (median). */
+function paired(id: string, variant: string): number | null {
+  const v = scenarios.find((s) => s.id === id)?.variants.find((x) => x.name === variant);
+  const m = v?.status === "ok" ? v.ratio?.median : undefined;
+  return m !== undefined && Number.isFinite(m) ? m : null;
+}
+
 function ratio(a: number | null, b: number | null): number | null {
   return a !== null && b !== null && b > 0 ? a / b : null;
 }
@@ -482,15 +534,15 @@ function evaluateGoals(): void {
   goal("rand-vs-swap", "Random 4 KiB reads out of core vs swap (default settings)", ">= 1.3x", rs, (v) => v >= 1.3,
     `${fmt(med("ooc", "exm", "rand_per_s") ?? NaN)} vs ${fmt(med("ooc", "swap", "rand_per_s") ?? NaN)} reads/s`, noSwap);
   for (const t of ["1t", "2t"]) {
-    const o = ratio(med(`small-${t}`, "exm", "seconds"), med(`small-${t}`, "glibc", "seconds"));
+    const o = paired(`small-${t}`, "exm");
     goal(`passthrough-${t}`, `Pass-through overhead, small objects, ${t === "1t" ? "1 thread" : "2 threads"}`, "<= 3 %",
-      o === null ? null : (o - 1) * 100, (v) => v <= 3, `time ${x(o)} of glibc`, "scenario failed");
-    const z = ratio(med(`small-${t}`, "exm-t0", "seconds"), med(`small-${t}`, "glibc", "seconds"));
+      o === null ? null : (o - 1) * 100, (v) => v <= 3, `time ${x(o)} of glibc (median of per-round ratios)`, "scenario failed");
+    const z = paired(`small-${t}`, "exm-t0");
     goal(`threshold0-${t}`, `Threshold 0, small objects, ${t === "1t" ? "1 thread" : "2 threads"}`, "<= 1.2x", z, (v) => v <= 1.2,
-      `time ${x(z)} of glibc`, "scenario failed");
+      `time ${x(z)} of glibc (median of per-round ratios)`, "scenario failed");
   }
-  const b = ratio(med("bigcycle", "exm", "ms_per_cycle"), med("bigcycle", "glibc", "ms_per_cycle"));
-  goal("bigcycle", `Large block cycle (${CFG.bigMiB} MiB) vs glibc`, "<= 1.3x", b, (v) => v <= 1.3, `time ${x(b)} of glibc`, "scenario failed");
+  const b = paired("bigcycle", "exm");
+  goal("bigcycle", `Large block cycle (${CFG.bigMiB} MiB) vs glibc`, "<= 1.3x", b, (v) => v <= 1.3, `time ${x(b)} of glibc (median of per-round ratios)`, "scenario failed");
   const c = med("calloc", "exm", "calloc_ms");
   goal("calloc", `calloc of ${CFG.callocGiB} GiB`, "< 10 ms", c, (v) => v < 10,
     `${fmt(c ?? NaN, 2)} ms, resident after: ${fmt(med("calloc", "exm", "rss_kib") ?? NaN)} KiB`, "skipped or failed");
@@ -509,13 +561,16 @@ function printTable(): void {
     lines.push("", `## ${sc.title}${sc.status === "skipped" ? ` -- skipped: ${sc.note}` : ""}`);
     if (sc.status === "skipped") continue;
     const keys = Object.keys(sc.metrics);
-    lines.push(["variant", ...keys.map((k) => `${sc.metrics[k]!.label} (${sc.metrics[k]!.unit})`)].join(" | "));
+    const hasRatio = sc.variants.some((v) => v.ratio);
+    const hasCpu = sc.variants.some((v) => v.cpuRatio);
+    const cell = (m: Summary | undefined, status: string, suffix = "") =>
+      status !== "ok" || !m || !m.n ? status : m.n > 1 ? `${fmt(m.median)}${suffix} (${fmt(m.min)}-${fmt(m.max)})` : `${fmt(m.median)}${suffix}`;
+    lines.push(["variant", ...keys.map((k) => `${sc.metrics[k]!.label} (${sc.metrics[k]!.unit})`),
+      ...(hasRatio ? [`vs ${sc.variants[0]!.name}, paired`] : []), ...(hasCpu ? ["CPU time vs baseline"] : [])].join(" | "));
     for (const v of sc.variants) {
-      const cells = keys.map((k) => {
-        const m = v.metrics[k];
-        if (v.status !== "ok" || !m || !m.n) return v.status;
-        return m.n > 1 ? `${fmt(m.median)} (${fmt(m.min)}-${fmt(m.max)})` : fmt(m.median);
-      });
+      const cells = keys.map((k) => cell(v.metrics[k], v.status));
+      if (hasRatio) cells.push(v.ratio ? cell(v.ratio, v.status, "x") : "1");
+      if (hasCpu) cells.push(v.cpuRatio ? cell(v.cpuRatio, v.status, "x") : "1");
       lines.push([v.name, ...cells].join(" | "));
     }
   }
