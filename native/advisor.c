@@ -134,7 +134,7 @@ static void *advisor_main(void *arg) {
       int advice = -1;
       if (r.new_runs >= 8 && delta >= r.new_runs / 2) advice = EXM_ADVICE_RANDOM;
       else if (r.new_pages >= 512 && r.new_pages / (r.new_runs ? r.new_runs : 1) >= 64) advice = EXM_ADVICE_SEQUENTIAL;
-      if (advice >= 0) exm_arena_auto_advise(offs[i], lens[i], advice);
+      if (advice >= 0) exm_arena_auto_advise(offs[i], lens[i], advice, 1);
     }
     track_sweep();
     look_ns = exm_os_now_ns() - t0;

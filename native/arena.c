@@ -289,7 +289,7 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   if (p && zero && dirty) memset(p, 0, n);
   if (p && n >= exm_advisor_min() && exm_cfg.advice == EXM_ADVICE_AUTO) {
     exm_arena_auto_advise((size_t)((char *)p - own.core.base), (n + EXM_PAGE - 1) & ~(EXM_PAGE - 1),
-                          EXM_ADVICE_SEQUENTIAL);   /* a new block is usually filled first */
+                          EXM_ADVICE_SEQUENTIAL, 0);   /* a new block is usually filled first */
     exm_advisor_block(n);
   }
   return p;
@@ -331,14 +331,14 @@ int exm_arena_large_blocks(size_t min, size_t *offs, size_t *lens, int max) {
   return n;
 }
 
-void exm_arena_auto_advise(size_t off, size_t len, int advice) {
+void exm_arena_auto_advise(size_t off, size_t len, int advice, int announce) {
   pthread_mutex_lock(&own.lock);
   exm_ext_t *e = own_state == 1 ? exm_core_block(&own.core, own.core.base + off) : NULL;
   if (e && e->len == len && (e->advice == 0 || (e->advice & 0x80)) && e->advice != (0x80 | advice)) {
     if (!exm_os_madvise(own.core.base + off, len, advice)) {
       e->advice = (uint8_t)(0x80 | advice);
       advised_blocks = 1;
-      if (exm_cfg.verbose) {
+      if (announce && exm_cfg.verbose) {
         exm_line_t l = { .n = 0 };
         exm_line_str(&l, "exm: advice for a block of ");
         exm_line_size(&l, len);

@@ -118,7 +118,7 @@ size_t exm_advisor_min(void);
 void exm_advisor_after_fork(void);
 char *exm_arena_base(void);
 int exm_arena_large_blocks(size_t min, size_t *offs, size_t *lens, int max);
-void exm_arena_auto_advise(size_t off, size_t len, int advice);
+void exm_arena_auto_advise(size_t off, size_t len, int advice, int announce);
 
 /* ---- stats.c ----------------------------------------------------------------- */
 void exm_stats_setup(void);
