@@ -18,7 +18,7 @@ export interface BenchResult {
 }
 
 const W = 900;
-const LABEL_W = 210;
+const LABEL_W = 250;
 const VALUE_W = 150;
 const PLOT_W = W - LABEL_W - VALUE_W - 20;
 const BAR_H = 14;
@@ -105,8 +105,8 @@ export function renderSvg(res: BenchResult): string {
   const out: string[] = [];
   let y = 10;
   const ooc = res.scenarios.find((s) => s.id === "ooc");
-  out.push(`<text x="10" y="${y + 16}" class="t">exm benchmarks (${esc(res.mode)} mode, ${esc(res.date.slice(0, 10))}, ` +
-    `${esc(String(res.machine.cpus))} cores, kernel ${esc(String(res.machine.kernel))}): medians, whiskers min-max</text>`);
+  out.push(`<text x="10" y="${y + 16}" class="t">exm benchmarks, ${esc(res.mode)} run of ${esc(res.date.slice(0, 10))} ` +
+    `(${esc(String(res.machine.cpus))} cores, Linux ${esc(String(res.machine.kernel).split("-")[0]!)}): medians, whiskers min-max</text>`);
   y += 34;
   const statusText = (v: Variant) => (v.status === "oom-killed" ? "OOM-killed" : v.status === "not-run" ? "not run (--with-swap)" : v.status);
   if (ooc && ooc.status === "ok") {
@@ -134,10 +134,10 @@ export function renderSvg(res: BenchResult): string {
   }
   // In RAM: time relative to glibc.
   const rows: Row[] = [];
-  for (const id of ["small-1t", "small-2t", "bigcycle"]) {
+  for (const id of ["small-1t", "small-2t", "small-instr", "bigcycle"]) {
     const sc = res.scenarios.find((s) => s.id === id);
-    if (!sc) continue;
-    const key = id === "bigcycle" ? "ms_per_cycle" : "seconds";
+    if (!sc || sc.status !== "ok") continue;
+    const key = id === "bigcycle" ? "ms_per_cycle" : id === "small-instr" ? "per_op" : "seconds";
     const base = sc.variants.find((v) => v.name === "glibc")?.metrics[key];
     if (!base || !(base.median > 0)) continue;
     for (const v of sc.variants) {
@@ -145,7 +145,9 @@ export function renderSvg(res: BenchResult): string {
       // The paired ratio (round by round) when there is one.
       const r = v.ratio;
       const s = v.metrics[key];
-      const label = `${id === "bigcycle" ? "large block cycle" : id === "small-1t" ? "small, 1 thread" : "small, 2 threads"}: ${v.name === "exm-t0" ? "threshold 0" : "exm"}`;
+      const what = { bigcycle: "large block cycle", "small-1t": "small, 1 thread", "small-2t": "small, 2 threads",
+        "small-instr": "small, 1 thread, instr." }[id];
+      const label = `${what}: ${v.name === "exm-t0" ? "threshold 0" : "exm"}`;
       rows.push({
         label,
         bars: [v.status !== "ok" || !s || !s.n
@@ -159,7 +161,7 @@ export function renderSvg(res: BenchResult): string {
   }
   if (rows.length)
     y = panel({
-      title: "In RAM: time relative to glibc malloc, round by round in the same run (lower is better; glibc = 1)",
+      title: "In RAM: time (or instructions) relative to glibc malloc, paired round by round (lower is better; glibc = 1)",
       rows,
       refs: [{ value: 1, label: "glibc" }, { value: 1.2, label: "1.2x", color: "#999" }, { value: 1.3, label: "1.3x", color: "#999" }],
     }, y, out);
@@ -170,8 +172,15 @@ export function renderSvg(res: BenchResult): string {
     const mark = g.met === null ? "–" : g.met ? "✓" : "✗";
     const color = g.met === null ? "#888" : g.met ? "#2e7d32" : COLORS.bad;
     out.push(`<text x="14" y="${y + 11}" class="l" fill="${color}">${mark}</text>`);
-    out.push(`<text x="32" y="${y + 11}" class="l">${esc(`${g.text} (${g.target}): ${g.detail}`)}</text>`);
-    y += 17;
+    // Wrap at ~130 characters (no text layout in SVG).
+    const words = `${g.text} (${g.target}): ${g.detail}`.split(" ");
+    const lines: string[] = [""];
+    for (const w of words) {
+      if (lines.at(-1)!.length + w.length + 1 > 130) lines.push("");
+      lines[lines.length - 1] += (lines.at(-1) ? " " : "") + w;
+    }
+    lines.forEach((l, i) => out.push(`<text x="${i ? 44 : 32}" y="${y + 11 + i * 15}" class="l">${esc(l)}</text>`));
+    y += 17 + (lines.length - 1) * 15;
   }
   y += 8;
   const h = Math.ceil(y);
