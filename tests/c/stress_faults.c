@@ -1,0 +1,290 @@
+/*
+ * stress_faults.c: what a program sees when things go wrong around exm.
+ * Runs with and without libexm; driven by tests/faults.test.ts.
+ *
+ *   fill MIN MAX [FILLER]  allocate blocks of MIN..MAX bytes until malloc
+ *                          fails (ENOMEM, never SIGBUS), free half, fill up
+ *                          again, then let another writer (the file FILLER)
+ *                          take the rest of the disk: malloc fails, held
+ *                          blocks stay writable, and all works again once the
+ *                          filler is gone
+ *   exit MODE SIZE         hold SIZE in the arena while 4 threads churn, then
+ *                          end by MODE: segv, thread-exit, exit-busy,
+ *                          main-pthread-exit, abort, raise-term
+ *   churn                  malloc/free in a loop until killed (prints ready)
+ *   fdreuse                close every descriptor above 2 (as daemons do)
+ *                          after the arena exists, open a file of our own:
+ *                          it must be left alone by exm
+ *   closed-stderr          run with fd 2 closed: writes to stderr must not
+ *                          land in the program's heap
+ *   fsize                  RLIMIT_FSIZE of 1 GiB, then a 100 MiB block
+ *   emfile                 every descriptor in use at the first big malloc
+ *
+ * Prints key=value lines and "<mode> ok"; failures print FAIL on stderr.
+ */
+#include "common.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+/* ---- fill ------------------------------------------------------------------ */
+
+typedef struct { unsigned char *p; size_t n; uint64_t seed; } blk_t;
+#define MAXB 20000
+static blk_t blk[MAXB];
+static int nb;
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint64_t rnd(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+
+/* Allocates until failure; every block is written in full (a block whose
+ * disk was not reserved would SIGBUS here on a full filesystem). */
+static size_t fill_up(size_t min, size_t max, const char *phase) {
+  size_t bytes = 0;
+  int start = nb;
+  while (nb < MAXB) {
+    size_t n = min + (max > min ? rnd() % (max - min) : 0);
+    errno = 0;
+    unsigned char *p = nb % 2 ? calloc(1, n) : malloc(n);
+    if (!p) {
+      CHECK(errno == ENOMEM, "%s: malloc(%zu) failed with errno %d, want ENOMEM", phase, n, errno);
+      break;
+    }
+    if (nb % 2) CHECK(find_nonzero(p, n) < 0, "%s: calloc(%zu) not zero", phase, n);
+    blk[nb] = (blk_t){ p, n, rnd() };
+    fill_pattern(p, n, blk[nb].seed);
+    bytes += n;
+    nb++;
+  }
+  CHECK(nb < MAXB, "%s: never ran out (%d blocks): is the data directory small?", phase, nb);
+  printf("%s_blocks=%d %s_mib=%zu\n", phase, nb - start, phase, bytes >> 20);
+  return bytes;
+}
+
+static void verify_all(const char *when) {
+  for (int i = 0; i < nb; i++) CHECK_PATTERN(blk[i].p, blk[i].n, blk[i].seed, when);
+}
+
+static void drop(int i) {
+  CHECK_PATTERN(blk[i].p, blk[i].n, blk[i].seed, "before free");
+  free(blk[i].p);
+  blk[i] = blk[--nb];
+}
+
+static int mode_fill(size_t min, size_t max, const char *filler) {
+  size_t a = fill_up(min, max, "first");
+  CHECK(a > 0, "not even one block fitted");
+  /* Still full: the same request fails again, without a crash. */
+  errno = 0;
+  CHECK(malloc(max) == NULL && errno == ENOMEM, "malloc(%zu) succeeded on a full disk", max);
+  /* realloc that cannot grow leaves the block as it was. */
+  if (api_fb(blk[0].p)) {
+    void *q = realloc(blk[0].p, blk[0].n + 4 * max);
+    CHECK(q == NULL && errno == ENOMEM, "realloc grew on a full disk");
+  }
+  verify_all("after failed allocations");
+  /* Free half: the disk comes back and can be used again. */
+  size_t freed = 0;
+  for (int i = nb - 1; i >= 0; i -= 2) freed += blk[i].n, drop(i);
+  size_t b = fill_up(min, max, "second");
+  printf("freed_mib=%zu refilled_mib=%zu\n", freed >> 20, b >> 20);
+  CHECK(b + max >= freed / 2, "freed %zu bytes but could use only %zu again", freed, b);
+  verify_all("after refill");
+  if (filler) {
+    /* Keep a quarter, then another writer takes all the free space. */
+    while (nb > 1 && nb > (int)(a / max / 4)) drop(nb - 1);
+    int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0, "open %s: %s", filler, strerror(errno));
+    static char chunk[1 << 16];
+    memset(chunk, 'f', sizeof chunk);
+    size_t written = 0;
+    for (;;) {
+      ssize_t w = write(fd, chunk, sizeof chunk);
+      if (w <= 0) break;
+      written += (size_t)w;
+    }
+    CHECK(errno == ENOSPC, "filler stopped with errno %d, want ENOSPC", errno);
+    printf("filler_mib=%zu\n", written >> 20);
+    errno = 0;
+    void *p = malloc(min);
+    CHECK(p == NULL && errno == ENOMEM, "malloc(%zu) succeeded with the disk full", min);
+    /* Every held block is reserved: rewriting all of it cannot SIGBUS. */
+    for (int i = 0; i < nb; i++) {
+      blk[i].seed = rnd();
+      fill_pattern(blk[i].p, blk[i].n, blk[i].seed);
+    }
+    verify_all("rewritten with the disk full");
+    close(fd);
+    unlink(filler);
+    p = malloc(min);
+    CHECK(p != NULL, "malloc(%zu) still fails after the filler was removed", min);
+    fill_pattern(p, min, 7);
+    free(p);
+  }
+  while (nb) drop(nb - 1);
+  API_CHECK("fill");
+  printf("fill ok\n");
+  return 0;
+}
+
+/* ---- exit ---------------------------------------------------------------------- */
+
+static volatile int churning = 1;
+static const char *exit_mode;
+
+static void *churn_thread(void *arg) {
+  uint64_t r = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
+  void *slot[32] = { 0 };
+  for (long i = 0; churning; i++) {
+    r ^= r << 13; r ^= r >> 7; r ^= r << 17;
+    int k = (int)(r % 32);
+    free(slot[k]);
+    size_t n = (r >> 8) % 4 == 0 ? (size_t)((r >> 16) % (4 * MiB)) : (size_t)((r >> 16) % 8192);
+    slot[k] = malloc(n + 1);
+    if (slot[k]) memset(slot[k], (int)i, n + 1 < 4096 ? n + 1 : 4096);
+    if (i == 2000 && (uintptr_t)arg == 1 && !strcmp(exit_mode, "thread-exit")) exit(3);
+  }
+  for (int k = 0; k < 32; k++) free(slot[k]);
+  return NULL;
+}
+
+static int mode_exit(const char *mode, size_t size) {
+  exit_mode = mode;
+  unsigned char *hold = malloc(size);
+  CHECK(hold, "malloc(%zu)", size);
+  for (size_t i = 0; i < size; i += 4096) hold[i] = (unsigned char)i;
+  printf("file_backed=%d\n", api_fb(hold));
+  pthread_t t[4];
+  for (uintptr_t i = 0; i < 4; i++) pthread_create(&t[i], NULL, churn_thread, (void *)(i + 1));
+  usleep(300 * 1000);
+  printf("ending=%s\n", mode);
+  fflush(stdout);
+  if (!strcmp(mode, "segv")) *(volatile int *)(uintptr_t)8 = 1;
+  if (!strcmp(mode, "abort")) abort();
+  if (!strcmp(mode, "raise-term")) raise(SIGTERM);
+  if (!strcmp(mode, "exit-busy")) exit(5);
+  if (!strcmp(mode, "main-pthread-exit")) {
+    /* The threads stop by themselves a little later; the last one out ends
+     * the process with status 0. */
+    struct timespec ts = { 0, 200 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    churning = 0;
+    pthread_exit(NULL);
+  }
+  if (!strcmp(mode, "thread-exit")) {
+    for (;;) pause();
+  }
+  FAIL("unknown exit mode %s", mode);
+}
+
+/* ---- churn (for signals from outside) ---------------------------------------------- */
+
+static int mode_churn(void) {
+  printf("ready\n");
+  fflush(stdout);
+  for (unsigned long i = 0;; i++) {
+    char *p = malloc(4096 + (i % 64) * 4096);
+    if (p) p[0] = 1;
+    free(p);
+    if (i == ~0ul) break;   /* never: keeps the compiler content */
+  }
+  return 0;
+}
+
+/* ---- descriptors ---------------------------------------------------------------------- */
+
+static int mode_fdreuse(void) {
+  size_t n = 8 * MiB;
+  unsigned char *p = malloc(n);          /* the arena exists from here on */
+  CHECK(p, "malloc");
+  printf("file_backed=%d\n", api_fb(p));
+  fill_pattern(p, n, 1);
+  for (int fd = 3; fd < 1024; fd++) close(fd);
+  int fd = open("user.dat", O_RDWR | O_CREAT | O_TRUNC, 0644);
+  CHECK(fd >= 0, "open user.dat");
+  static char buf[1 << 16];
+  memset(buf, 'A', sizeof buf);
+  for (int i = 0; i < 16; i++) CHECK(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf, "write");
+  free(p);                               /* gives disk back ... */
+  void *q = malloc(16 * MiB);            /* ... and reserves some */
+  CHECK(q, "malloc after closing descriptors");
+  fill_pattern(q, 16 * MiB, 2);
+  free(q);
+  struct stat st;
+  CHECK(fstat(fd, &st) == 0, "fstat");
+  CHECK(pread(fd, buf, sizeof buf, 0) == (ssize_t)sizeof buf, "pread");
+  printf("user_file_size=%lld\n", (long long)st.st_size);
+  CHECK(st.st_size == 1 << 20, "user.dat changed size: %lld bytes, want 1048576", (long long)st.st_size);
+  for (size_t i = 0; i < sizeof buf; i++) CHECK(buf[i] == 'A', "user.dat overwritten at byte %zu (0x%02x)", i, buf[i]);
+  printf("fdreuse ok\n");
+  return 0;
+}
+
+static int mode_closed_stderr(void) {
+  CHECK(fcntl(2, F_GETFD) < 0, "run me with fd 2 closed (prog 2>&-)");
+  size_t n = 64 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p, "malloc");
+  printf("file_backed=%d\n", api_fb(p));
+  fill_pattern(p, n, 3);
+  /* Without exm these fail with EBADF and change nothing. */
+  fprintf(stderr, "a diagnostic written to a closed stderr\n");
+  perror("and perror too");
+  long long bad = find_pattern_mismatch(p, n, 3);
+  if (bad >= 0) {
+    printf("block corrupted at byte %lld: \"%.24s\"\n", bad, (char *)p + bad);
+    return 1;
+  }
+  free(p);
+  printf("closed-stderr ok\n");
+  return 0;
+}
+
+static int mode_fsize(void) {
+  struct rlimit rl = { (rlim_t)GiB, (rlim_t)GiB };
+  CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit");
+  size_t n = 100 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p, "malloc(100 MiB) under RLIMIT_FSIZE 1 GiB");
+  printf("file_backed=%d\n", api_fb(p));
+  fill_pattern(p, n, 4);
+  CHECK_PATTERN(p, n, 4, "under RLIMIT_FSIZE");
+  free(p);
+  printf("fsize ok\n");
+  return 0;
+}
+
+static int mode_emfile(void) {
+  struct rlimit rl = { 64, 64 };
+  CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit");
+  int fds[64], n = 0;
+  while (n < 64 && (fds[n] = open("/dev/null", O_RDONLY)) >= 0) n++;
+  CHECK(errno == EMFILE, "open stopped with %d", errno);
+  unsigned char *p = malloc(100 * MiB);
+  int fb1 = p ? api_fb(p) : -1;
+  if (p) fill_pattern(p, 100 * MiB, 5), free(p);
+  while (n) close(fds[--n]);
+  p = malloc(100 * MiB);
+  CHECK(p, "malloc after closing descriptors");
+  int fb2 = api_fb(p);
+  fill_pattern(p, 100 * MiB, 6);
+  free(p);
+  printf("at_emfile=%s file_backed_then=%d file_backed_after=%d\n", fb1 < 0 ? "NULL" : "pointer", fb1, fb2);
+  printf("emfile ok\n");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  api_init();
+  const char *mode = argc > 1 ? argv[1] : "";
+  if (!strcmp(mode, "fill") && argc >= 4) return mode_fill(parse_size(argv[2]), parse_size(argv[3]), argc > 4 ? argv[4] : NULL);
+  if (!strcmp(mode, "exit") && argc >= 4) return mode_exit(argv[2], parse_size(argv[3]));
+  if (!strcmp(mode, "churn")) return mode_churn();
+  if (!strcmp(mode, "fdreuse")) return mode_fdreuse();
+  if (!strcmp(mode, "closed-stderr")) return mode_closed_stderr();
+  if (!strcmp(mode, "fsize")) return mode_fsize();
+  if (!strcmp(mode, "emfile")) return mode_emfile();
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | closed-stderr | fsize | emfile");
+}

@@ -1,0 +1,632 @@
+/**
+ * Faults and bad input (issue 7), beyond what native*.test.ts and
+ * cli.test.ts already cover (a 256 MiB request on a 64 MiB tmpfs, the disk
+ * cap once, SIGKILL, a few bad values):
+ * - the data directory filling up mid-run, by the program itself and by
+ *   another writer: ENOMEM / MemoryError / RangeError, never SIGBUS, and the
+ *   program carries on; the same under EXM_MAX_DISK;
+ * - a data directory unusable at start, or gone before the first big
+ *   allocation: the library alone warns once and passes everything through;
+ * - the ways a process ends (SIGSEGV, exit from a thread, exit while other
+ *   threads allocate, pthread_exit from main, abort, a signal): no file left,
+ *   all disk given back, and the arena kept out of core dumps;
+ * - garbage in every EXM_* variable and every CLI option: a clear line, no
+ *   crash;
+ * - programs exm cannot serve (static, setuid, setgid, file capabilities):
+ *   they run, and exm says so once.
+ * Known library bugs found here are kept as test.todo with the reproduction.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "bun";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ATTACKER_UID, IS_ROOT, MiB, VICTIM_UID, asUser, otherUsersAvailable, realPython, scratch, which } from "./support/programs";
+import {
+  EXM,
+  LIB,
+  cProgram,
+  compileC,
+  dirIsEmpty,
+  explain,
+  freshDir,
+  fsUsed,
+  kv,
+  libAvailable,
+  listDir,
+  run,
+  runWithLib,
+  skipUnless,
+  spawnUntil,
+  tmpfsAvailable,
+  waitFor,
+  withTmpfs,
+} from "./support/sys";
+
+const noLib = skipUnless(libAvailable(), "fault tests");
+const noTmpfs = noLib || skipUnless(tmpfsAvailable(), "fault tests on a small tmpfs");
+const noUsers = noLib || skipUnless(otherUsersAvailable(), "fault tests as another user");
+const noCli = skipUnless(existsSync(EXM) ? null : `${EXM} not built`, "CLI fault tests");
+const PY = realPython();
+const NODE = which("node");
+
+let work: ReturnType<typeof scratch>;
+beforeAll(() => {
+  work = scratch("exm-faults-");
+  chmodSync(work.dir, 0o755); // other uids run programs copied in here
+});
+afterAll(() => work.remove());
+
+let serial = 0;
+function subdir(name: string, mode = 0o755): string {
+  const d = join(work.dir, `${name}-${++serial}`);
+  mkdirSync(d, { mode });
+  chmodSync(d, mode);
+  return d;
+}
+
+/** Lines of a stderr text (no empty last one). */
+const lines = (s: string) => s.split("\n").filter((l) => l !== "");
+
+function faults(): string {
+  return cProgram("stress_faults");
+}
+
+/* ---- the data directory fills up mid-run ------------------------------------------ */
+
+describe.skipIf(noTmpfs)("data directory filling up mid-run (96 MiB tmpfs)", () => {
+  for (const t of ["0", "4096", "1M"]) {
+    test(`C at threshold ${t}: ENOMEM, never SIGBUS; space comes back; another writer fills it; carries on`, async () => {
+      await withTmpfs(96 * MiB, async (dir) => {
+        const r = await runWithLib([faults(), "fill", "1100K", "6M", join(dir, "filler")], { EXM_DIR: dir, EXM_THRESHOLD: t }, {
+          timeoutMs: 120_000,
+        });
+        if (r.signal === "SIGBUS") throw new Error(`SIGBUS\n${explain(r)}`);
+        if (r.code !== 0 || !r.stdout.includes("fill ok")) throw new Error(`fill at threshold ${t}\n${explain(r)}`);
+        expect(r.stderr).toBe("");
+        const v = kv(r.stdout);
+        console.log(`fill at ${t}: ${v.first_mib} MiB until full, ${v.refilled_mib} of ${v.freed_mib} MiB freed used again, filler took ${v.filler_mib} MiB`);
+        expect(listDir(dir)).toEqual([]);
+      });
+    }, 150_000);
+  }
+
+  test.skipIf(!PY)("python3: MemoryError mid-run, frees, allocates again, finishes", async () => {
+    const script = `
+import sys
+blocks, errors = [], 0
+try:
+    while True:
+        blocks.append(bytearray(4 << 20))
+        blocks[-1][::4096] = b"\\x05" * len(blocks[-1][::4096])
+except MemoryError:
+    errors += 1
+n = len(blocks)
+del blocks[n // 2:]
+again = []
+try:
+    while True:
+        again.append(bytes(4 << 20))
+except MemoryError:
+    errors += 1
+ok = all(b[4096 * 7] == 5 for b in blocks)
+print("first", n, "again", len(again), "errors", errors, "intact", ok)
+del again
+print("python carried on" if ok and errors == 2 and len(blocks) >= 1 else "python FAILED")
+`;
+    await withTmpfs(96 * MiB, async (dir) => {
+      const r = await runWithLib([PY!, "-c", script], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, { timeoutMs: 120_000 });
+      if (r.signal) throw new Error(`python killed by ${r.signal}\n${explain(r)}`);
+      if (r.code !== 0 || !r.stdout.includes("python carried on")) throw new Error(explain(r));
+      console.log(`python on a full tmpfs: ${r.stdout.trim().split("\n")[0]}`);
+      expect(listDir(dir)).toEqual([]);
+    });
+  }, 150_000);
+
+  test.skipIf(!NODE)("node: a Buffer that does not fit throws RangeError; node carries on", async () => {
+    const script = `
+const held = [];
+let failed = 0;
+try { for (;;) held.push(Buffer.alloc(8 << 20, 1)); } catch (e) { failed = e instanceof RangeError ? 1 : 2; console.log(String(e)); }
+const n = held.length;
+held.length = Math.floor(n / 2);
+const again = Buffer.alloc(4 << 20, 7);
+console.log("held", n, "failed", failed, "again", again[12345]);
+console.log(failed === 1 && again[12345] === 7 ? "node carried on" : "node FAILED");
+`;
+    await withTmpfs(96 * MiB, async (dir) => {
+      const r = await runWithLib([NODE!, "-e", script], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, { timeoutMs: 120_000 });
+      if (r.signal) throw new Error(`node killed by ${r.signal}\n${explain(r)}`);
+      if (r.code !== 0 || !r.stdout.includes("node carried on")) throw new Error(explain(r));
+      expect(listDir(dir)).toEqual([]);
+    });
+  }, 150_000);
+
+  test.skipIf(!PY)("python3 at threshold 0 on a full disk: no SIGBUS (what else happens is reported)", async () => {
+    // At threshold 0 every allocation, however small, needs disk: when it is
+    // gone even the interpreter's small objects fail. Asserted: no SIGBUS or
+    // SIGSEGV, nothing left behind. Reported: how the program ended.
+    await withTmpfs(32 * MiB, async (dir) => {
+      const script = "x = []\nwhile True: x.append(bytearray(1 << 20))\n";
+      const r = await runWithLib([PY!, "-c", script], { EXM_DIR: dir, EXM_THRESHOLD: "0" }, { timeoutMs: 60_000 });
+      expect(r.signal === "SIGBUS" || r.signal === "SIGSEGV").toBe(false);
+      console.log(`python3 at threshold 0, disk full: exit ${r.code} signal ${r.signal}: ${lines(r.stderr).slice(-1)[0] ?? ""}`);
+      expect(listDir(dir)).toEqual([]);
+    });
+  }, 90_000);
+});
+
+describe.skipIf(noLib)("EXM_MAX_DISK: the same, against exm's own cap", () => {
+  for (const t of ["0", "4096", "1M"]) {
+    test(`C at threshold ${t} with a 64 MiB cap`, async () => {
+      const dir = freshDir();
+      const r = await runWithLib([faults(), "fill", "1100K", "6M"], { EXM_DIR: dir, EXM_THRESHOLD: t, EXM_MAX_DISK: "64M" }, {
+        timeoutMs: 120_000,
+      });
+      if (r.code !== 0 || !r.stdout.includes("fill ok")) throw new Error(`fill under a cap at threshold ${t}\n${explain(r)}`);
+      const v = kv(r.stdout);
+      // what fitted is bounded by the cap (plus at most one block of slack)
+      expect(Number(v.first_mib)).toBeLessThanOrEqual(64);
+      expect(Number(v.first_mib)).toBeGreaterThanOrEqual(40);
+      expect(dirIsEmpty(dir)).toBe(true);
+      rmdirSync(dir);
+    }, 150_000);
+  }
+
+  test.skipIf(!PY)("python3: MemoryError at the cap, then carries on", async () => {
+    const script = `
+blocks = []
+try:
+    while True:
+        blocks.append(bytearray(8 << 20))
+except MemoryError:
+    pass
+n = len(blocks)
+blocks.clear()
+b = bytearray(32 << 20)
+print("blocks", n, "then", len(b))
+`;
+    const dir = freshDir();
+    const r = await runWithLib([PY!, "-c", script], { EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_MAX_DISK: "100M" }, { timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(explain(r));
+    const n = Number(/blocks (\d+)/.exec(r.stdout)![1]);
+    expect(n).toBeGreaterThanOrEqual(10);
+    expect(n).toBeLessThanOrEqual(12);
+    expect(r.stdout).toContain(`then ${32 << 20}`);
+    rmdirSync(dir);
+  }, 90_000);
+});
+
+/* ---- unusable data directory at start ---------------------------------------------- */
+
+/** Asserts the library warned exactly once, naming dir, and served nothing. */
+function assertPassedThrough(r: Awaited<ReturnType<typeof run>>, dir: string, what: string): void {
+  if (r.code !== 0 || !r.stdout.includes("served ok")) throw new Error(`${what}: the program must run\n${explain(r)}`);
+  const l = lines(r.stderr);
+  if (l.length !== 1 || !l[0]!.startsWith("exm: ") || !l[0]!.includes(dir))
+    throw new Error(`${what}: expected one line from exm naming ${dir}\n${explain(r)}`);
+  expect(kv(r.stdout).file_backed_blocks).toBe("0");
+}
+
+describe.skipIf(noLib)("unusable data directory at start, library preloaded by hand: one warning, all passed through", () => {
+  test.skipIf(noTmpfs)("a read-only mount", async () => {
+    const dir = subdir("ro");
+    const m = spawnSync(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", dir]);
+    if (m.exitCode !== 0) throw new Error(`mount -o ro failed: ${m.stderr.toString()}`);
+    try {
+      const r = await runWithLib([cProgram("stress_served"), "100M"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" });
+      assertPassedThrough(r, dir, "read-only data directory");
+    } finally {
+      spawnSync(["umount", dir]);
+    }
+  });
+
+  test.skipIf(noTmpfs)("a full filesystem", async () => {
+    await withTmpfs(4 * MiB, async (dir) => {
+      const fill = spawnSync(["dd", "if=/dev/zero", `of=${dir}/full`, "bs=64k"], { stderr: "pipe" });
+      expect(fill.exitCode).not.toBe(0); // stopped by ENOSPC
+      const r = await runWithLib([cProgram("stress_served"), "100M"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" });
+      assertPassedThrough(r, dir, "full data directory");
+    });
+  });
+
+  test.skipIf(noUsers)("a directory the user may not write (as uid 54321)", async () => {
+    const dir = subdir("notmine", 0o755); // root's
+    const bin = publicCopy(cProgram("stress_served"));
+    const lib = publicCopy(LIB);
+    const r = await run(asUser(VICTIM_UID, [bin, "100M"]), { env: { LD_PRELOAD: lib, EXM_DIR: dir, EXM_THRESHOLD: "1M" } });
+    assertPassedThrough(r, dir, "unwritable data directory");
+  });
+
+  test.skipIf(!PY)("removed after start, before the first big allocation", async () => {
+    const dir = subdir("gone");
+    const script = `
+import os
+os.rmdir(os.environ["EXM_DIR"])
+b = bytearray(100 << 20)
+b[::4096] = b"\\x01" * len(b[::4096])
+print("sum", sum(b[::4096]))
+c = bytearray(100 << 20)
+print("served ok")
+`;
+    const r = await runWithLib([PY!, "-c", script], { EXM_DIR: dir, EXM_THRESHOLD: "1M" });
+    if (r.code !== 0 || !r.stdout.includes(`sum ${(100 << 20) / 4096}`)) throw new Error(explain(r));
+    const l = lines(r.stderr);
+    if (l.length !== 1 || !l[0]!.includes(dir)) throw new Error(`expected one line naming ${dir}\n${explain(r)}`);
+  });
+
+  test("a relative path: ignored with one line, TMPDIR used instead", async () => {
+    const tmp = subdir("tmpdir");
+    const r = await runWithLib([cProgram("stress_served"), "100M"], { EXM_DIR: "relative/dir", TMPDIR: tmp, EXM_THRESHOLD: "1M" });
+    if (r.code !== 0) throw new Error(explain(r));
+    const l = lines(r.stderr);
+    if (l.length !== 1 || !l[0]!.includes("EXM_DIR")) throw new Error(`expected one line naming EXM_DIR\n${explain(r)}`);
+    expect(Number(kv(r.stdout).file_backed_blocks)).toBe(25);
+  });
+});
+
+describe.skipIf(noCli || noLib)("unusable data directory at start, through the CLI: one clear line, non-zero", () => {
+  test.skipIf(noUsers)("a directory the user may not write (as uid 54321)", async () => {
+    const dir = subdir("cli-notmine", 0o755);
+    const home = userHome(VICTIM_UID);
+    const marker = join(work.dir, `ran-${++serial}`);
+    const r = await run(asUser(VICTIM_UID, [publicExm(), "--dir", dir, "touch", marker]), { env: { HOME: home } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`exm: data directory ${dir} (from --dir) is not writable\n`);
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  test.skipIf(noTmpfs)("a full filesystem: the program runs, and the library says once that nothing is served", async () => {
+    await withTmpfs(4 * MiB, async (dir) => {
+      spawnSync(["dd", "if=/dev/zero", `of=${dir}/full`, "bs=64k"], { stderr: "pipe" });
+      const home = subdir("home");
+      const r = await run([EXM, "--dir", dir, "--threshold", "1M", cProgram("stress_served"), "100M"], { env: { HOME: home } });
+      assertPassedThrough(r, dir, "full data directory via the CLI");
+    });
+  });
+});
+
+/* ---- how a process ends --------------------------------------------------------------- */
+
+const ENDINGS: [mode: string, code: number | null, signal: string | null][] = [
+  ["segv", null, "SIGSEGV"],
+  ["thread-exit", 3, null],
+  ["exit-busy", 5, null],
+  ["abort", null, "SIGABRT"],
+  ["raise-term", null, "SIGTERM"],
+];
+
+describe.skipIf(noTmpfs)("endings with 512 MiB held and 4 threads allocating (1 GiB tmpfs): nothing left, disk back", () => {
+  for (const [mode, code, signal] of ENDINGS) {
+    test(mode, async () => {
+      await withTmpfs(1024 * MiB, async (dir) => {
+        const before = fsUsed(dir);
+        const r = await runWithLib([faults(), "exit", mode, "512M"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, { timeoutMs: 60_000 });
+        if (r.code !== code || r.signal !== signal || !r.stdout.includes(`ending=${mode}`))
+          throw new Error(`${mode}: expected code ${code} signal ${signal}\n${explain(r)}`);
+        expect(kv(r.stdout).file_backed).toBe("1");
+        const back = await waitFor(() => fsUsed(dir) - before < MiB, 10_000, 100);
+        if (!back) throw new Error(`${mode}: ${(fsUsed(dir) - before) / MiB} MiB still used after the process ended`);
+        expect(listDir(dir)).toEqual([]);
+      });
+    }, 90_000);
+  }
+
+  // BUG (reported): once a block of 16 MiB or more has started the library's
+  // exm-advisor thread, a program whose main thread ends with pthread_exit()
+  // never exits (the advisor is the last thread), and SIGTERM/SIGINT cannot
+  // end it either (the advisor blocks every signal; only SIGKILL works):
+  //   int main(void) { char *p = malloc(64 << 20); memset(p, 1, 64 << 20); pthread_exit(NULL); }
+  //   EXM_THRESHOLD=1M LD_PRELOAD=build/libexm.so ./a.out   -> hangs; without exm: exit 0
+  test.todo("main-pthread-exit (main ends with pthread_exit, the last thread ends the process)", async () => {
+    await withTmpfs(1024 * MiB, async (dir) => {
+      const r = await runWithLib([faults(), "exit", "main-pthread-exit", "512M"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, { timeoutMs: 20_000 });
+      expect({ code: r.code, timedOut: r.timedOut }).toEqual({ code: 0, timedOut: false });
+    });
+  });
+
+  test("a core dump of a process holding 1 GiB in the arena leaves the arena out", async () => {
+    const pattern = readFileSync("/proc/sys/kernel/core_pattern", "utf8").trim();
+    if (pattern.startsWith("|") || pattern.includes("/")) {
+      console.warn(`skip core dump size: core_pattern is '${pattern}' (not a file in the working directory)`);
+      return;
+    }
+    const cwd = subdir("core");
+    await withTmpfs(2048 * MiB, async (dir) => {
+      const r = await run(["sh", "-c", 'ulimit -c unlimited && exec "$@"', "sh", faults(), "exit", "segv", "1G"], {
+        cwd,
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_THRESHOLD: "1M" },
+        timeoutMs: 120_000,
+      });
+      expect(r.signal).toBe("SIGSEGV");
+    });
+    const cores = readdirSync(cwd).filter((f) => f.startsWith(pattern.replace(/%.*/, "") || "core"));
+    if (cores.length === 0) {
+      console.warn(`no core file was written in ${cwd} (core_pattern '${pattern}'); nothing to measure`);
+      return;
+    }
+    const size = statSync(join(cwd, cores[0]!)).blocks * 512;
+    console.log(`core dump with 1 GiB in the arena: ${(size / MiB).toFixed(1)} MiB on disk`);
+    expect(size).toBeLessThan(256 * MiB);
+  }, 150_000);
+});
+
+/* ---- garbage in every setting ----------------------------------------------------------- */
+
+/** Values no setting accepts (sizes, names, switches, paths alike). */
+const GARBAGE: string[] = [
+  "", " ", "-1", "-0", "0x10", "1e9", "NaN", "inf", "18446744073709551616", "9".repeat(40), "1.5.5G", "5iB", "1 G B",
+  "１２", "%s%n%x%p", "é", "💥", "x".repeat(10_000), "\t", "cow,shared", "COW ", "-", "--", "=", "'", '"',
+];
+/** Values with control characters: one line is still expected (see the todo below). */
+const CONTROL = ["64M\n", "64M\nexm: forged line", "\u001b[31mred", "a\rb"];
+
+const LIB_VARS = ["EXM_THRESHOLD", "EXM_DIR", "EXM_CHILD", "EXM_ADVICE", "EXM_MAX_DISK", "EXM_STATS", "EXM_VERBOSE"];
+
+/** Runs fns with at most `n` at a time. */
+async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  }));
+}
+
+describe.skipIf(noLib)("garbage in every EXM_* variable, library preloaded by hand", () => {
+  test(`${LIB_VARS.length} variables x ${GARBAGE.length + CONTROL.length} values: the program runs, at most one line from exm, naming the variable`, async () => {
+    const prog = cProgram("stress_served");
+    const cases: [string, string][] = [];
+    for (const name of LIB_VARS) {
+      for (const v of [...GARBAGE, ...CONTROL]) {
+        // a statistics path is written at exit: no value that leaves the working directory
+        if (name === "EXM_STATS" && v.includes("/")) continue;
+        cases.push([name, v]);
+      }
+    }
+    const problems: string[] = [];
+    await pool(cases, 6, async ([name, value]) => {
+      const cwd = subdir("garbage");
+      const r = await runWithLib([prog, "80M"], { EXM_THRESHOLD: "1M", [name]: value }, { cwd, timeoutMs: 60_000 });
+      const l = lines(r.stderr);
+      const what = `${name}=${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`;
+      if (r.signal || r.code !== 0 || !r.stdout.includes("served ok")) problems.push(`${what}: exit ${r.code} signal ${r.signal}: ${l[0] ?? ""}`);
+      else if (l.length > 0 && !l[0]!.startsWith("exm: ")) problems.push(`${what}: stderr does not start with "exm: ": ${l[0]}`);
+      else if (l.length > 0 && !l[0]!.includes(name) && name !== "EXM_DIR" && name !== "EXM_STATS")
+        problems.push(`${what}: the line does not name ${name}: ${l[0]}`);
+      else if (l.length > 1 && !CONTROL.includes(value)) problems.push(`${what}: ${l.length} lines:\n${r.stderr}`);
+      else if (l.length === 0 && !["EXM_STATS"].includes(name) && value.trim() !== "")
+        problems.push(`${what}: accepted without a word`);
+    });
+    if (problems.length) throw new Error(`${problems.length} bad reactions:\n${problems.join("\n")}`);
+  }, 300_000);
+
+  // BUG (reported): the warning prints the value raw, so a newline in it
+  // makes a second line that looks like exm's own:
+  //   EXM_THRESHOLD=$'64M\nexm: forged line' LD_PRELOAD=build/libexm.so true
+  //   exm: ignoring EXM_THRESHOLD="64M
+  //   exm: forged line": expected a size ...
+  // Same in the CLI's messages ('--threshold $'64M\nx''). Escape control characters.
+  test.todo("control characters in a bad value are escaped: still one line", async () => {
+    for (const value of CONTROL) {
+      const r = await runWithLib([cProgram("stress_served"), "8M"], { EXM_THRESHOLD: value });
+      expect(lines(r.stderr)).toHaveLength(1);
+    }
+  });
+});
+
+const CLI_SETTINGS = ["--threshold", "--max-disk", "--child", "--advice", "--dir", "--stats-file"];
+const CLI_VARS = ["EXM_THRESHOLD", "EXM_DIR", "EXM_CHILD", "EXM_ADVICE", "EXM_MAX_DISK", "EXM_VERBOSE", "TMPDIR"];
+
+describe.skipIf(noCli)("garbage in every CLI option and variable", () => {
+  test(`${CLI_SETTINGS.length} options and ${CLI_VARS.length} variables x ${GARBAGE.length} values: exit 0 or 2 with one clear line, never a crash`, async () => {
+    const cases: [kind: "flag" | "env", name: string, value: string][] = [];
+    for (const f of CLI_SETTINGS) for (const v of GARBAGE) if (!(f === "--stats-file" && v.includes("/"))) cases.push(["flag", f, v]);
+    for (const e of CLI_VARS) for (const v of GARBAGE) cases.push(["env", e, v]);
+    const problems: string[] = [];
+    await pool(cases, 6, async ([kind, name, value]) => {
+      const cwd = subdir("cli-garbage");
+      const home = join(cwd, "home");
+      const marker = join(cwd, "ran");
+      const argv = kind === "flag" ? [EXM, name, value, "touch", marker] : [EXM, "touch", marker];
+      const env: Record<string, string> = { HOME: home, ...(kind === "env" ? { [name]: value } : {}) };
+      const r = await run(argv, { cwd, env, timeoutMs: 30_000 });
+      const l = lines(r.stderr);
+      const what = `${name} ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`;
+      const ran = existsSync(marker);
+      if (r.signal || (r.code !== 0 && r.code !== 2)) problems.push(`${what}: exit ${r.code} signal ${r.signal}: ${r.stderr.slice(0, 300)}`);
+      else if (/internal error|\n\s+at /.test(r.stderr)) problems.push(`${what}: a crash, not a message: ${r.stderr.slice(0, 300)}`);
+      else if (r.code === 2 && (l.length !== 1 || !l[0]!.startsWith("exm: ") || ran))
+        problems.push(`${what}: refused but not with one line (or the program ran): ${r.stderr.slice(0, 300)}`);
+      else if (r.code === 0 && !ran) problems.push(`${what}: exit 0 but the program did not run`);
+    });
+    if (problems.length) throw new Error(`${problems.length} bad reactions:\n${problems.join("\n")}`);
+  }, 300_000);
+
+  test("non-UTF-8 bytes in values: a clear line, no crash", async () => {
+    const home = subdir("home-bytes");
+    for (const script of [
+      `"$EXM" --threshold $'\\xff\\xfe' true`,
+      `EXM_CHILD=$'\\xc3\\x28' "$EXM" true`,
+      `"$EXM" --dir $'/nonexistent/\\xff' true`,
+      `EXM_ADVICE=$'\\x80' "$EXM" true`,
+    ]) {
+      const r = await run(["bash", "-c", script], { env: { EXM, HOME: home }, timeoutMs: 30_000 });
+      expect({ script, code: r.code }).toEqual({ script, code: 2 });
+      expect(r.stderr).toMatch(/^exm: [^\n]*\n$/);
+    }
+  });
+
+  // BUG (reported): an empty --dir is taken as the working directory, where
+  // --stats-file "" is refused: `exm --dir "" true` runs with EXM_DIR=$PWD.
+  test.todo("--dir with an empty value is refused like --stats-file", async () => {
+    const r = await run([EXM, "--dir", "", "true"], { env: { HOME: subdir("home") } });
+    expect(r.code).toBe(2);
+  });
+});
+
+/* ---- programs exm cannot serve ------------------------------------------------------------ */
+
+/** A copy of file in a directory every uid can read. */
+function publicCopy(file: string): string {
+  const dir = join(work.dir, "public");
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const out = join(dir, `${serial++}-${file.split("/").pop()}`);
+  copyFileSync(file, out);
+  chmodSync(out, 0o755);
+  return out;
+}
+
+let exmCopy: string | undefined;
+/** dist/exm where another uid can run it (the checkout may be private). */
+function publicExm(): string {
+  if (!exmCopy) {
+    const probe = spawnSync(asUser(VICTIM_UID, ["test", "-x", EXM]));
+    exmCopy = probe.exitCode === 0 ? EXM : publicCopy(EXM);
+  }
+  return exmCopy;
+}
+
+/** A private HOME owned by uid. */
+function userHome(uid: number): string {
+  const h = subdir(`home-${uid}`, 0o700);
+  chownSync(h, uid, uid);
+  return h;
+}
+
+describe.skipIf(noCli || noLib)("programs exm cannot serve still run", () => {
+  test("a static binary at --threshold 0: correct, unserved, and --verbose says so once", async () => {
+    let bin: string;
+    try {
+      bin = compileC(join(import.meta.dir, "c", "stress_served.c"), { flags: ["-static"], out: join(work.dir, "served-static") });
+    } catch (e) {
+      console.warn(`skip static binary: gcc -static failed (libc6-dev has no libc.a?): ${(e as Error).message.split("\n").slice(-2).join(" ")}`);
+      return;
+    }
+    const home = subdir("home");
+    const quiet = await run([EXM, "--threshold", "0", bin, "64M"], { env: { HOME: home } });
+    if (quiet.code !== 0 || !quiet.stdout.includes("served ok")) throw new Error(explain(quiet));
+    expect(kv(quiet.stdout).lib).toBe("0");
+    expect(quiet.stderr).toBe("");
+    const loud = await run([EXM, "--verbose", "--threshold", "0", bin, "64M"], { env: { HOME: home } });
+    if (loud.code !== 0) throw new Error(explain(loud));
+    expect(loud.stderr.match(/statically linked/g)?.length).toBe(1);
+  });
+
+  /** A copy of stress_served owned by root with `mode`, run through exm as uid 54321. */
+  async function runSpecial(mode: number, extra?: (bin: string) => string | null) {
+    const bin = publicCopy(cProgram("stress_served"));
+    chownSync(bin, 0, 0);
+    chmodSync(bin, mode);
+    if (extra) {
+      const why = extra(bin);
+      if (why) return why;
+    }
+    const home = userHome(VICTIM_UID);
+    const r = await run(asUser(VICTIM_UID, [publicExm(), "--threshold", "1M", bin, "64M"]), { env: { HOME: home } });
+    if (r.code !== 0 || !r.stdout.includes("served ok")) throw new Error(explain(r));
+    expect(kv(r.stdout).lib).toBe("0");
+    return r;
+  }
+
+  test.skipIf(noUsers)("a setuid-root program run by another user: runs, one warning", async () => {
+    const r = await runSpecial(0o4755);
+    if (typeof r === "string") return;
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(/^exm: .* is setuid: the loader ignores LD_PRELOAD for it, so it runs without exm\n$/);
+  });
+
+  test.skipIf(noUsers)("a setgid program of another group: runs, one warning", async () => {
+    const r = await runSpecial(0o2755);
+    if (typeof r === "string") return;
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(/is setgid/);
+  });
+
+  test.skipIf(noUsers)("a program with file capabilities: runs (the loader ignores LD_PRELOAD for it too)", async () => {
+    const r = await runSpecial(0o755, (bin) => {
+      if (!which("setcap")) return "no setcap";
+      const s = spawnSync(["setcap", "cap_net_bind_service=ep", bin], { stderr: "pipe" });
+      return s.exitCode === 0 ? null : `setcap failed: ${s.stderr.toString().trim()}`;
+    });
+    if (typeof r === "string") {
+      console.warn(`skip file capabilities: ${r}`);
+      return;
+    }
+    console.log(`file capabilities: exm said ${JSON.stringify(r.stderr)}`);
+  });
+
+  // GAP (reported): a program with file capabilities runs in secure mode
+  // (AT_SECURE) just as a setuid one does, so LD_PRELOAD is ignored, but exm
+  // says nothing: setcap cap_net_bind_service=ep ./prog; run as a user:
+  // `exm prog` prints no warning. Check security.capability (getxattr).
+  test.todo("a program with file capabilities gets the same one-line warning as a setuid one", async () => {
+    const r = await runSpecial(0o755, (bin) => (spawnSync(["setcap", "cap_net_bind_service=ep", bin]).exitCode === 0 ? null : "setcap"));
+    if (typeof r !== "string") expect(r.stderr).toMatch(/capabilit/);
+  });
+});
+
+/* ---- descriptors, limits and signals: known library bugs --------------------------------- */
+
+describe.skipIf(noLib)("descriptor and limit hazards", () => {
+  test("every descriptor in use at the first big malloc: no crash, one warning, the program carries on", async () => {
+    const dir = freshDir();
+    const r = await runWithLib([faults(), "emfile"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, { timeoutMs: 60_000 });
+    if (r.code !== 0 || !r.stdout.includes("emfile ok")) throw new Error(explain(r));
+    expect(lines(r.stderr).length).toBeLessThanOrEqual(1);
+    console.log(`EMFILE at the first big malloc: ${r.stdout.split("\n").find((l) => l.startsWith("at_emfile"))} ${JSON.stringify(r.stderr.trim())}`);
+    rmdirSync(dir);
+  });
+
+  // BUG (reported, serious: user data destroyed): the backing file's
+  // descriptor is an ordinary low number. A program that closes descriptors
+  // it does not know about (daemons, closefrom, bash's `exec 3>file`) and
+  // opens a file of its own gets the same number, and exm then fallocates and
+  // punches holes in THAT file (and a cow child mmaps it: EACCES, falls back
+  // to shared). Reproduction:
+  //   cc -o fdreuse tests/c/stress_faults.c -Ibuild (mode fdreuse), or
+  //   EXM_THRESHOLD=0 LD_PRELOAD=build/libexm.so bash -c 'exec 3>out.txt; echo hi >&3; x=$(seq 20000)'
+  //   -> out.txt is ~2 MB of NULs after "hi". Fix idea: F_DUPFD_CLOEXEC the
+  //   descriptor high, and check (fstat dev/ino) before fallocate/punch/mmap.
+  test.todo("a program that closes unknown descriptors and opens its own file: exm leaves that file alone", async () => {
+    const cwd = subdir("fdreuse");
+    const r = await runWithLib([faults(), "fdreuse"], { EXM_THRESHOLD: "1M" }, { cwd, timeoutMs: 60_000 });
+    if (r.code !== 0 || !r.stdout.includes("fdreuse ok")) throw new Error(explain(r));
+  });
+
+  // BUG (reported, serious: heap corrupted): with fd 2 closed (`prog 2>&-`)
+  // the backing file becomes fd 2, and every write the program makes to
+  // "stderr" lands at file offset 0, i.e. in its first big block:
+  //   sh -c 'EXM_THRESHOLD=1M LD_PRELOAD=build/libexm.so exec stress_faults closed-stderr 2>&-'
+  //   -> "block corrupted at byte 0". Never use descriptors 0-2 for the file.
+  test.todo("with stderr closed, writes to stderr do not land in the heap", async () => {
+    const r = await run(["sh", "-c", 'exec "$@" 2>&-', "sh", faults(), "closed-stderr"], {
+      env: { LD_PRELOAD: LIB, EXM_THRESHOLD: "1M", EXM_DIR: freshDir() },
+    });
+    if (r.code !== 0 || !r.stdout.includes("closed-stderr ok")) throw new Error(explain(r));
+  });
+
+  // BUG (reported): under RLIMIT_FSIZE (ulimit -f, common in batch jobs) the
+  // first big malloc kills the program with SIGXFSZ: the arena's
+  // ftruncate(8 TiB) exceeds the limit.
+  //   bash -c 'ulimit -f 1048576; EXM_THRESHOLD=1M LD_PRELOAD=build/libexm.so ./prog'  -> "File size limit exceeded"
+  // Fix idea: size the file within getrlimit(RLIMIT_FSIZE).
+  test.todo("under RLIMIT_FSIZE of 1 GiB a 100 MiB block works", async () => {
+    const r = await runWithLib([faults(), "fsize"], { EXM_THRESHOLD: "1M", EXM_DIR: freshDir() });
+    if (r.code !== 0 || !r.stdout.includes("fsize ok")) throw new Error(explain(r));
+  });
+
+  // BUG (reported): with EXM_STATS set, SIGTERM/SIGINT arriving while the
+  // program is inside malloc/free deadlocks it: the handler's report() takes
+  // the arena lock the interrupted thread holds (18 of 20 runs hung here):
+  //   EXM_STATS=1 EXM_THRESHOLD=4096 LD_PRELOAD=build/libexm.so stress_faults churn & sleep .3; kill -TERM $!
+  // Fix idea: read the statistics without the lock in the handler (or
+  // trylock), and never block in a signal handler.
+  test.todo("SIGTERM during allocation with EXM_STATS=1 ends the program at once", async () => {
+    for (let i = 0; i < 10; i++) {
+      const h = await spawnUntil([faults(), "churn"], { LD_PRELOAD: LIB, EXM_STATS: "1", EXM_THRESHOLD: "4096", EXM_DIR: freshDir() }, "ready");
+      await Bun.sleep(100);
+      h.proc.kill("SIGTERM");
+      const ended = await Promise.race([h.proc.exited.then(() => true), Bun.sleep(3000).then(() => false)]);
+      if (!ended) h.proc.kill("SIGKILL");
+      expect(ended).toBe(true);
+    }
+  });
+});
