@@ -153,7 +153,8 @@ export function renderSvg(res: BenchResult): string {
         bars: [v.status !== "ok" || !s || !s.n
           ? { value: null, color: COLORS.bad, text: v.status }
           : r && r.n
-            ? { value: r.median, min: r.min, max: r.max, color: COLORS.ratio, text: `${r.median.toFixed(2)}x` }
+            ? { value: r.median, min: r.min, max: r.max, color: COLORS.ratio,
+                text: `${r.median.toFixed(2)}x` + (r.n > 1 && base.min > 0 ? `, fastest runs ${(s.min / base.min).toFixed(2)}x` : "") }
             : { value: s.median / base.median, min: s.min / base.median, max: s.max / base.median, color: COLORS.ratio,
                 text: `${(s.median / base.median).toFixed(2)}x` }],
       });

@@ -558,6 +558,21 @@ function goal(id: string, text: string, target: string, measured: number | null,
   goals.push({ id, text, target, measured, met: measured === null ? null : ok(measured), detail: measured === null ? whyNull : detail });
 }
 
+/** A variant's fastest run (the minimum of its first metric's samples). */
+function fastest(id: string, variant: string, metric: string): number | null {
+  const v = scenarios.find((s) => s.id === id)?.variants.find((x) => x.name === variant);
+  const m = v?.status === "ok" ? v.metrics[metric]?.min : undefined;
+  return m !== undefined && Number.isFinite(m) ? m : null;
+}
+
+/** Fastest run of a variant over the fastest run of its scenario's baseline. */
+function bestRatio(id: string, variant: string): number | null {
+  const sc = scenarios.find((s) => s.id === id);
+  if (!sc) return null;
+  const key = Object.keys(sc.metrics)[0]!;
+  return ratio(fastest(id, variant, key), fastest(id, sc.variants[0]!.name, key));
+}
+
 /** The paired ratio of a variant to the baseline of its scenario (median). */
 function paired(id: string, variant: string): number | null {
   const v = scenarios.find((s) => s.id === id)?.variants.find((x) => x.name === variant);
@@ -584,26 +599,37 @@ function evaluateGoals(): void {
   const rs = ratio(med("ooc", "exm", "rand_per_s"), med("ooc", "swap", "rand_per_s"));
   goal("rand-vs-swap", "Random 4 KiB reads out of core vs swap (default settings)", ">= 1.3x", rs, (v) => v >= 1.3,
     `${fmt(med("ooc", "exm", "rand_per_s") ?? NaN)} vs ${fmt(med("ooc", "swap", "rand_per_s") ?? NaN)} reads/s`, noSwap);
+  // CPU-bound workloads on a shared 2-core machine: the goal figure is the
+  // ratio of the fastest runs (least disturbed by other load); the median of
+  // the per-round ratios is reported next to it.
+  const both = (id: string, v: string, what = "time") => {
+    const best = bestRatio(id, v);
+    const p = paired(id, v);
+    return { best, text: `${what} ${x(best)} of glibc, fastest runs (median of per-round ratios ${x(p)})` };
+  };
   for (const t of ["1t", "2t"]) {
-    const o = paired(`small-${t}`, "exm");
+    const o = both(`small-${t}`, "exm");
     const instr = t === "1t" ? paired("small-instr", "exm") : null;
     goal(`passthrough-${t}`, `Pass-through overhead, small objects, ${t === "1t" ? "1 thread" : "2 threads"}`, "<= 3 %",
-      o === null ? null : (o - 1) * 100, (v) => v <= 3,
-      `time ${x(o)} of glibc (median of per-round ratios)` +
-        (instr !== null ? `; instructions per operation ${x(instr)} (valgrind)` : ""), "scenario failed");
-    const z = paired(`small-${t}`, "exm-t0");
-    goal(`threshold0-${t}`, `Threshold 0, small objects, ${t === "1t" ? "1 thread" : "2 threads"}`, "<= 1.2x", z, (v) => v <= 1.2,
-      `time ${x(z)} of glibc (median of per-round ratios)`, "scenario failed");
+      o.best === null ? null : (o.best - 1) * 100, (v) => v <= 3,
+      o.text + (instr !== null ? `; instructions per operation ${x(instr)} (valgrind)` : ""), "scenario failed");
+    const z = both(`small-${t}`, "exm-t0");
+    const zi = t === "1t" ? paired("small-instr", "exm-t0") : null;
+    goal(`threshold0-${t}`, `Threshold 0, small objects, ${t === "1t" ? "1 thread" : "2 threads"}`, "<= 1.2x", z.best, (v) => v <= 1.2,
+      z.text + (zi !== null ? `; instructions per operation ${x(zi)} (valgrind)` : ""), "scenario failed");
   }
-  const b = paired("bigcycle", "exm");
-  goal("bigcycle", `Large block cycle (${CFG.bigMiB} MiB) vs glibc`, "<= 1.3x", b, (v) => v <= 1.3, `time ${x(b)} of glibc (median of per-round ratios)`, "scenario failed");
+  const b = both("bigcycle", "exm");
+  goal("bigcycle", `Large block cycle (${CFG.bigMiB} MiB) vs glibc`, "<= 1.3x", b.best, (v) => v <= 1.3, b.text, "scenario failed");
   const c = med("calloc", "exm", "calloc_ms");
   goal("calloc", `calloc of ${CFG.callocGiB} GiB`, "< 10 ms", c, (v) => v < 10,
     `${fmt(c ?? NaN, 2)} ms, resident after: ${fmt(med("calloc", "exm", "rss_kib") ?? NaN)} KiB`, "skipped or failed");
   const s0 = med("startup", "true", "ms");
   const s1 = med("startup", "exm", "ms");
-  goal("startup", "Start-up: `exm true` over `true`", "<= 20 ms", s0 !== null && s1 !== null ? s1 - s0 : null, (v) => v <= 20,
-    `${fmt(s1 ?? NaN, 2)} ms vs ${fmt(s0 ?? NaN, 2)} ms`, "skipped or failed");
+  const f0 = fastest("startup", "true", "ms");
+  const f1 = fastest("startup", "exm", "ms");
+  goal("startup", "Start-up: `exm true` over `true`", "<= 20 ms", f0 !== null && f1 !== null ? f1 - f0 : null, (v) => v <= 20,
+    `fastest runs ${fmt(f1 ?? NaN, 2)} ms vs ${fmt(f0 ?? NaN, 2)} ms; medians ${fmt(s1 ?? NaN, 2)} ms vs ${fmt(s0 ?? NaN, 2)} ms`,
+    "skipped or failed");
 }
 
 /* ---- report ---------------------------------------------------------------------------------- */
