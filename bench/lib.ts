@@ -183,6 +183,21 @@ function cgPids(dir: string): number[] {
   }
 }
 
+/** True when pid is a live process (a zombie, killed and not yet reaped, is not). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
 function removeStaleCgroups(base: string): void {
   let names: string[] = [];
   try {
@@ -191,10 +206,7 @@ function removeStaleCgroups(base: string): void {
   for (const n of names) {
     const m = new RegExp(`^${CG_PREFIX}(?:probe-)?(\\d+)-`).exec(n);
     if (!m) continue;
-    try {
-      process.kill(Number(m[1]), 0);
-      continue; // its benchmark is still running
-    } catch {}
+    if (alive(Number(m[1]))) continue; // its benchmark is still running
     if (cgPids(join(base, n)).length === 0) {
       try {
         rmdirSync(join(base, n));

@@ -20,7 +20,7 @@
  * <out>/latest.svg (full mode: bench/results/; quick mode: build/bench/results/).
  * Timings come from inside the workloads (bench/c/*.c), except start-up.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { spawnSync } from "bun";
@@ -32,6 +32,7 @@ import {
   ROOT,
   type RunResult,
   type Summary,
+  alive,
   cgroupAvailable,
   cleanupCgroups,
   compile,
@@ -295,7 +296,27 @@ async function settle(): Promise<void> {
   await Bun.sleep(1000);
 }
 
+/** Swap files left by a suite that was SIGKILLed: swapoff and remove them. */
+function removeStaleSwapFiles(): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(DATA_DIR);
+  } catch {}
+  for (const n of names) {
+    const m = /^exm-bench-(\d+)\.swap$/.exec(n);
+    if (!m) continue;
+    if (alive(Number(m[1]))) continue; // its suite is still running
+    const f = join(DATA_DIR, n);
+    if (readFileSync("/proc/swaps", "utf8").includes(f)) spawnSync(["swapoff", f]);
+    if (!readFileSync("/proc/swaps", "utf8").includes(f)) {
+      rmSync(f, { force: true });
+      console.error(`removed a stale swap file ${f}`);
+    }
+  }
+}
+
 function enableSwap(): void {
+  removeStaleSwapFiles();
   if (readFileSync("/proc/swaps", "utf8").trim().split("\n").length > 1)
     console.error("note: swap is already enabled on this machine; the swap scenario adds a swap file to it");
   const f = join(DATA_DIR, `exm-bench-${process.pid}.swap`);
