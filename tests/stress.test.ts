@@ -1,0 +1,196 @@
+/**
+ * Stress and hardening (issue 7):
+ * - threads doing random malloc/calloc/realloc/aligned_alloc/posix_memalign/
+ *   free with forks mixed in (tests/c/stress_fork.c) at thresholds 0 and
+ *   4 KiB, 2 to 8 threads, every child mode;
+ * - the carving core on a buffer built with AddressSanitizer and
+ *   UndefinedBehaviorSanitizer: the lead's unit test (core_unit.c) and the
+ *   fuzz target replaying its committed corpus (tests/fuzz/corpus);
+ * - the whole library built with UBSan and preloaded into the stress
+ *   programs;
+ * - valgrind memcheck over small preloaded runs.
+ * Longer runs and real fuzzing: `bun bench/soak.ts`.
+ */
+import { describe, expect, test } from "bun:test";
+import { spawnSync } from "bun";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { ensureTools } from "./support/programs";
+import { C_DIR, LIB, ROOT, cProgram, explain, freshDir, kv, libAvailable, listDir, run, runWithLib, skipUnless } from "./support/sys";
+
+const noLib = skipUnless(libAvailable(), "stress tests");
+const NATIVE = join(ROOT, "native");
+const CORPUS = join(ROOT, "tests", "fuzz", "corpus");
+const SAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"];
+
+/** Runs stress_fork preloaded in a fresh data dir; asserts it passed and left nothing. */
+async function forkStress(threads: number, seconds: number, env: Record<string, string>, lib = LIB, seed = 1) {
+  const dir = freshDir();
+  try {
+    const r = await runWithLib([cProgram("stress_fork"), String(threads), String(seconds), String(seed)], {
+      LD_PRELOAD: lib,
+      EXM_DIR: dir,
+      ...env,
+    }, { timeoutMs: 180_000 });
+    if (r.code !== 0 || !r.stdout.includes("stress_fork ok")) throw new Error(`stress_fork ${threads} ${JSON.stringify(env)}\n${explain(r)}`);
+    expect(listDir(dir)).toEqual([]);
+    const v = kv(r.stdout);
+    expect(Number(v.forks)).toBeGreaterThan(0);
+    return v;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe("stress_fork without exm (the program itself is right)", () => {
+  test("4 threads, 1 s", async () => {
+    const r = await run([cProgram("stress_fork"), "4", "1"], { timeoutMs: 60_000 });
+    if (r.code !== 0 || !r.stdout.includes("stress_fork ok")) throw new Error(explain(r));
+  });
+});
+
+describe.skipIf(noLib)("threads and forks: random operations, patterns verified, children check what they inherit", () => {
+  for (const t of ["0", "4096"]) {
+    for (const threads of [2, 4, 8]) {
+      test(`threshold ${t}, ${threads} threads, cow`, async () => {
+        const v = await forkStress(threads, 2, { EXM_THRESHOLD: t }, LIB, threads);
+        console.log(`stress_fork threshold ${t} x${threads} cow: ops=${v.ops} forks=${v.forks} spawns=${v.spawns}`);
+      }, 200_000);
+    }
+    for (const mode of ["shared", "duplicate"]) {
+      test(`threshold ${t}, 4 threads, ${mode}`, async () => {
+        const v = await forkStress(4, 2, { EXM_THRESHOLD: t, EXM_CHILD: mode });
+        console.log(`stress_fork threshold ${t} x4 ${mode}: ops=${v.ops} forks=${v.forks}`);
+      }, 200_000);
+    }
+  }
+});
+
+/* ---- sanitizers ---------------------------------------------------------------- */
+
+/** Compiles sources into out (once per set of source mtimes and flags). */
+function build(out: string, srcs: string[], flags: string[]): string {
+  const stamp = JSON.stringify([srcs.map((s) => statSync(s).mtimeMs), flags, readdirSync(NATIVE).filter((f) => f.endsWith(".h")).map((f) => statSync(join(NATIVE, f)).mtimeMs)]);
+  const key = new Bun.CryptoHasher("sha256").update(stamp).digest("hex").slice(0, 12);
+  const path = `${out}-${key}`;
+  if (existsSync(path)) return path;
+  mkdirSync(join(ROOT, "build", "tests"), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const argv = ["gcc", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-I", NATIVE, ...flags, "-o", tmp, ...srcs];
+  const r = spawnSync(argv, { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`compile failed: ${argv.join(" ")}\n${r.stderr.toString()}`);
+  renameSync(tmp, path);
+  return path;
+}
+
+const sanitizerWhy = (() => {
+  const probe = spawnSync(["sh", "-c", 'echo "int main(void){return 0;}" | gcc -x c -fsanitize=address,undefined -o /dev/null -'], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  return probe.exitCode === 0 ? null : `gcc cannot build with -fsanitize=address,undefined: ${probe.stderr.toString().trim()}`;
+})();
+const noSan = skipUnless(sanitizerWhy, "sanitizer builds");
+
+describe.skipIf(noSan)("the carving core under AddressSanitizer and UndefinedBehaviorSanitizer", () => {
+  test("core_unit.c + native/core.c: 3 seeds x 15 000 operations", async () => {
+    const bin = build(join(ROOT, "build", "tests", "core_unit-asan"), [join(C_DIR, "core_unit.c"), join(NATIVE, "core.c")], SAN);
+    for (const seed of ["1", "2", "3"]) {
+      const r = await run([bin, "15000", seed], { timeoutMs: 120_000 });
+      if (r.code !== 0) throw new Error(`core_unit under ASan/UBSan, seed ${seed}\n${explain(r)}`);
+    }
+  }, 300_000);
+
+  test("fuzz_core replays its corpus (tests/fuzz/corpus)", async () => {
+    const files = readdirSync(CORPUS).filter((f) => !f.startsWith("."));
+    expect(files.length).toBeGreaterThanOrEqual(20);
+    const bin = build(join(ROOT, "build", "tests", "fuzz_core-asan"), [join(C_DIR, "fuzz_core.c"), join(NATIVE, "core.c")], [...SAN, "-DFUZZ_MAIN"]);
+    const r = await run([bin, CORPUS], { timeoutMs: 240_000 });
+    if (r.code !== 0) throw new Error(`fuzz_core on the corpus (the last file named failed)\n${explain(r)}`);
+    expect(r.stdout).toContain(`fuzz_core: ${files.length} inputs OK`);
+  }, 300_000);
+
+  // BUG (reported): a small chunk's free check reads its in-band header, and
+  // after the memory was reused a stale pointer's "header" is whatever the
+  // program wrote there: a double free at threshold < 4 KiB can be accepted
+  // and corrupt the free lists (UBSan then trips on a wild bin pointer in
+  // sbin_remove). Reproduction:
+  //   FUZZ_STRICT=1 build/tests/fuzz_core-asan-* tests/fuzz/corpus/small-double-free-reused.bin
+  // Fix idea: an out-of-band bitmap of live chunk starts per segment
+  // (1 bit per 16 bytes: 8 KiB per 1 MiB segment), as mallocng keeps its
+  // metadata out of band.
+  test.todo("FUZZ_STRICT: double frees of reused small chunks are refused too", async () => {
+    const bin = build(join(ROOT, "build", "tests", "fuzz_core-asan"), [join(C_DIR, "fuzz_core.c"), join(NATIVE, "core.c")], [...SAN, "-DFUZZ_MAIN"]);
+    const r = await run([bin, CORPUS], { env: { FUZZ_STRICT: "1" }, timeoutMs: 240_000 });
+    expect(r.code).toBe(0);
+  });
+});
+
+/** libexm built from native/*.c with UBSan (it links libubsan, so it preloads alone). */
+function ubsanLib(): string {
+  const srcs = readdirSync(NATIVE).filter((f) => f.endsWith(".c")).sort().map((f) => join(NATIVE, f));
+  return build(join(ROOT, "build", "tests", "libexm-ubsan.so"), srcs, [
+    "-shared", "-fPIC", "-fvisibility=hidden", "-fsanitize=undefined", "-fno-sanitize-recover=all", "-ldl",
+  ]);
+}
+
+describe.skipIf(noLib || noSan)("the whole library built with UBSan, preloaded", () => {
+  for (const t of ["0", "4096"]) {
+    test(`stress_fork, 4 threads, threshold ${t}`, async () => {
+      await forkStress(4, 2, { EXM_THRESHOLD: t }, ubsanLib());
+    }, 200_000);
+    test(`stress_threads (random sizes across threads), threshold ${t}`, async () => {
+      const dir = freshDir();
+      const r = await runWithLib([cProgram("stress_threads"), "4", "1.5"], { LD_PRELOAD: ubsanLib(), EXM_DIR: dir, EXM_THRESHOLD: t }, {
+        timeoutMs: 120_000,
+      });
+      if (r.code !== 0 || !r.stdout.includes("stress_threads ok")) throw new Error(explain(r));
+      rmSync(dir, { recursive: true, force: true });
+    }, 200_000);
+  }
+  test("stress_faults fill on the regular disk under a 64 MiB cap, threshold 0", async () => {
+    const dir = freshDir();
+    const r = await runWithLib([cProgram("stress_faults"), "fill", "1100K", "6M"], {
+      LD_PRELOAD: ubsanLib(), EXM_DIR: dir, EXM_THRESHOLD: "0", EXM_MAX_DISK: "64M",
+    }, { timeoutMs: 120_000 });
+    if (r.code !== 0 || !r.stdout.includes("fill ok")) throw new Error(explain(r));
+    rmSync(dir, { recursive: true, force: true });
+  }, 200_000);
+});
+
+/* ---- valgrind -------------------------------------------------------------------- */
+
+const noValgrind = noLib || skipUnless(ensureTools({ valgrind: "valgrind" }), "valgrind memcheck");
+
+/**
+ * valgrind memcheck over a preloaded run. Its own malloc replaces glibc's
+ * underneath libexm; nouserintercepts keeps it from replacing libexm's malloc
+ * too, so the library's code runs and is checked.
+ */
+async function memcheck(argv: string[], env: Record<string, string>) {
+  const dir = freshDir();
+  try {
+    const r = await run(["valgrind", "-q", "--error-exitcode=99", "--soname-synonyms=somalloc=nouserintercepts", "--track-fds=no", ...argv], {
+      env: { LD_PRELOAD: LIB, EXM_TEST_REQUIRE_LIB: "1", EXM_DIR: dir, ...env },
+      timeoutMs: 240_000,
+    });
+    if (r.code !== 0) throw new Error(`valgrind ${argv.join(" ")}\n${explain(r)}`);
+    expect(listDir(dir)).toEqual([]);
+    return r;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe.skipIf(noValgrind)("valgrind memcheck, library preloaded", () => {
+  test("stress_served at threshold 0 and 4K: clean, and really served", async () => {
+    for (const t of ["0", "4096"]) {
+      const r = await memcheck([cProgram("stress_served"), "32M"], { EXM_THRESHOLD: t });
+      expect(Number(kv(r.stdout).file_backed_blocks)).toBe(8);
+    }
+  }, 300_000);
+  test("stress_fork, 2 threads, threshold 0", async () => {
+    const r = await memcheck([cProgram("stress_fork"), "2", "1"], { EXM_THRESHOLD: "0" });
+    expect(r.stdout).toContain("stress_fork ok");
+  }, 300_000);
+});
