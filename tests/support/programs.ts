@@ -11,7 +11,7 @@
  * stderr is compared; any other line from exm fails the run.
  */
 import { spawnSync } from "bun";
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LIB, type RunOptions, type RunResult, cleanEnv, dirIsEmpty, explain, freshDir, listDir, run } from "./sys";
@@ -276,4 +276,23 @@ export function otherUsersAvailable(): string | null {
 /** argv prefix running the rest as uid:gid with no supplementary groups. */
 export function asUser(uid: number, argv: string[]): string[] {
   return ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--", ...argv];
+}
+
+/** A copy of `file` in `dir` (created 0755) that every uid can read and run. */
+export function publicCopy(file: string, dir: string): string {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  chmodSync(dir, 0o755);
+  const out = join(dir, `${++copies}-${file.split("/").pop()}`);
+  copyFileSync(file, out);
+  chmodSync(out, 0o755);
+  return out;
+}
+let copies = 0;
+
+/** A private (0700) directory owned by uid, e.g. a HOME. */
+export function ownedDir(path: string, uid: number, mode = 0o700): string {
+  mkdirSync(path, { recursive: true });
+  chownSync(path, uid, uid);
+  chmodSync(path, mode);
+  return path;
 }
