@@ -22,12 +22,15 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -103,6 +106,25 @@ static void track_sweep(void) {
   }
 }
 
+/* Are we the only thread left? /proc/self/stat: field 3 is the state of the
+ * main thread (Z once it ended with pthread_exit; it still counts), field 20
+ * the number of threads. */
+static int alone(void) {
+  char buf[1024];
+  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');   /* the command name may hold spaces */
+  if (!p || p[1] != ' ') return 0;
+  char state = p[2];
+  for (int field = 2; p && field < 20; field++) p = strchr(p + 1, ' ');
+  long threads = p ? strtol(p + 1, NULL, 10) : 0;
+  return threads == 1 || (threads == 2 && state == 'Z');
+}
+
 static uint64_t major_faults(void) {
   struct rusage ru;
   return getrusage(RUSAGE_SELF, &ru) ? 0 : (uint64_t)ru.ru_majflt;
@@ -118,6 +140,10 @@ static void *advisor_main(void *arg) {
     struct timespec ts = { (time_t)(sleep_ns / 1000000000u), (long)(sleep_ns % 1000000000u) };
     while (nanosleep(&ts, &ts) && errno == EINTR) {}
     look_ns = 0;
+    /* The program's threads are all gone (main ended with pthread_exit):
+     * end the process as the last of them would have, rather than keep it
+     * alive for nothing. */
+    if (alone()) exit(0);
     uint64_t now = major_faults(), delta = now - faults;
     faults = now;
     if (delta < 8 || exm_cfg.advice != EXM_ADVICE_AUTO) continue;

@@ -62,7 +62,7 @@ static int host_commit(void *ctx, size_t off, size_t len) {
     no_fallocate = 1;
     exm_line_t l = { .n = 0 };
     exm_line_str(&l, "exm: cannot reserve disk in ");
-    exm_line_str(&l, exm_cfg.dir);
+    exm_line_value(&l, exm_cfg.dir);
     exm_line_str(&l, " (no fallocate): blocks stay sparse, and a full disk will crash the program with SIGBUS");
     exm_line_emit(&l);
     return 0;
@@ -97,7 +97,7 @@ static void mark_unusable(const char *why, int err) {
   exm_line_t l = { .n = 0 };
   exm_line_str(&l, "exm: ");
   exm_line_str(&l, why);
-  exm_line_str(&l, exm_cfg.dir);
+  exm_line_value(&l, exm_cfg.dir);
   if (err) exm_line_str(&l, ": "), exm_line_err(&l, err);
   exm_line_str(&l, "; allocations stay in RAM");
   exm_line_emit(&l);
@@ -127,7 +127,7 @@ static void own_create(void) {
     exm_line_str(&l, ": file-backed arena of ");
     exm_line_size(&l, cap);
     exm_line_str(&l, " in ");
-    exm_line_str(&l, exm_cfg.dir);
+    exm_line_value(&l, exm_cfg.dir);
     exm_line_emit(&l);
   }
 }

@@ -48,6 +48,7 @@ typedef struct exm_line {
   size_t n;
 } exm_line_t;
 void exm_line_str(exm_line_t *l, const char *s);
+void exm_line_value(exm_line_t *l, const char *s);  /* escaped, truncated */
 void exm_line_u64(exm_line_t *l, uint64_t v);
 void exm_line_size(exm_line_t *l, uint64_t bytes);   /* "1.5 GiB" */
 void exm_line_err(exm_line_t *l, int err);           /* strerror text */

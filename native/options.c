@@ -125,7 +125,7 @@ void exm_options_load(void) {
       exm_line_str(&l, "exm: ignoring ");
       exm_line_str(&l, o->env);
       exm_line_str(&l, "=\"");
-      exm_line_str(&l, v);
+      exm_line_value(&l, v);
       exm_line_str(&l, "\": expected ");
       exm_line_str(&l, o->expect);
       exm_line_str(&l, "; using the default");
@@ -147,6 +147,23 @@ void exm_options_load(void) {
 
 void exm_line_str(exm_line_t *l, const char *s) {
   while (*s && l->n < sizeof l->buf - 2) l->buf[l->n++] = *s++;
+}
+
+/* A value from outside: control characters escaped (a newline could forge
+ * a second "exm:" line), at most 200 bytes of it. */
+void exm_line_value(exm_line_t *l, const char *s) {
+  size_t shown = 0;
+  for (; *s && shown < 200; s++, shown++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch >= 0x20 && ch != 0x7f) {
+      char one[2] = { (char)ch, 0 };
+      exm_line_str(l, one);
+    } else {
+      char esc[5] = { '\\', 'x', "0123456789abcdef"[ch >> 4], "0123456789abcdef"[ch & 15], 0 };
+      exm_line_str(l, ch == '\n' ? "\\n" : ch == '\t' ? "\\t" : esc);
+    }
+  }
+  if (*s) exm_line_str(l, "...");
 }
 
 void exm_line_u64(exm_line_t *l, uint64_t v) {
@@ -189,7 +206,7 @@ void exm_warn(const char *what, const char *detail, int err) {
   exm_line_t l = { .n = 0 };
   exm_line_str(&l, "exm: ");
   exm_line_str(&l, what);
-  if (detail) exm_line_str(&l, detail);
+  if (detail) exm_line_value(&l, detail);
   if (err) exm_line_str(&l, ": "), exm_line_err(&l, err);
   exm_line_emit(&l);
 }

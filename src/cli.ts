@@ -10,7 +10,7 @@ import { pruneCache } from "../embed/cache";
 import { EMBEDDED_HEADER_PATH, EMBEDDED_LIBRARY_PATH, LIBRARY } from "../embed/library";
 import pkg from "../package.json" with { type: "json" };
 import { rawArgs, rawEnviron, splitArgs } from "./argv";
-import { ExmError, usageError } from "./errors";
+import { ExmError, oneLine, usageError } from "./errors";
 import { inspect, parsePid, renderInspect, requireArena } from "./inspect";
 import { OPTIONS, renderHelp, resolveSettings, type SettingFlags } from "./options";
 import { stderr, stdout } from "./out";
@@ -105,7 +105,7 @@ try {
   process.exitCode = main();
 } catch (e) {
   if (e instanceof ExmError) {
-    stderr(`exm: ${e.message}${e.showHint ? " (see exm --help)" : ""}\n`);
+    stderr(`exm: ${oneLine(e.message)}${e.showHint ? " (see exm --help)" : ""}\n`);
     process.exit(e.status);
   }
   stderr(`exm: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);

@@ -30,3 +30,13 @@ export class ExmError extends Error {
 export function usageError(message: string, hint = false): ExmError {
   return new ExmError(message, EXIT_USAGE, hint);
 }
+
+/**
+ * A message as one printable line: control characters (a newline in a bad
+ * value could forge a second `exm:` line) are shown as escapes.
+ */
+export function oneLine(message: string): string {
+  return message.replace(/[\x00-\x1f\x7f]/g, (c) =>
+    c === "\n" ? "\\n" : c === "\t" ? "\\t" : c === "\r" ? "\\r" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
