@@ -32,10 +32,10 @@ uint64_t exm_fallbacks;
 static uint64_t forks, alloc_ns;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static exm_arena_t own = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 };
+exm_arena_t exm_own = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 };
 static int own_state;                  /* 0 not yet, 1 ready, -1 unusable: pass through */
 static exm_arena_t inherited[MAX_INHERITED];
-static int n_inherited;
+int exm_n_inherited;
 static int dup_fd = -1, dup_err;       /* duplicate mode: the copy made for the child */
 static int no_fallocate, no_punch;     /* filesystem limits, warned about once */
 static int advised_blocks;             /* some block carries its own advice */
@@ -103,7 +103,7 @@ static void mark_unusable(const char *why, int err) {
   exm_line_emit(&l);
 }
 
-/* Called with own.lock held. */
+/* Called with exm_own.lock held. */
 static void own_create(void) {
   int fd, err = exm_os_tmpfile(exm_cfg.dir, &fd);
   if (err) return mark_unusable("cannot create a backing file in ", err);
@@ -113,11 +113,11 @@ static void own_create(void) {
     close(fd);
     return mark_unusable("cannot map a backing file in ", ENOMEM);
   }
-  exm_core_init(&own.core, base, cap, &(exm_host_t){ 0 });
-  set_host(&own);
-  own.core.max_commit = exm_cfg.max_disk;
-  own.fd = fd;
-  own.kind = ARENA_OWN;
+  exm_core_init(&exm_own.core, base, cap, &(exm_host_t){ 0 });
+  set_host(&exm_own);
+  exm_own.core.max_commit = exm_cfg.max_disk;
+  exm_own.fd = fd;
+  exm_own.kind = ARENA_OWN;
   if (exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL) exm_os_madvise(base, cap, exm_cfg.advice);
   __atomic_store_n(&own_state, 1, __ATOMIC_RELEASE);
   if (exm_cfg.verbose) {
@@ -141,9 +141,8 @@ static void check_dir(void) {
     mark_unusable("no space left in data directory ", 0);
 }
 
-exm_arena_t *exm_arena_of(const void *p) {
-  if ((uintptr_t)p - (uintptr_t)own.core.base < own.core.cap) return &own;
-  for (int i = 0; i < n_inherited; i++)
+exm_arena_t *exm_arena_of_inherited(const void *p) {
+  for (int i = 0; i < exm_n_inherited; i++)
     if ((uintptr_t)p - (uintptr_t)inherited[i].core.base < inherited[i].core.cap) return &inherited[i];
   return NULL;
 }
@@ -192,14 +191,14 @@ static void *cache_pop(size_t n) {
   return p;
 }
 
-/* Under own.lock, after a miss: stock the cache with more chunks of the
+/* Under exm_own.lock, after a miss: stock the cache with more chunks of the
  * size just served, so the next few mallocs of it take no lock. */
 static void cache_refill(size_t chunk) {
   if (chunk > TC_MAX_CHUNK) return;
   unsigned cls = (unsigned)(chunk >> 4) - 2;
   for (int i = 1; i < TC_BATCH && tc.count[cls] < TC_LIMIT(cls); i++) {
     int dirty, err;
-    void *q = exm_core_alloc(&own.core, chunk - 8, 16, 0, &dirty, &err);
+    void *q = exm_core_alloc(&exm_own.core, chunk - 8, 16, 0, &dirty, &err);
     if (!q) break;
     cache_put(cls, q);
   }
@@ -212,7 +211,7 @@ static void cache_refill(size_t chunk) {
 /* 1 when p (a chunk of our own arena) went into this thread's cache, or
  * went back to the arena together with half of a full cache bin. */
 static int cache_push(void *p, const char *who) {
-  size_t sz = exm_core_small_peek(&own.core, p);
+  size_t sz = exm_core_small_peek(&exm_own.core, p);
   if (!sz || sz > TC_MAX_CHUNK) return 0;
   unsigned cls = (unsigned)(sz >> 4) - 2;
   uintptr_t *w = p;
@@ -222,16 +221,16 @@ static int cache_push(void *p, const char *who) {
   if (tc.count[cls] >= TC_LIMIT(cls)) {
     /* Full: return p and half the bin in one lock. */
     int saved = errno;
-    pthread_mutex_lock(&own.lock);
-    int bad = exm_core_free(&own.core, p);
+    pthread_mutex_lock(&exm_own.lock);
+    int bad = exm_core_free(&exm_own.core, p);
     for (int i = TC_LIMIT(cls) / 2; i > 0 && !bad; i--) {
       void **q = tc.head[cls];
       tc.head[cls] = q[0];
       tc.count[cls]--;
       q[1] = NULL;
-      exm_core_free(&own.core, q);
+      exm_core_free(&exm_own.core, q);
     }
-    pthread_mutex_unlock(&own.lock);
+    pthread_mutex_unlock(&exm_own.lock);
     errno = saved;
     if (bad) exm_bad_pointer(who, p);
     return 1;
@@ -268,11 +267,11 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
       return p;
     }
   }
-  pthread_mutex_lock(&own.lock);
+  pthread_mutex_lock(&exm_own.lock);
   if (unlikely(own_state <= 0)) {
     if (own_state == 0) own_create();
     if (own_state < 0) {
-      pthread_mutex_unlock(&own.lock);
+      pthread_mutex_unlock(&exm_own.lock);
       *served = 0;
       *err = ENOMEM;
       return NULL;
@@ -282,13 +281,13 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   int timed = n >= EXM_SMALL_MAX;    /* small ones are too quick to be worth a clock read */
   uint64_t t0 = timed ? exm_os_now_ns() : 0;
   int dirty = 0;
-  void *p = exm_core_alloc(&own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
+  void *p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
   if (timed) alloc_ns += exm_os_now_ns() - t0;
   else if (p && align <= 16) cache_refill(exm_core_chunk_size_for(n));
-  pthread_mutex_unlock(&own.lock);
+  pthread_mutex_unlock(&exm_own.lock);
   if (p && zero && dirty) memset(p, 0, n);
   if (p && n >= exm_advisor_min() && exm_cfg.advice == EXM_ADVICE_AUTO) {
-    exm_arena_auto_advise((size_t)((char *)p - own.core.base), (n + EXM_PAGE - 1) & ~(EXM_PAGE - 1),
+    exm_arena_auto_advise((size_t)((char *)p - exm_own.core.base), (n + EXM_PAGE - 1) & ~(EXM_PAGE - 1),
                           EXM_ADVICE_SEQUENTIAL, 0);   /* a new block is usually filled first */
     exm_advisor_block(n);
   }
@@ -322,20 +321,20 @@ static void reset_advice(exm_arena_t *a, void *p) {
 
 /* ---- for the advisor (advisor.c) ------------------------------------------ */
 
-char *exm_arena_base(void) { return own.core.base; }
+char *exm_arena_base(void) { return exm_own.core.base; }
 
 int exm_arena_large_blocks(size_t min, size_t *offs, size_t *lens, int max) {
-  pthread_mutex_lock(&own.lock);
-  int n = own_state == 1 ? exm_core_large(&own.core, min, offs, lens, max) : 0;
-  pthread_mutex_unlock(&own.lock);
+  pthread_mutex_lock(&exm_own.lock);
+  int n = own_state == 1 ? exm_core_large(&exm_own.core, min, offs, lens, max) : 0;
+  pthread_mutex_unlock(&exm_own.lock);
   return n;
 }
 
 void exm_arena_auto_advise(size_t off, size_t len, int advice, int announce) {
-  pthread_mutex_lock(&own.lock);
-  exm_ext_t *e = own_state == 1 ? exm_core_block(&own.core, own.core.base + off) : NULL;
+  pthread_mutex_lock(&exm_own.lock);
+  exm_ext_t *e = own_state == 1 ? exm_core_block(&exm_own.core, exm_own.core.base + off) : NULL;
   if (e && e->len == len && (e->advice == 0 || (e->advice & 0x80)) && e->advice != (0x80 | advice)) {
-    if (!exm_os_madvise(own.core.base + off, len, advice)) {
+    if (!exm_os_madvise(exm_own.core.base + off, len, advice)) {
       e->advice = (uint8_t)(0x80 | advice);
       advised_blocks = 1;
       if (announce && exm_cfg.verbose) {
@@ -347,11 +346,11 @@ void exm_arena_auto_advise(size_t off, size_t len, int advice, int announce) {
       }
     }
   }
-  pthread_mutex_unlock(&own.lock);
+  pthread_mutex_unlock(&exm_own.lock);
 }
 
 void exm_arena_free(exm_arena_t *a, void *p, const char *who) {
-  if (a == &own && ((uintptr_t)p & (EXM_PAGE - 1)) && cache_push(p, who)) return;
+  if (a == &exm_own && ((uintptr_t)p & (EXM_PAGE - 1)) && cache_push(p, who)) return;
   int saved = errno;
   int timed = !((uintptr_t)p & (EXM_PAGE - 1));    /* page blocks: the ones with system calls */
   pthread_mutex_lock(&a->lock);
@@ -398,8 +397,8 @@ size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who) {
 void exm_arena_stats(exm_stats_t *out) {
   memset(out, 0, sizeof *out);
   cache_flush(&tc);     /* the caller's cached chunks are free, not live */
-  pthread_mutex_lock(&own.lock);
-  const exm_core_stats_t *s = &own.core.st;
+  pthread_mutex_lock(&exm_own.lock);
+  const exm_core_stats_t *s = &exm_own.core.st;
   out->live_bytes = s->live_bytes;
   out->peak_live_bytes = s->peak_live_bytes;
   out->live_blocks = s->live_blocks;
@@ -413,7 +412,7 @@ void exm_arena_stats(exm_stats_t *out) {
   out->fallbacks = exm_fallbacks;
   out->forks = forks;
   out->alloc_ns = alloc_ns;
-  pthread_mutex_unlock(&own.lock);
+  pthread_mutex_unlock(&exm_own.lock);
 }
 
 static int check_one(exm_arena_t *a) {
@@ -426,8 +425,8 @@ static int check_one(exm_arena_t *a) {
 }
 
 int exm_arena_check(void) {
-  int err = own.core.cap ? check_one(&own) : 0;
-  for (int i = 0; i < n_inherited && !err; i++) err = check_one(&inherited[i]);
+  int err = exm_own.core.cap ? check_one(&exm_own) : 0;
+  for (int i = 0; i < exm_n_inherited && !err; i++) err = check_one(&inherited[i]);
   return err;
 }
 
@@ -458,13 +457,13 @@ int exm_arena_lookup(const void *p, exm_block_info_t *info) {
  * at once (a per-block call on every allocation would cost a system call and
  * two VMAs per block); auto hands the large blocks to the advisor. */
 int exm_arena_set_advice(int advice) {
-  pthread_mutex_lock(&own.lock);
+  pthread_mutex_lock(&exm_own.lock);
   exm_cfg.advice = advice;
   if (own_state == 1) {
-    exm_os_madvise(own.core.base, own.core.cap, advice >= EXM_ADVICE_SEQUENTIAL ? advice : EXM_ADVICE_NORMAL);
-    exm_core_clear_advice(&own.core);
+    exm_os_madvise(exm_own.core.base, exm_own.core.cap, advice >= EXM_ADVICE_SEQUENTIAL ? advice : EXM_ADVICE_NORMAL);
+    exm_core_clear_advice(&exm_own.core);
   }
-  pthread_mutex_unlock(&own.lock);
+  pthread_mutex_unlock(&exm_own.lock);
   return 0;
 }
 
@@ -499,18 +498,18 @@ int exm_arena_set_dir(const char *dir) {
   size_t n = strlen(dir);
   if (!err && (dir[0] != '/' || n >= EXM_PATH_MAX)) err = EINVAL;
   if (err) return err;
-  pthread_mutex_lock(&own.lock);
+  pthread_mutex_lock(&exm_own.lock);
   memcpy(exm_cfg.dir, dir, n + 1);
   if (own_state < 0) own_state = 0;    /* a usable directory at last */
-  pthread_mutex_unlock(&own.lock);
+  pthread_mutex_unlock(&exm_own.lock);
   return 0;
 }
 
 int exm_arena_set_max_disk(size_t bytes) {
-  pthread_mutex_lock(&own.lock);
+  pthread_mutex_lock(&exm_own.lock);
   exm_cfg.max_disk = bytes;
-  own.core.max_commit = bytes;
-  pthread_mutex_unlock(&own.lock);
+  exm_own.core.max_commit = bytes;
+  pthread_mutex_unlock(&exm_own.lock);
   return 0;
 }
 
@@ -535,24 +534,24 @@ static int snapshot_segment(void *ctx, size_t off, size_t len, int state) {
   exm_arena_t *a = ctx;
   if (state != EXT_SEG) return 0;
   int err = exm_os_snapshot(a->core.base + off, len);
-  if (err) exm_warn("could not give a forked child its own copy of small blocks", NULL, err);
+  if (err) exm_warn("could not give a forked child its exm_own copy of small blocks", NULL, err);
   return err;
 }
 
 static void fork_prepare(void) {
   pthread_mutex_lock(&init_lock);
-  pthread_mutex_lock(&own.lock);
-  for (int i = 0; i < n_inherited; i++) pthread_mutex_lock(&inherited[i].lock);
+  pthread_mutex_lock(&exm_own.lock);
+  for (int i = 0; i < exm_n_inherited; i++) pthread_mutex_lock(&inherited[i].lock);
   dup_fd = -1;
   dup_err = 0;
-  if (own_state == 1 && own.core.seg_count && exm_cfg.child != EXM_CHILD_DUPLICATE &&
+  if (own_state == 1 && exm_own.core.seg_count && exm_cfg.child != EXM_CHILD_DUPLICATE &&
       exm_os_pipe(snap_pipe))
     snap_pipe[0] = snap_pipe[1] = -1;
   if (own_state == 1 && exm_cfg.child == EXM_CHILD_DUPLICATE) {
-    dup_ctx_t d = { own.fd, -1, 0 };
-    dup_err = exm_os_new_like(exm_cfg.dir, own.core.cap, &d.to);
+    dup_ctx_t d = { exm_own.fd, -1, 0 };
+    dup_err = exm_os_new_like(exm_cfg.dir, exm_own.core.cap, &d.to);
     if (!dup_err) {
-      exm_core_walk(&own.core, dup_extent, &d);
+      exm_core_walk(&exm_own.core, dup_extent, &d);
       dup_err = d.err;
       if (dup_err) close(d.to);
       else dup_fd = d.to;
@@ -570,15 +569,15 @@ static void fork_parent(void) {
   if (dup_fd >= 0) close(dup_fd);
   dup_fd = -1;
   forks++;
-  for (int i = n_inherited - 1; i >= 0; i--) pthread_mutex_unlock(&inherited[i].lock);
-  pthread_mutex_unlock(&own.lock);
+  for (int i = exm_n_inherited - 1; i >= 0; i--) pthread_mutex_unlock(&inherited[i].lock);
+  pthread_mutex_unlock(&exm_own.lock);
   pthread_mutex_unlock(&init_lock);
 }
 
 static void fork_child(void) {
   pthread_mutex_init(&init_lock, NULL);
-  pthread_mutex_init(&own.lock, NULL);
-  for (int i = 0; i < n_inherited; i++) pthread_mutex_init(&inherited[i].lock, NULL);
+  pthread_mutex_init(&exm_own.lock, NULL);
+  for (int i = 0; i < exm_n_inherited; i++) pthread_mutex_init(&inherited[i].lock, NULL);
   exm_advisor_after_fork();
   forks = 0;
   alloc_ns = 0;
@@ -587,9 +586,9 @@ static void fork_child(void) {
   if (own_state != 1) return;
   int mode = exm_cfg.child;
   if (mode == EXM_CHILD_DUPLICATE) {
-    if (dup_fd >= 0 && !exm_os_remap(own.core.base, own.core.cap, dup_fd, 0)) {
-      close(own.fd);
-      own.fd = dup_fd;
+    if (dup_fd >= 0 && !exm_os_remap(exm_own.core.base, exm_own.core.cap, dup_fd, 0)) {
+      close(exm_own.fd);
+      exm_own.fd = dup_fd;
       dup_fd = -1;
       return;    /* the copy is this child's own arena, structures and all */
     }
@@ -599,12 +598,12 @@ static void fork_child(void) {
     dup_fd = -1;
     mode = EXM_CHILD_COW;
   }
-  if (n_inherited == MAX_INHERITED) {
+  if (exm_n_inherited == MAX_INHERITED) {
     exm_warn("too many generations of forked processes with file-backed arenas", NULL, 0);
     abort();
   }
   if (mode == EXM_CHILD_COW) {
-    int err = exm_os_remap(own.core.base, own.core.cap, own.fd, 1);
+    int err = exm_os_remap(exm_own.core.base, exm_own.core.cap, exm_own.fd, 1);
     if (err) {
       exm_warn("could not give a forked child a copy-on-write view; it shares the parent's blocks", NULL, err);
       mode = EXM_CHILD_SHARED;
@@ -612,25 +611,25 @@ static void fork_child(void) {
   }
   if (snap_pipe[1] >= 0) {
     close(snap_pipe[0]);
-    exm_core_walk(&own.core, snapshot_segment, &own);
+    exm_core_walk(&exm_own.core, snapshot_segment, &exm_own);
     close(snap_pipe[1]);    /* the parent may go on */
     snap_pipe[0] = snap_pipe[1] = -1;
   }
-  exm_arena_t *a = &inherited[n_inherited++];
-  *a = own;
+  exm_arena_t *a = &inherited[exm_n_inherited++];
+  *a = exm_own;
   pthread_mutex_init(&a->lock, NULL);
   set_host(a);
   a->kind = mode == EXM_CHILD_COW ? ARENA_COW : ARENA_SHARED;   /* fd stays open for exm_lookup */
-  memset(&own.core, 0, sizeof own.core);
-  own.fd = -1;
+  memset(&exm_own.core, 0, sizeof exm_own.core);
+  exm_own.fd = -1;
   own_state = 0;
 }
 
 void exm_arena_setup(void) {
   exm_ensure_init();
-  pthread_mutex_lock(&own.lock);
+  pthread_mutex_lock(&exm_own.lock);
   if (own_state == 0) check_dir();
-  pthread_mutex_unlock(&own.lock);
+  pthread_mutex_unlock(&exm_own.lock);
   pthread_atfork(fork_prepare, fork_parent, fork_child);
   if (!pthread_key_create(&tc_exit_key, cache_flush)) tc_exit_ready = 1;
 }

@@ -92,8 +92,15 @@ void exm_init(void);
 static inline void exm_ensure_init(void) {
   if (unlikely(!__atomic_load_n(&exm_ready, __ATOMIC_ACQUIRE))) exm_init();
 }
-/* The arena whose range holds p, or NULL. */
-exm_arena_t *exm_arena_of(const void *p);
+/* The arena whose range holds p, or NULL. Inline: free() asks it of every
+ * pointer, and most are glibc's. */
+extern exm_arena_t exm_own;
+extern int exm_n_inherited;
+exm_arena_t *exm_arena_of_inherited(const void *p);
+static inline exm_arena_t *exm_arena_of(const void *p) {
+  if ((uintptr_t)p - (uintptr_t)exm_own.core.base < exm_own.core.cap) return &exm_own;
+  return likely(!exm_n_inherited) ? NULL : exm_arena_of_inherited(p);
+}
 /* Allocate from this process's own arena; NULL+*err on failure. *served is 0
  * when the arena is unusable (caller passes the request through). */
 void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err);

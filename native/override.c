@@ -73,8 +73,7 @@ EXM_API void *malloc(size_t n) {
 }
 
 EXM_API void free(void *p) {
-  if (!p) return;
-  exm_arena_t *a = exm_arena_of(p);
+  exm_arena_t *a = exm_arena_of(p);    /* NULL for NULL: __libc_free(NULL) does nothing */
   if (likely(!a)) __libc_free(p);
   else exm_arena_free(a, p, "free");
 }
