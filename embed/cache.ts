@@ -18,13 +18,15 @@
  * The loader ignores a preload from a noexec mount without a word, so such a
  * location (and one whose path LD_PRELOAD cannot carry: spaces, colons) is
  * skipped for the next candidate: $XDG_CACHE_HOME/exm (or ~/.cache/exm),
- * $XDG_RUNTIME_DIR/exm, /tmp/exm-<uid>, /dev/shm/exm-<uid>.
+ * $XDG_RUNTIME_DIR/exm, /tmp/exm-<uid>, /dev/shm/exm-<uid>. A location whose
+ * ancestors would let another user swap it is skipped too (ancestorProblem).
  */
 
 import {
-  chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync,
-  type Stats,
+  chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync,
+  unlinkSync, writeFileSync, type Stats,
 } from "node:fs";
+import { dirname } from "node:path";
 import { ExmError } from "../src/errors";
 import { mountFlags, ST_NOEXEC } from "../src/libc";
 import { cachedName, EMBEDDED_LIBRARY_PATH, LIBRARY } from "./library";
@@ -71,6 +73,35 @@ export function cacheDirProblem(st: Stats, uid: number): string | null {
   const mode = st.mode & 0o7777;
   if ((mode & 0o777) !== 0o700) return `has mode ${mode.toString(8).padStart(4, "0")}, must be 0700`;
   return null;
+}
+
+/**
+ * Why a directory's ancestors would let another user swap it (rename it away
+ * and put theirs in its place), or null. Each existing ancestor must belong
+ * to root or to us, and one that others may write must be sticky (like /tmp)
+ * with the entry below it ours or root's: ssh's StrictModes rule.
+ */
+export function ancestorProblem(dir: string, uid: number): string | null {
+  let existing = dirname(dir);
+  while (existing !== "/" && !existsSync(existing)) existing = dirname(existing);
+  let cur: string;
+  try {
+    cur = realpathSync(existing);
+  } catch {
+    return null;
+  }
+  let childUid = uid; // what we create below `existing` is ours
+  for (;;) {
+    const st = statSync(cur);
+    if (st.uid !== 0 && st.uid !== uid) return `${cur} belongs to uid ${st.uid}`;
+    if (st.mode & 0o022) {
+      if (!(st.mode & 0o1000)) return `${cur} is writable by others and not sticky`;
+      if (childUid !== 0 && childUid !== uid) return `an entry of the shared directory ${cur} belongs to uid ${childUid}`;
+    }
+    if (cur === "/") return null;
+    childUid = st.uid;
+    cur = dirname(cur);
+  }
 }
 
 /**
@@ -140,6 +171,11 @@ export function installLibrary(env: Env, uid: number, warn: (line: string) => vo
   for (const c of cacheCandidates(env, uid)) {
     if (PRELOAD_SEPARATORS.test(c.dir)) {
       skipped.push(`${c.dir}: LD_PRELOAD cannot carry a path with a space or colon`);
+      continue;
+    }
+    const exposed = ancestorProblem(c.dir, uid);
+    if (exposed) {
+      skipped.push(`${c.dir}: ${exposed}, so another user could swap the cache`);
       continue;
     }
     const unusable = ensureDir(c, uid);

@@ -12,7 +12,9 @@
  * in any other process (children, forked or exec'd) stays quiet.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -30,6 +32,8 @@ static void json_field(exm_line_t *l, const char *name, uint64_t v, int last) {
   exm_line_u64(l, v);
   exm_line_str(l, last ? "\n" : ",\n");
 }
+
+static void write_file(const char *path, const char *buf, size_t len);
 
 static void write_json(const exm_stats_t *s) {
   exm_line_t l = { .n = 0 };
@@ -50,21 +54,50 @@ static void write_json(const exm_stats_t *s) {
   json_field(&l, "forks", s->forks, 0);
   json_field(&l, "alloc_ns", s->alloc_ns, 1);
   exm_line_str(&l, "}\n");
-  char tmp[EXM_PATH_MAX + 32];
-  size_t n = strlen(exm_cfg.stats);
-  if (n + 24 > sizeof tmp) return;
-  exm_line_t suffix = { .n = 0 };
-  exm_line_str(&suffix, ".tmp.");
-  exm_line_u64(&suffix, (uint64_t)getpid());
-  memcpy(tmp, exm_cfg.stats, n);
-  memcpy(tmp + n, suffix.buf, suffix.n);
-  tmp[n + suffix.n] = 0;
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) return exm_warn("cannot write statistics to ", exm_cfg.stats, 0);
-  int err = exm_os_write_all(fd, l.buf, l.n);
-  if (close(fd) || err || rename(tmp, exm_cfg.stats)) {
+  write_file(exm_cfg.stats, l.buf, l.n);
+}
+
+/* Write the statistics to `path`. A regular file (or a new one) is replaced
+ * atomically: a temporary name of ours (O_EXCL, so nobody can plant it) is
+ * renamed into place. Anything else (a terminal, /dev/stderr, a pipe) is
+ * written in place, never replaced; a pipe with no reader is an error, not
+ * a hang. */
+static void write_file(const char *path, const char *buf, size_t len) {
+  struct stat st;
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    int err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      err = exm_os_write_all(fd, buf, len);
+      close(fd);
+    }
+    if (err) exm_warn("cannot write statistics to ", path, err);
+    return;
+  }
+  char tmp[EXM_PATH_MAX + 64];
+  size_t n = strlen(path);
+  if (n + 48 > sizeof tmp) return exm_warn("cannot write statistics to ", path, ENAMETOOLONG);
+  int fd = -1, err = EEXIST;
+  for (int attempt = 0; attempt < 20 && err == EEXIST; attempt++) {
+    exm_line_t suffix = { .n = 0 };
+    exm_line_str(&suffix, ".tmp.");
+    exm_line_u64(&suffix, (uint64_t)getpid());
+    exm_line_str(&suffix, ".");
+    exm_line_u64(&suffix, exm_os_now_ns() % 1000000007u);
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, suffix.buf, suffix.n);
+    tmp[n + suffix.n] = 0;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    err = fd < 0 ? errno : 0;
+  }
+  if (fd < 0) return exm_warn("cannot write statistics to ", path, err);
+  err = exm_os_write_all(fd, buf, len);
+  if (close(fd) && !err) err = errno;
+  if (!err && rename(tmp, path)) err = errno;
+  if (err) {
     unlink(tmp);
-    exm_warn("cannot write statistics to ", exm_cfg.stats, 0);
+    exm_warn("cannot write statistics to ", path, err);
   }
 }
 

@@ -501,6 +501,20 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     },
   );
 
+  test("a cache whose parent others may write (not sticky) is skipped: they could swap it", async () => {
+    const h = home();
+    const shared = join(h.home, "shared");
+    mkdirSync(shared, { mode: 0o777 });
+    chmodSync(shared, 0o777);
+    const run = join(h.home, "run");
+    mkdirSync(run, { mode: 0o700 });
+    const r = await sh([EXM, "--verbose", "sh", "-c", 'echo "$LD_PRELOAD"'], { ...h.env, XDG_CACHE_HOME: shared, XDG_RUNTIME_DIR: run });
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toMatch(new RegExp(`^${run}/exm/libexm-[0-9a-f]+\\.so$`));
+    expect(r.stderr).toContain(`skipped cache location ${shared}/exm: ${shared} is writable by others and not sticky`);
+    expect(existsSync(join(shared, "exm"))).toBe(false);
+  });
+
   test("a planted or damaged library file is replaced, never loaded", async () => {
     const h = home();
     const first = await sh([EXM, "printenv", "LD_PRELOAD"], h.env);
@@ -554,6 +568,7 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     "a cache on a noexec mount falls back to the next location, and the library is loaded",
     async () => {
       await withTmpfs(8 * MiB, async (noexec) => {
+        chmodSync(noexec, 0o700); // a 0777 mount would be skipped for a different reason (others could swap the cache)
         const h = home();
         const run = join(h.home, "run");
         mkdirSync(run, { mode: 0o700 });
