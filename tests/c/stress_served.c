@@ -1,7 +1,7 @@
 /*
  * stress_served.c: says whether libexm serves it (lib=0/1), then allocates
- * argv[1] bytes (default 200M) in 4 MiB blocks, fills and checks them, and
- * prints "served ok". Built dynamically, statically (gcc -static), setuid or
+ * argv[1] bytes (default 200M) in 4 MiB blocks, fills and checks them,
+ * prints "served ok", and exits (after argv[2] milliseconds, if given). Built dynamically, statically (gcc -static), setuid or
  * setgid by tests/faults.test.ts: programs exm cannot reach must still run.
  */
 #include "common.h"
@@ -25,5 +25,7 @@ int main(int argc, char **argv) {
   }
   free(b);
   printf("file_backed_blocks=%d\nserved ok\n", fb);
+  fflush(stdout);
+  if (argc > 2) usleep((useconds_t)atoi(argv[2]) * 1000);
   return 0;
 }
