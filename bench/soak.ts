@@ -21,7 +21,7 @@
  * Any failure stops with the command that reproduces it.
  */
 import { spawnSync } from "bun";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -153,10 +153,13 @@ function merge(): void {
   const out = mkdtempSync(join(tmpdir(), "exm-corpus-"));
   const r = sh([bin, "-merge=1", "-max_len=4096", out, CORPUS, join(FUZZ, "corpus")]);
   need(r.code === 0, "merge failed");
-  const kept = readdirSync(out);
-  // keep the named seeds and known reproductions; replace the rest
+  // Keep the named seeds and known reproductions; replace the rest (files
+  // named by libFuzzer: the SHA-1 of their content) with the merged set,
+  // leaving out copies of the named ones.
+  const sha1 = (f: string) => new Bun.CryptoHasher("sha1").update(readFileSync(f)).digest("hex");
+  const named = new Set(readdirSync(CORPUS).filter((f) => !/^[0-9a-f]{40}$/.test(f)).map((f) => sha1(join(CORPUS, f))));
   for (const f of readdirSync(CORPUS)) if (/^[0-9a-f]{40}$/.test(f)) rmSync(join(CORPUS, f));
-  for (const f of kept) if (/^[0-9a-f]{40}$/.test(f)) Bun.write(join(CORPUS, f), Bun.file(join(out, f)));
+  for (const f of readdirSync(out)) if (/^[0-9a-f]{40}$/.test(f) && !named.has(f)) copyFileSync(join(out, f), join(CORPUS, f));
   rmSync(out, { recursive: true, force: true });
   say(`corpus: ${readdirSync(CORPUS).length} files`);
 }

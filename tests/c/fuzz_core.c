@@ -323,7 +323,7 @@ static void run_input(const uint8_t *data, size_t size) {
     munmap(meta[nmeta - 1].p, meta[nmeta - 1].len);
     nmeta--;
   }
-  madvise(buf, CAP, MADV_DONTNEED);
+  madvise(buf, (c->st.top_peak + EXM_PAGE - 1) & ~(EXM_PAGE - 1), MADV_DONTNEED);
 }
 
 static void setup(void) {
