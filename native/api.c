@@ -99,7 +99,7 @@ EXM_API int exm_advise(void *ptr, exm_advice_t advice) {
 
 EXM_API int exm_get_stats(exm_stats_t *out) {
   if (!out) return EINVAL;
-  exm_arena_stats(out);
+  exm_arena_stats(out, 0);
   return 0;
 }
 

@@ -53,9 +53,25 @@ void exm_init(void) {
 
 /* ---- host callbacks for the carving core -------------------------------- */
 
+/* Is the arena's descriptor still its file? If the program closed it (and
+ * perhaps reused the number for a file of its own), exm must never touch
+ * that descriptor again: the arena stops growing and, for the process's own
+ * arena, new large allocations stay in RAM. Existing blocks live on: the
+ * mapping holds the file. */
+static int fd_intact(exm_arena_t *a) {
+  if (a->fd < 0) return 0;
+  if (exm_os_same_file(a->fd, a->dev, a->ino)) return 1;
+  a->fd = -1;
+  if (a == &exm_own) {
+    own_state = -1;
+    exm_warn("the program closed the descriptor of exm's backing file; new large allocations stay in RAM", NULL, 0);
+  }
+  return 0;
+}
+
 static int host_commit(void *ctx, size_t off, size_t len) {
   exm_arena_t *a = ctx;
-  if (a->kind != ARENA_OWN) return ENOMEM;
+  if (a->kind != ARENA_OWN || !fd_intact(a)) return ENOMEM;
   if (no_fallocate) return 0;
   int err = exm_os_reserve(a->fd, off, len);
   if (err == EOPNOTSUPP) {
@@ -74,7 +90,7 @@ static void host_decommit(void *ctx, size_t off, size_t len) {
   exm_arena_t *a = ctx;
   if (a->kind == ARENA_COW) {
     exm_os_drop_private(a->core.base + off, len);
-  } else if (a->kind == ARENA_OWN && !no_punch) {
+  } else if (a->kind == ARENA_OWN && !no_punch && fd_intact(a)) {
     int err = exm_os_punch(a->fd, off, len);
     if (err == EOPNOTSUPP) {
       no_punch = 1;
@@ -112,6 +128,10 @@ static void own_create(void) {
   if (!base) {
     close(fd);
     return mark_unusable("cannot map a backing file in ", ENOMEM);
+  }
+  if (exm_os_file_id(fd, &exm_own.dev, &exm_own.ino)) {
+    close(fd);
+    return mark_unusable("cannot use a backing file in ", EIO);
   }
   exm_core_init(&exm_own.core, base, cap, &(exm_host_t){ 0 });
   set_host(&exm_own);
@@ -284,6 +304,7 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   void *p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
   if (timed) alloc_ns += exm_os_now_ns() - t0;
   else if (p && align <= 16) cache_refill(exm_core_chunk_size_for(n));
+  if (!p && own_state < 0) *served = 0;    /* lost its file just now: RAM instead */
   pthread_mutex_unlock(&exm_own.lock);
   if (p && zero && dirty) memset(p, 0, n);
   if (p && n >= exm_advisor_min() && exm_cfg.advice == EXM_ADVICE_AUTO) {
@@ -394,10 +415,14 @@ size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who) {
 
 /* ---- API support ---------------------------------------------------------- */
 
-void exm_arena_stats(exm_stats_t *out) {
+/* in_signal: called from a signal handler, maybe interrupting a thread
+ * that holds the lock: read without it (a torn figure beats a deadlock). */
+void exm_arena_stats(exm_stats_t *out, int in_signal) {
   memset(out, 0, sizeof *out);
-  cache_flush(&tc);     /* the caller's cached chunks are free, not live */
-  pthread_mutex_lock(&exm_own.lock);
+  if (!in_signal) {
+    cache_flush(&tc);     /* the caller's cached chunks are free, not live */
+    pthread_mutex_lock(&exm_own.lock);
+  }
   const exm_core_stats_t *s = &exm_own.core.st;
   out->live_bytes = s->live_bytes;
   out->peak_live_bytes = s->peak_live_bytes;
@@ -412,7 +437,7 @@ void exm_arena_stats(exm_stats_t *out) {
   out->fallbacks = exm_fallbacks;
   out->forks = forks;
   out->alloc_ns = alloc_ns;
-  pthread_mutex_unlock(&exm_own.lock);
+  if (!in_signal) pthread_mutex_unlock(&exm_own.lock);
 }
 
 static int check_one(exm_arena_t *a) {
@@ -500,7 +525,7 @@ int exm_arena_set_dir(const char *dir) {
   if (err) return err;
   pthread_mutex_lock(&exm_own.lock);
   memcpy(exm_cfg.dir, dir, n + 1);
-  if (own_state < 0) own_state = 0;    /* a usable directory at last */
+  if (own_state < 0 && !exm_own.core.cap) own_state = 0;   /* a usable directory at last */
   pthread_mutex_unlock(&exm_own.lock);
   return 0;
 }
@@ -547,7 +572,7 @@ static void fork_prepare(void) {
   if (own_state == 1 && exm_own.core.seg_count && exm_cfg.child != EXM_CHILD_DUPLICATE &&
       exm_os_pipe(snap_pipe))
     snap_pipe[0] = snap_pipe[1] = -1;
-  if (own_state == 1 && exm_cfg.child == EXM_CHILD_DUPLICATE) {
+  if (own_state == 1 && exm_cfg.child == EXM_CHILD_DUPLICATE && fd_intact(&exm_own)) {
     dup_ctx_t d = { exm_own.fd, -1, 0 };
     dup_err = exm_os_new_like(exm_cfg.dir, exm_own.core.cap, &d.to);
     if (!dup_err) {
@@ -589,6 +614,7 @@ static void fork_child(void) {
     if (dup_fd >= 0 && !exm_os_remap(exm_own.core.base, exm_own.core.cap, dup_fd, 0)) {
       close(exm_own.fd);
       exm_own.fd = dup_fd;
+      exm_os_file_id(dup_fd, &exm_own.dev, &exm_own.ino);
       dup_fd = -1;
       return;    /* the copy is this child's own arena, structures and all */
     }
@@ -603,7 +629,9 @@ static void fork_child(void) {
     abort();
   }
   if (mode == EXM_CHILD_COW) {
-    int err = exm_os_remap(exm_own.core.base, exm_own.core.cap, exm_own.fd, 1);
+    int err = exm_own.fd >= 0 && exm_os_same_file(exm_own.fd, exm_own.dev, exm_own.ino)
+                  ? exm_os_remap(exm_own.core.base, exm_own.core.cap, exm_own.fd, 1)
+                  : EBADF;
     if (err) {
       exm_warn("could not give a forked child a copy-on-write view; it shares the parent's blocks", NULL, err);
       mode = EXM_CHILD_SHARED;

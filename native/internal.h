@@ -61,6 +61,8 @@ void exm_line_emit(exm_line_t *l);
 int exm_os_tmpfile(const char *dir, int *fd);
 void *exm_os_map_file(int fd, size_t *cap);
 int exm_os_remap(void *base, size_t cap, int fd, int private_copy);
+int exm_os_file_id(int fd, uint64_t *dev, uint64_t *ino);
+int exm_os_same_file(int fd, uint64_t dev, uint64_t ino);
 int exm_os_reserve(int fd, size_t off, size_t len);
 int exm_os_punch(int fd, size_t off, size_t len);
 int exm_os_drop_private(void *p, size_t len);
@@ -82,6 +84,7 @@ typedef struct exm_arena {
   pthread_mutex_t lock;
   exm_core_t core;
   int fd;                      /* backing file, -1 once closed */
+  uint64_t dev, ino;           /* its identity: the program may close fd and reuse the number */
   int kind;                    /* ARENA_* */
 } exm_arena_t;
 
@@ -108,7 +111,7 @@ void exm_arena_free(exm_arena_t *a, void *p, const char *who);
 /* 0 resized in place, ENOMEM not possible in place. */
 int exm_arena_resize(exm_arena_t *a, void *p, size_t n, const char *who);
 size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who);
-void exm_arena_stats(exm_stats_t *out);
+void exm_arena_stats(exm_stats_t *out, int in_signal);
 int exm_arena_check(void);
 int exm_arena_lookup(const void *p, exm_block_info_t *info);
 int exm_arena_advise(void *p, int advice);

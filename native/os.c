@@ -8,6 +8,7 @@
 #include <linux/falloc.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,9 +18,27 @@
 /* A fresh backing file, unlinked from birth: a crash leaves nothing behind
  * and no other user can open it. O_TMPFILE where the filesystem has it,
  * else a 0600 file created exclusively and unlinked at once. */
+/* The backing file's descriptor goes high: never 0-2 (a program started
+ * with stderr closed would write its messages into the heap) and out of the
+ * low numbers programs reuse after closing descriptors they do not know. */
+static int move_high(int fd) {
+  static const int floors[] = { 900, 200, 64, 10 };
+  for (size_t i = 0; i < sizeof floors / sizeof *floors; i++) {
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, floors[i]);
+    if (high >= 0) {
+      close(fd);
+      return high;
+    }
+  }
+  if (fd > 2) return fd;
+  close(fd);
+  errno = EMFILE;
+  return -1;
+}
+
 int exm_os_tmpfile(const char *dir, int *fdp) {
   int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC | O_EXCL, 0600);
-  if (fd >= 0) return *fdp = fd, 0;
+  if (fd >= 0) return (fd = move_high(fd)) < 0 ? errno : (*fdp = fd, 0);
   if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) return errno;
   static unsigned counter;
   char path[EXM_PATH_MAX + 64];
@@ -37,7 +56,7 @@ int exm_os_tmpfile(const char *dir, int *fdp) {
     fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd >= 0) {
       unlink(path);
-      return *fdp = fd, 0;
+      return (fd = move_high(fd)) < 0 ? errno : (*fdp = fd, 0);
     }
     if (errno != EEXIST) return errno;
   }
@@ -48,7 +67,12 @@ int exm_os_tmpfile(const char *dir, int *fdp) {
  * it once: one VMA, ownership is a range check, and the arena never moves.
  * The file is sparse; disk is reserved block by block (exm_os_reserve). */
 void *exm_os_map_file(int fd, size_t *cap) {
+  size_t limit = (size_t)8 << 40;
+  struct rlimit fsize;   /* ulimit -f: a larger file would kill us with SIGXFSZ */
+  if (!getrlimit(RLIMIT_FSIZE, &fsize) && fsize.rlim_cur != RLIM_INFINITY && fsize.rlim_cur < limit)
+    limit = (size_t)fsize.rlim_cur & ~(EXM_PAGE - 1);
   for (size_t size = (size_t)8 << 40; size >= ((size_t)64 << 20); size >>= 1) {
+    if (size > limit) continue;
     if (ftruncate(fd, (off_t)size)) continue;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (p == MAP_FAILED) continue;
@@ -56,6 +80,21 @@ void *exm_os_map_file(int fd, size_t *cap) {
     return *cap = size, p;
   }
   return NULL;
+}
+
+/* Is fd still the file identified by (dev, ino)? A program may close
+ * descriptors it does not know and reuse the number. */
+int exm_os_same_file(int fd, uint64_t dev, uint64_t ino) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino;
+}
+
+int exm_os_file_id(int fd, uint64_t *dev, uint64_t *ino) {
+  struct stat st;
+  if (fstat(fd, &st)) return errno;
+  *dev = (uint64_t)st.st_dev;
+  *ino = (uint64_t)st.st_ino;
+  return 0;
 }
 
 /* Replace the mapping of [base, base+cap) with fd, shared or private. */

@@ -126,16 +126,18 @@ static void print_summary(const exm_stats_t *s) {
   exm_line_emit(&l);
 }
 
-static void report(void) {
+static void report_now(int in_signal) {
   if (!exm_cfg.stats[0] || __atomic_exchange_n(&reported, 1, __ATOMIC_ACQ_REL)) return;
   exm_stats_t s;
-  exm_arena_stats(&s);
+  exm_arena_stats(&s, in_signal);
   if (!strcmp(exm_cfg.stats, "1")) print_summary(&s);
   else write_json(&s);
 }
 
+static void report(void) { report_now(0); }
+
 static void on_signal(int sig) {
-  report();
+  report_now(1);
   signal(sig, SIG_DFL);
   raise(sig);
 }

@@ -187,6 +187,7 @@ export function resolveSettings(flags: SettingFlags, env: Env, cwd: string): Set
   let dirPick = pick(flags, env, "dir", "EXM_DIR");
   if (!dirPick && env.TMPDIR) dirPick = [env.TMPDIR, "TMPDIR"];
   const [dirText, dirSource] = dirPick ?? ["/tmp", "default"];
+  if (dirText === "") throw usageError(`${dirSource}: empty path for the data directory`);
   const dir = absolute(dirText, cwd);
 
   const child = pickEnum(CHILD_MODES, pick(flags, env, "child", "EXM_CHILD"), "cow");
