@@ -355,10 +355,13 @@ void exm_arena_auto_advise(size_t off, size_t len, int advice, int announce) {
   pthread_mutex_lock(&exm_own.lock);
   exm_ext_t *e = own_state == 1 ? exm_core_block(&exm_own.core, exm_own.core.base + off) : NULL;
   if (e && e->len == len && (e->advice == 0 || (e->advice & 0x80)) && e->advice != (0x80 | advice)) {
+    int was = e->advice;
     if (!exm_os_madvise(exm_own.core.base + off, len, advice)) {
       e->advice = (uint8_t)(0x80 | advice);
       advised_blocks = 1;
-      if (announce && exm_cfg.verbose) {
+      /* --verbose tells of real switches (random <-> sequential), not of a
+       * block (grown by realloc, say) getting its first advice */
+      if (announce && was && exm_cfg.verbose) {
         exm_line_t l = { .n = 0 };
         exm_line_str(&l, "exm: advice for a block of ");
         exm_line_size(&l, len);
