@@ -806,7 +806,14 @@ static int page_resize(exm_core_t *c, exm_ext_t *e, size_t n) {
 int exm_core_find(exm_core_t *c, const void *p, void **base, size_t *size, exm_ext_t **ext) {
   if (!exm_core_owns(c, p)) return 0;
   size_t off = (uintptr_t)p - (uintptr_t)c->base;
-  exm_ext_t *e = c->last;
+  exm_ext_t *e = exm_core_block(c, p);     /* the usual question: a block's start, O(1) */
+  if (e) {
+    *base = (void *)p;
+    *size = e->len;
+    if (ext) *ext = e;
+    return 1;
+  }
+  e = c->last;                             /* an interior pointer: walk */
   while (e && e->off > off) e = e->prev;
   if (!e || off >= e->off + e->len) return 0;
   if (e->state == EXT_USED) {
