@@ -19,7 +19,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "bun";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ATTACKER_UID, IS_ROOT, MiB, VICTIM_UID, asUser, otherUsersAvailable, realPython, scratch, which } from "./support/programs";
 import {
@@ -29,7 +29,6 @@ import {
   compileC,
   dirIsEmpty,
   explain,
-  freshDir,
   fsUsed,
   kv,
   libAvailable,
@@ -159,7 +158,7 @@ console.log(failed === 1 && again[12345] === 7 ? "node carried on" : "node FAILE
 describe.skipIf(noLib)("EXM_MAX_DISK: the same, against exm's own cap", () => {
   for (const t of ["0", "4096", "1M"]) {
     test(`C at threshold ${t} with a 64 MiB cap`, async () => {
-      const dir = freshDir();
+      const dir = subdir("data");
       const r = await runWithLib([faults(), "fill", "1100K", "6M"], { EXM_DIR: dir, EXM_THRESHOLD: t, EXM_MAX_DISK: "64M" }, {
         timeoutMs: 120_000,
       });
@@ -169,7 +168,6 @@ describe.skipIf(noLib)("EXM_MAX_DISK: the same, against exm's own cap", () => {
       expect(Number(v.first_mib)).toBeLessThanOrEqual(64);
       expect(Number(v.first_mib)).toBeGreaterThanOrEqual(40);
       expect(dirIsEmpty(dir)).toBe(true);
-      rmdirSync(dir);
     }, 150_000);
   }
 
@@ -186,14 +184,13 @@ blocks.clear()
 b = bytearray(32 << 20)
 print("blocks", n, "then", len(b))
 `;
-    const dir = freshDir();
+    const dir = subdir("data");
     const r = await runWithLib([PY!, "-c", script], { EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_MAX_DISK: "100M" }, { timeoutMs: 60_000 });
     if (r.code !== 0) throw new Error(explain(r));
     const n = Number(/blocks (\d+)/.exec(r.stdout)![1]);
     expect(n).toBeGreaterThanOrEqual(10);
     expect(n).toBeLessThanOrEqual(12);
     expect(r.stdout).toContain(`then ${32 << 20}`);
-    rmdirSync(dir);
   }, 90_000);
 });
 
@@ -560,12 +557,11 @@ describe.skipIf(noCli || noLib)("programs exm cannot serve still run", () => {
 
 describe.skipIf(noLib)("descriptor and limit hazards", () => {
   test("every descriptor in use at the first big malloc: no crash, one warning, the program carries on", async () => {
-    const dir = freshDir();
+    const dir = subdir("data");
     const r = await runWithLib([faults(), "emfile"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, { timeoutMs: 60_000 });
     if (r.code !== 0 || !r.stdout.includes("emfile ok")) throw new Error(explain(r));
     expect(lines(r.stderr).length).toBeLessThanOrEqual(1);
     console.log(`EMFILE at the first big malloc: ${r.stdout.split("\n").find((l) => l.startsWith("at_emfile"))} ${JSON.stringify(r.stderr.trim())}`);
-    rmdirSync(dir);
   });
 
   // Fixed, was serious (user data destroyed): the backing file's
@@ -591,7 +587,7 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
   //   -> "block corrupted at byte 0". Never use descriptors 0-2 for the file.
   test("with stderr closed, writes to stderr do not land in the heap", async () => {
     const r = await run(["sh", "-c", 'exec "$@" 2>&-', "sh", faults(), "closed-stderr"], {
-      env: { LD_PRELOAD: LIB, EXM_THRESHOLD: "1M", EXM_DIR: freshDir() },
+      env: { LD_PRELOAD: LIB, EXM_THRESHOLD: "1M", EXM_DIR: subdir("data") },
     });
     if (r.code !== 0 || !r.stdout.includes("closed-stderr ok")) throw new Error(explain(r));
   });
@@ -602,7 +598,7 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
   //   bash -c 'ulimit -f 1048576; EXM_THRESHOLD=1M LD_PRELOAD=build/libexm.so ./prog'  -> "File size limit exceeded"
   // Fix idea: size the file within getrlimit(RLIMIT_FSIZE).
   test("under RLIMIT_FSIZE of 1 GiB a 100 MiB block works", async () => {
-    const r = await runWithLib([faults(), "fsize"], { EXM_THRESHOLD: "1M", EXM_DIR: freshDir() });
+    const r = await runWithLib([faults(), "fsize"], { EXM_THRESHOLD: "1M", EXM_DIR: subdir("data") });
     if (r.code !== 0 || !r.stdout.includes("fsize ok")) throw new Error(explain(r));
   });
 
@@ -614,7 +610,7 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
   // trylock), and never block in a signal handler.
   test("SIGTERM during allocation with EXM_STATS=1 ends the program at once", async () => {
     for (let i = 0; i < 10; i++) {
-      const h = await spawnUntil([faults(), "churn"], { LD_PRELOAD: LIB, EXM_STATS: "1", EXM_THRESHOLD: "4096", EXM_DIR: freshDir() }, "ready");
+      const h = await spawnUntil([faults(), "churn"], { LD_PRELOAD: LIB, EXM_STATS: "1", EXM_THRESHOLD: "4096", EXM_DIR: subdir("data") }, "ready");
       await Bun.sleep(100);
       h.proc.kill("SIGTERM");
       const ended = await Promise.race([h.proc.exited.then(() => true), Bun.sleep(3000).then(() => false)]);

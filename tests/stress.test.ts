@@ -15,6 +15,7 @@ import { describe, expect, test } from "bun:test";
 import { spawnSync } from "bun";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { withDataDir } from "./support/native";
 import { ensureTools } from "./support/programs";
 import { C_DIR, LIB, ROOT, cProgram, explain, freshDir, kv, libAvailable, listDir, run, runWithLib, skipUnless } from "./support/sys";
 
@@ -140,21 +141,21 @@ describe.skipIf(noLib || noSan)("the whole library built with UBSan, preloaded",
       await forkStress(4, 2, { EXM_THRESHOLD: t }, ubsanLib());
     }, 200_000);
     test(`stress_threads (random sizes across threads), threshold ${t}`, async () => {
-      const dir = freshDir();
-      const r = await runWithLib([cProgram("stress_threads"), "4", "1.5"], { LD_PRELOAD: ubsanLib(), EXM_DIR: dir, EXM_THRESHOLD: t }, {
-        timeoutMs: 120_000,
+      await withDataDir(async (dir) => {
+        const r = await runWithLib([cProgram("stress_threads"), "4", "1.5"], { LD_PRELOAD: ubsanLib(), EXM_DIR: dir, EXM_THRESHOLD: t }, {
+          timeoutMs: 120_000,
+        });
+        if (r.code !== 0 || !r.stdout.includes("stress_threads ok")) throw new Error(explain(r));
       });
-      if (r.code !== 0 || !r.stdout.includes("stress_threads ok")) throw new Error(explain(r));
-      rmSync(dir, { recursive: true, force: true });
     }, 200_000);
   }
   test("stress_faults fill on the regular disk under a 64 MiB cap, threshold 0", async () => {
-    const dir = freshDir();
-    const r = await runWithLib([cProgram("stress_faults"), "fill", "1100K", "6M"], {
-      LD_PRELOAD: ubsanLib(), EXM_DIR: dir, EXM_THRESHOLD: "0", EXM_MAX_DISK: "64M",
-    }, { timeoutMs: 120_000 });
-    if (r.code !== 0 || !r.stdout.includes("fill ok")) throw new Error(explain(r));
-    rmSync(dir, { recursive: true, force: true });
+    await withDataDir(async (dir) => {
+      const r = await runWithLib([cProgram("stress_faults"), "fill", "1100K", "6M"], {
+        LD_PRELOAD: ubsanLib(), EXM_DIR: dir, EXM_THRESHOLD: "0", EXM_MAX_DISK: "64M",
+      }, { timeoutMs: 120_000 });
+      if (r.code !== 0 || !r.stdout.includes("fill ok")) throw new Error(explain(r));
+    });
   }, 200_000);
 });
 
