@@ -131,8 +131,30 @@ static void random_ops(tstate_t *t, long count) {
   }
 }
 
+/* STRESS_CHILD=exit (the child ends at once) or verify (it only reads what
+ * it inherited): narrower children, for telling a library bug's cause. */
+static const char *child_kind;
+
 /* In a forked child: the calling thread's inheritance, checked and used. */
 static void child_work(tstate_t *t, int depth) {
+  if (child_kind && !strcmp(child_kind, "exit")) return;
+  if (child_kind && !strcmp(child_kind, "verify")) {
+    for (int i = 0; i < SLOTS; i++)
+      if (t->slot[i].p) verify(t, &t->slot[i], "child: inherited");
+    return;
+  }
+  if (child_kind && !strcmp(child_kind, "free")) {      /* only frees what it inherited */
+    for (int i = 0; i < SLOTS; i++)
+      if (t->slot[i].p) free_block(t, &t->slot[i], "child: inherited, before free");
+    return;
+  }
+  if (child_kind && !strcmp(child_kind, "ops")) {       /* only works on blocks of its own */
+    memset(t->slot, 0, sizeof t->slot);
+    random_ops(t, 300);
+    for (int i = 0; i < SLOTS; i++)
+      if (t->slot[i].p) free_block(t, &t->slot[i], "child: at exit");
+    return;
+  }
   for (int i = 0; i < SLOTS; i++)
     if (t->slot[i].p) verify(t, &t->slot[i], depth ? "grandchild: inherited" : "child: inherited");
   if (!shared_mode) {
@@ -151,7 +173,7 @@ static void child_work(tstate_t *t, int depth) {
       if (t->slot[i].p) free_block(t, &t->slot[i], "child: inherited, before free");
   }
   random_ops(t, 300);
-  if (depth == 0 && rnd(t) % 4 == 0) {
+  if (depth == 0 && rnd(t) % 4 == 0 && !(child_kind && !strcmp(child_kind, "nofork"))) {
     pid_t g = fork();
     CHECK(g >= 0, "fork in child");
     if (g == 0) {
@@ -217,6 +239,7 @@ int main(int argc, char **argv) {
   CHECK(nthreads >= 1 && nthreads <= MAX_THREADS, "1..%d threads", MAX_THREADS);
   const char *mode = getenv("EXM_CHILD");
   shared_mode = mode && !strcmp(mode, "shared");
+  child_kind = getenv("STRESS_CHILD");
   static tstate_t ts[MAX_THREADS];
   pthread_t th[MAX_THREADS];
   for (int i = 0; i < nthreads; i++) {
