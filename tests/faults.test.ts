@@ -402,6 +402,20 @@ describe.skipIf(noLib)("garbage in every EXM_* variable, library preloaded by ha
   });
 });
 
+// MINOR (reported): the library and the CLI parse sizes differently, which
+// only shows when the library is preloaded by hand (the CLI passes bytes):
+// "1.5" is 1 byte to the library and refused by the CLI; "7E" is accepted by
+// the CLI and refused by the library; " 8M " is trimmed by the CLI and
+// refused by the library.
+test.todo("EXM_THRESHOLD means the same to the library as --threshold to the CLI", async () => {
+  for (const v of ["1.5", "7E", " 8M ", "1.5GiB", "4096"]) {
+    const cli = await run([EXM, "--threshold", v, "printenv", "EXM_THRESHOLD"], { env: { HOME: subdir("home") } });
+    const lib = await runWithLib([cProgram("print_config")], { EXM_THRESHOLD: v });
+    const libValue = lines(lib.stderr).length ? "refused" : kv(lib.stdout).threshold;
+    expect({ v, lib: libValue }).toEqual({ v, lib: cli.code === 0 ? cli.stdout.trim() : "refused" });
+  }
+});
+
 const CLI_SETTINGS = ["--threshold", "--max-disk", "--child", "--advice", "--dir", "--stats-file"];
 const CLI_VARS = ["EXM_THRESHOLD", "EXM_DIR", "EXM_CHILD", "EXM_ADVICE", "EXM_MAX_DISK", "EXM_VERBOSE", "TMPDIR"];
 
