@@ -218,7 +218,10 @@ static void cache_refill(size_t chunk) {
   unsigned cls = (unsigned)(chunk >> 4) - 2;
   for (int i = 1; i < TC_BATCH && tc.count[cls] < TC_LIMIT(cls); i++) {
     int dirty, err;
-    void *q = exm_core_alloc(&exm_own.core, chunk - 8, 16, 0, &dirty, &err);
+    /* a request that stays small (a 4112-byte chunk is 4095 bytes, not 4104,
+     * which would be a page block: shared-mode children write into those) */
+    size_t n = chunk - 8 < EXM_SMALL_MAX ? chunk - 8 : EXM_SMALL_MAX - 1;
+    void *q = exm_core_alloc(&exm_own.core, n, 16, 0, &dirty, &err);
     if (!q) break;
     cache_put(cls, q);
   }
