@@ -17,6 +17,7 @@
 
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
+import { renderOptionsHeader } from "./src/settings";
 
 const ROOT = import.meta.dir;
 const BUILD = `${ROOT}/build`;
@@ -70,6 +71,11 @@ async function buildLibrary(nativeDir: string): Promise<void> {
   const sources = existsSync(nativeDir) ? readdirSync(nativeDir).filter((f) => f.endsWith(".c")).sort() : [];
   if (sources.length === 0) throw new BuildError(`no C sources (*.c) in ${nativeDir}`);
   if (!existsSync(HEADER)) throw new BuildError("native/exm.h is missing");
+  // The library's option table, generated from native/options.json (committed
+  // too, so that the tests' own compiles of native/*.c see it).
+  const optionsHeader = `${ROOT}/native/options.gen.h`;
+  const table = renderOptionsHeader();
+  if (!existsSync(optionsHeader) || readFileSync(optionsHeader, "utf8") !== table) writeFileSync(optionsHeader, table);
   const cc = process.env.CC || "cc";
   const extra = (process.env.EXM_CFLAGS ?? "").split(/\s+/).filter(Boolean);
   const objDir = `${BUILD}/obj-${process.pid}`;
@@ -153,7 +159,7 @@ async function buildExecutable(): Promise<void> {
   step(`done: ${out.trim()}`);
 }
 
-export const README_BEGIN = "<!-- options:begin (generated from src/options.ts by `bun build.ts readme`) -->";
+export const README_BEGIN = "<!-- options:begin (generated from native/options.json and src/options.ts by `bun build.ts readme`) -->";
 export const README_END = "<!-- options:end -->";
 
 async function updateReadme(): Promise<void> {

@@ -20,7 +20,6 @@
 /* ---- options.c: the one option table ---------------------------------------- */
 
 #define EXM_PATH_MAX 4096
-#define EXM_DEFAULT_THRESHOLD ((size_t)64 << 20)
 
 typedef struct exm_config {
   size_t threshold;            /* EXM_THRESHOLD */
@@ -34,12 +33,6 @@ typedef struct exm_config {
 
 extern exm_config_t exm_cfg;
 void exm_options_load(void);
-/* Parse "512M", "1.5GiB", "4096": 0 on success. */
-int exm_parse_size(const char *s, size_t *out);
-int exm_parse_child(const char *s, int *out);
-int exm_parse_advice(const char *s, int *out);
-const char *exm_child_name(int mode);
-const char *exm_advice_name(int advice);
 
 /* ---- a line builder for stderr and JSON (no printf, no malloc) --------------- */
 

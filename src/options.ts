@@ -12,8 +12,8 @@
  * Nothing here touches the file system; checks that do live in run.ts.
  */
 
-import { resolve } from "node:path";
 import { usageError } from "./errors";
+import { badValueMessage, parseSetting, parseSizeText, SETTING_FLAGS, variable } from "./settings";
 
 export type OptionKind = "setting" | "action" | "info";
 
@@ -36,23 +36,18 @@ export const ADVICES = ["auto", "normal", "sequential", "random"] as const;
 export type ChildMode = (typeof CHILD_MODES)[number];
 export type Advice = (typeof ADVICES)[number];
 
+/** Settings rows come from native/options.json (shared with the library). */
+const SETTING_ROWS: OptionSpec[] = SETTING_FLAGS.map((f) => ({
+  flag: f.flag,
+  ...(f.value ? { value: f.value } : {}),
+  env: f.shown,
+  default: f.default,
+  meaning: f.meaning,
+  kind: "setting" as const,
+}));
+
 export const OPTIONS: readonly OptionSpec[] = [
-  { flag: "threshold", value: "SIZE", env: "EXM_THRESHOLD", default: "64M", kind: "setting",
-    meaning: "allocations of at least SIZE bytes go to the file-backed arena (0: all of them)" },
-  { flag: "dir", value: "PATH", env: "EXM_DIR", default: "$TMPDIR, else /tmp", kind: "setting",
-    meaning: "existing writable directory for the (unlinked) backing files; put it on a fast SSD" },
-  { flag: "child", value: "MODE", env: "EXM_CHILD", default: "cow", kind: "setting",
-    meaning: "what a forked child sees of its parent's file-backed blocks: cow, shared or duplicate" },
-  { flag: "advice", value: "ADVICE", env: "EXM_ADVICE", default: "auto", kind: "setting",
-    meaning: "madvise for arena blocks: auto, normal, sequential or random" },
-  { flag: "max-disk", value: "SIZE", env: "EXM_MAX_DISK", default: "0 (no cap)", kind: "setting",
-    meaning: "cap on disk reserved per process; allocations past it fail with ENOMEM" },
-  { flag: "stats", env: "EXM_STATS=1", default: "off", kind: "setting",
-    meaning: "print a human summary of arena use on stderr at exit" },
-  { flag: "stats-file", value: "PATH", env: "EXM_STATS=PATH", default: "none", kind: "setting",
-    meaning: "write statistics as JSON to PATH at exit (atomically)" },
-  { flag: "verbose", env: "EXM_VERBOSE=1", default: "off", kind: "setting",
-    meaning: "say what exm and the library do, on stderr" },
+  ...SETTING_ROWS,
   { flag: "extract", value: "DIR", default: "", kind: "action",
     meaning: "write libexm.so and exm.h into DIR for direct use (dlopen, -lexm, LD_PRELOAD) and exit" },
   { flag: "inspect", value: "PID", default: "", kind: "action",
@@ -75,38 +70,16 @@ export function findShort(short: string): OptionSpec | undefined {
 
 // ---- Sizes ------------------------------------------------------------------
 
-const UNIT_SHIFT: Record<string, bigint> = { "": 0n, k: 10n, m: 20n, g: 30n, t: 40n, p: 50n, e: 60n };
-export const MAX_SIZE = (1n << 63n) - 1n;
-const SIZE_RE = /^(\d+)(?:\.(\d+))?\s*([kmgtpe]?)(i?b)?$/i;
-const SIZE_RE_FRACTION_ONLY = /^\.(\d+)\s*([kmgtpe]?)(i?b)?$/i;
+export { MAX_SIZE } from "./settings";
 
 /**
- * Parses "512M", "1.5GiB", "2g", "4096", "64KB" into bytes. Units are binary
- * (1K = 1024) whatever the spelling; a fraction is rounded down to a whole
- * byte. Throws a usage error naming `what` for anything else.
+ * Parses "512M", "1.5GiB", "2g", "4096", "64KB" into bytes (the grammar of
+ * src/settings.ts, the library's too). Throws a usage error naming `what`.
  */
 export function parseSize(text: string, what: string): bigint {
-  const s = text.trim();
-  if (s.startsWith("-")) throw usageError(`${what}: size must not be negative: '${text}'`);
-  let m = SIZE_RE.exec(s);
-  let whole: string, frac: string, unit: string, suffix: string | undefined;
-  if (m) [, whole, frac = "", unit, suffix] = m as unknown as [string, string, string, string, string | undefined];
-  else if ((m = SIZE_RE_FRACTION_ONLY.exec(s))) {
-    whole = "0";
-    [, frac, unit, suffix] = m as unknown as [string, string, string, string | undefined];
-  } else {
-    throw usageError(`${what}: not a size: '${text}' (use bytes or a number with K, M, G or T, e.g. 512M, 1.5G)`);
-  }
-  // "iB" needs a unit before it: "5iB" is junk, "5B" is five bytes.
-  if (suffix && suffix.toLowerCase() === "ib" && unit === "") {
-    throw usageError(`${what}: not a size: '${text}'`);
-  }
-  if (unit === "" && frac !== "") throw usageError(`${what}: not a whole number of bytes: '${text}'`);
-  const shift = UNIT_SHIFT[unit.toLowerCase()]!;
-  const scale = 10n ** BigInt(frac.length);
-  const bytes = ((BigInt(whole) * scale + BigInt(frac || "0")) << shift) / scale;
-  if (bytes > MAX_SIZE) throw usageError(`${what}: size too large: '${text}' (at most 2^63-1 bytes)`);
-  return bytes;
+  const r = parseSizeText(text);
+  if (!r.ok) throw usageError(badValueMessage(what, text, r.problem));
+  return r.value;
 }
 
 /** Renders bytes the way a person reads them: 64 MiB, 1.5 GiB, 4096 B. */
@@ -145,6 +118,7 @@ export type SettingFlags = Partial<Record<string, string | boolean>>;
 
 type Env = Record<string, string | undefined>;
 
+/** The flag's value, else the variable's (an empty variable counts as unset), with its source. */
 function pick(flags: SettingFlags, env: Env, flag: string, envName: string): [string, Source] | undefined {
   const f = flags[flag];
   if (typeof f === "string") return [f, `--${flag}`];
@@ -153,24 +127,13 @@ function pick(flags: SettingFlags, env: Env, flag: string, envName: string): [st
   return undefined;
 }
 
-function pickEnum<T extends string>(choices: readonly T[], value: [string, Source] | undefined, fallback: T): T {
-  if (!value) return fallback;
-  const v = value[0].trim().toLowerCase() as T;
-  if (!choices.includes(v)) {
-    throw usageError(`${value[1]}: '${value[0]}' is not one of ${choices.join(", ")}`);
-  }
-  return v;
-}
-
-function absolute(path: string, cwd: string): string {
-  return resolve(cwd, path);
-}
-
-function parseSwitch(value: string, name: string): boolean {
-  const v = value.trim().toLowerCase();
-  if (["", "0", "false", "no", "off"].includes(v)) return false;
-  if (["1", "true", "yes", "on"].includes(v)) return true;
-  throw usageError(`${name}: '${value}' is not 0 or 1`);
+/** The setting of variable `envName` (flag `flag`), in the form the library takes it. */
+function setting(flags: SettingFlags, env: Env, flag: string, envName: string, cwd: string): string {
+  const v = variable(envName);
+  const given = pick(flags, env, flag, envName) ?? [v.default, "default"];
+  const r = parseSetting(v, given[0], cwd);
+  if (!r.ok) throw usageError(badValueMessage(given[1], given[0], r.problem));
+  return r.value;
 }
 
 /**
@@ -178,20 +141,22 @@ function parseSwitch(value: string, name: string): boolean {
  * flag or variable whose value is bad.
  */
 export function resolveSettings(flags: SettingFlags, env: Env, cwd: string): Settings {
-  const thr = pick(flags, env, "threshold", "EXM_THRESHOLD");
-  const threshold = thr ? parseSize(thr[0], thr[1]) : 64n << 20n;
+  const threshold = BigInt(setting(flags, env, "threshold", "EXM_THRESHOLD", cwd));
+  const maxDisk = BigInt(setting(flags, env, "max-disk", "EXM_MAX_DISK", cwd));
 
-  const maxd = pick(flags, env, "max-disk", "EXM_MAX_DISK");
-  const maxDisk = maxd ? parseSize(maxd[0], maxd[1]) : 0n;
+  // The data directory: --dir, EXM_DIR, else TMPDIR when it is absolute (as
+  // the library takes it), else /tmp.
+  let dir = "/tmp";
+  let dirSource: Source = "default";
+  const dirPick = pick(flags, env, "dir", "EXM_DIR");
+  if (dirPick) [dir, dirSource] = [setting(flags, env, "dir", "EXM_DIR", cwd), dirPick[1]];
+  else if (env.TMPDIR?.startsWith("/")) {
+    const r = parseSetting(variable("EXM_DIR"), env.TMPDIR, cwd);
+    if (r.ok) [dir, dirSource] = [r.value, "TMPDIR"];
+  }
 
-  let dirPick = pick(flags, env, "dir", "EXM_DIR");
-  if (!dirPick && env.TMPDIR) dirPick = [env.TMPDIR, "TMPDIR"];
-  const [dirText, dirSource] = dirPick ?? ["/tmp", "default"];
-  if (dirText === "") throw usageError(`${dirSource}: empty path for the data directory`);
-  const dir = absolute(dirText, cwd);
-
-  const child = pickEnum(CHILD_MODES, pick(flags, env, "child", "EXM_CHILD"), "cow");
-  const advice = pickEnum(ADVICES, pick(flags, env, "advice", "EXM_ADVICE"), "auto");
+  const child = setting(flags, env, "child", "EXM_CHILD", cwd) as ChildMode;
+  const advice = setting(flags, env, "advice", "EXM_ADVICE", cwd) as Advice;
 
   if (flags.stats === true && typeof flags["stats-file"] === "string") {
     throw usageError("--stats and --stats-file cannot be used together (EXM_STATS holds one of them)");
@@ -200,19 +165,16 @@ export function resolveSettings(flags: SettingFlags, env: Env, cwd: string): Set
   let statsSource: Source = "default";
   if (flags.stats === true) [stats, statsSource] = ["1", "--stats"];
   else if (typeof flags["stats-file"] === "string") {
-    if (flags["stats-file"] === "") throw usageError("--stats-file: empty path");
-    [stats, statsSource] = [absolute(flags["stats-file"], cwd), "--stats-file"];
-  } else if (env.EXM_STATS !== undefined) {
-    const v = env.EXM_STATS;
-    statsSource = "EXM_STATS";
-    if (v === "" || v === "0") stats = "0";
-    else if (v === "1") stats = "1";
-    else stats = absolute(v, cwd);
+    const text = flags["stats-file"];
+    // A flag that names a file takes any name, switch words included.
+    const r = parseSetting(variable("EXM_DIR"), text, cwd);
+    if (!r.ok) throw usageError(badValueMessage("--stats-file", text, r.problem));
+    [stats, statsSource] = [r.value, "--stats-file"];
+  } else if (env.EXM_STATS) {
+    [stats, statsSource] = [setting(flags, env, "stats", "EXM_STATS", cwd), "EXM_STATS"];
   }
 
-  let verbose = false;
-  if (flags.verbose === true) verbose = true;
-  else if (env.EXM_VERBOSE !== undefined) verbose = parseSwitch(env.EXM_VERBOSE, "EXM_VERBOSE");
+  const verbose = flags.verbose === true || setting({}, env, "verbose", "EXM_VERBOSE", cwd) === "1";
 
   return { threshold, dir, dirSource, child, advice, maxDisk, stats, statsSource, verbose };
 }
@@ -277,7 +239,7 @@ export function renderHelp(version: string): string {
     "",
     "exm's options end at the first argument that is not one, or at `--`; everything",
     "after that is the program's, untouched. Flags override EXM_* variables.",
-    "Sizes: bytes or a number with K, M, G, T (binary units), e.g. 512M, 1.5GiB.",
+    "Sizes: bytes or a number with K, M, G, T, P, E (binary units), e.g. 512M, 1.5GiB.",
     "",
   ];
   const width = Math.max(...OPTIONS.map((o) => flagText(o).length));

@@ -35,6 +35,7 @@ export const EXM_SYMBOLS = {
   // Version
   exm_version: { args: [], returns: cstring },
   // Settings
+  exm_parse_size: { args: [ptr, ptr], returns: i32 },
   exm_get_threshold: { args: [], returns: u64 },
   exm_set_threshold: { args: [u64], returns: i32 },
   exm_get_dir: { args: [ptr, u64], returns: i32 },
