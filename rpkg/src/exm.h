@@ -37,6 +37,12 @@ const char *exm_version(void);
  * Initial values come from the EXM_* environment variables (see the README's
  * option table). Changing them affects later allocations only. */
 
+/* Parses a size as the EXM_* variables and the CLI take it ("4096", "512K",
+ * "1.5GiB": binary units K M G T P E, a fraction needs a unit and is rounded
+ * down): 0 and *bytes set, EINVAL for text that is not a size, ERANGE above
+ * 2^63-1 bytes. For bindings that take sizes as text (R, Python). */
+int exm_parse_size(const char *text, size_t *bytes);
+
 /* Allocations of at least this many bytes go to the arena. 0 sends everything. */
 size_t exm_get_threshold(void);
 int exm_set_threshold(size_t bytes);
