@@ -6,16 +6,19 @@
  * 1 GiB cgroup): MADV_SEQUENTIAL and the default read-around make random
  * 4 KiB reads two orders of magnitude slower, because every fault reads a
  * whole read-ahead window (8 MiB or more); MADV_RANDOM makes every fault
- * read one page, so sequential writes and scans crawl. So a block of
- * ADVISOR_MIN bytes or more starts MADV_SEQUENTIAL (a new block is usually
- * filled first), and a thread of ours, started with the first such block,
- * watches: when the process is taking major faults, it compares which pages
- * of each large block became resident since its last look (mincore). Many
- * separate new runs, each costing a major fault, mean random access: the
- * block gets MADV_RANDOM. Long runs under MADV_RANDOM mean a scan: back to
+ * read one page, so sequential writes and scans crawl; and MADV_SEQUENTIAL
+ * in RAM makes a copy that reads back what it just wrote (bytearray * n)
+ * refault every page. So a block of ADVISOR_MIN bytes or more starts with
+ * the kernel's default advice, and a thread of ours, started with the first
+ * such block, watches: when the process is taking major faults, it
+ * compares which pages of each large block became resident since its last
+ * look (mincore). Many separate new runs, each costing a major fault, mean
+ * random access: the block gets MADV_RANDOM. Long runs of new pages while
+ * the block also loses pages to reclaim mean a scan out of core:
  * MADV_SEQUENTIAL. Blocks the program advised itself are left alone.
  *
- * The thread does nothing while there are no major faults, sleeps at least
+ * The thread does nothing while there are no major faults and the kernel
+ * reclaims nothing (/proc/vmstat), sleeps at least
  * four times as long as its last look took, blocks every signal,
  * never allocates through malloc, and is not inherited by forked children
  * (they start their own when they need one).
@@ -53,10 +56,10 @@ static int started;           /* the thread runs (this process) */
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* What one look found for a block. */
-typedef struct look { size_t new_pages, new_runs; } look_t;
+typedef struct look { size_t new_pages, new_runs, gone_pages; } look_t;
 
 static look_t look_at(char *base, tracked_t *t) {
-  look_t r = { 0, 0 };
+  look_t r = { 0, 0, 0 };
   size_t pages = t->len / EXM_PAGE;
   /* A run is a stretch of resident pages holding at least one new page:
    * pages still resident from an earlier phase do not cut a scan in pieces. */
@@ -69,6 +72,7 @@ static look_t look_at(char *base, tracked_t *t) {
       int now = vec[i] & 1, was = (t->prev[pg >> 3] >> (pg & 7)) & 1;
       if (!now) {
         in_stretch = 0;
+        r.gone_pages += was;
       } else {
         if (!in_stretch) in_stretch = 1, stretch_new = 0;
         if (!was) {
@@ -130,9 +134,29 @@ static uint64_t major_faults(void) {
   return getrusage(RUSAGE_SELF, &ru) ? 0 : (uint64_t)ru.ru_majflt;
 }
 
+/* Pages the kernel scanned for reclaim, machine-wide (/proc/vmstat pgscan_*):
+ * a fill out of core takes no major faults, but it makes the kernel reclaim.
+ * Only a reason to look; what the look finds in our own blocks decides. */
+static uint64_t reclaim_scans(void) {
+  static char buf[16384];   /* the advisor's thread only */
+  int fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  uint64_t sum = 0;
+  for (char *p = buf; (p = strstr(p, "pgscan_")); p++) {
+    if (p != buf && p[-1] != '\n') continue;
+    char *v = strchr(p, ' ');
+    if (v) sum += strtoull(v + 1, NULL, 10);
+  }
+  return sum;
+}
+
 static void *advisor_main(void *arg) {
   (void)arg;
-  uint64_t faults = major_faults(), look_ns = 0;
+  uint64_t faults = major_faults(), scans = reclaim_scans(), look_ns = 0;
   for (;;) {
     /* A look costs ~20 ms per GiB of watched blocks: sleeping four times
      * that keeps the thread under a fifth of a core. */
@@ -144,9 +168,11 @@ static void *advisor_main(void *arg) {
      * end the process as the last of them would have, rather than keep it
      * alive for nothing. */
     if (alone()) exit(0);
-    uint64_t now = major_faults(), delta = now - faults;
+    uint64_t now = major_faults(), delta = now - faults, scanned = reclaim_scans();
+    uint64_t reclaiming = scanned - scans >= 4096;
     faults = now;
-    if (delta < 8 || exm_cfg.advice != EXM_ADVICE_AUTO) continue;
+    scans = scanned;
+    if ((delta < 8 && !reclaiming) || exm_cfg.advice != EXM_ADVICE_AUTO) continue;
     /* Which large blocks are there? (offsets and lengths, under the lock) */
     uint64_t t0 = exm_os_now_ns();
     size_t offs[MAX_TRACKED], lens[MAX_TRACKED];
@@ -158,8 +184,12 @@ static void *advisor_main(void *arg) {
       t->seen = 1;
       look_t r = look_at(base, t);
       int advice = -1;
+      /* A scan gets SEQUENTIAL only out of core: while the block loses pages
+       * (reclaim). In RAM it stays as it started, with the kernel's default:
+       * there SEQUENTIAL only makes a copy refault what it just wrote. */
       if (r.new_runs >= 8 && delta >= r.new_runs / 2) advice = EXM_ADVICE_RANDOM;
-      else if (r.new_pages >= 512 && r.new_pages / (r.new_runs ? r.new_runs : 1) >= 64) advice = EXM_ADVICE_SEQUENTIAL;
+      else if (r.new_pages >= 512 && r.new_pages / (r.new_runs ? r.new_runs : 1) >= 64 && r.gone_pages >= 256)
+        advice = EXM_ADVICE_SEQUENTIAL;
       if (advice >= 0) exm_arena_auto_advise(offs[i], lens[i], advice, 1);
     }
     track_sweep();

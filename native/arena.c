@@ -310,11 +310,11 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   if (!p && own_state < 0) *served = 0;    /* lost its file just now: RAM instead */
   pthread_mutex_unlock(&exm_own.lock);
   if (p && zero && dirty) memset(p, 0, n);
-  if (p && n >= exm_advisor_min() && exm_cfg.advice == EXM_ADVICE_AUTO) {
-    exm_arena_auto_advise((size_t)((char *)p - exm_own.core.base), (n + EXM_PAGE - 1) & ~(EXM_PAGE - 1),
-                          EXM_ADVICE_SEQUENTIAL, 0);   /* a new block is usually filled first */
-    exm_advisor_block(n);
-  }
+  /* A new block starts with the kernel's default advice: MADV_SEQUENTIAL
+   * would make a copy that reads back what it just wrote (bytearray * n,
+   * tile, repeat) refault every page of it even in RAM; the advisor gives a
+   * block SEQUENTIAL once it sees it being scanned out of core. */
+  if (p && n >= exm_advisor_min() && exm_cfg.advice == EXM_ADVICE_AUTO) exm_advisor_block(n);
   return p;
 }
 
@@ -509,9 +509,8 @@ int exm_arena_advise(void *p, int advice) {
   if (found && e && advice == EXM_ADVICE_AUTO) {
     /* Back to the arena's policy: the advisor's care under auto. */
     int autop = exm_cfg.advice == EXM_ADVICE_AUTO;
-    int err = exm_os_madvise(base, size, autop ? EXM_ADVICE_SEQUENTIAL
-                                               : exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL ? exm_cfg.advice : EXM_ADVICE_NORMAL);
-    if (!err) e->advice = autop ? 0x80 | EXM_ADVICE_SEQUENTIAL : 0;
+    int err = exm_os_madvise(base, size, autop || exm_cfg.advice < EXM_ADVICE_SEQUENTIAL ? EXM_ADVICE_NORMAL : exm_cfg.advice);
+    if (!err) e->advice = 0;
     pthread_mutex_unlock(&a->lock);
     return err;
   }
