@@ -360,9 +360,7 @@ def set_data_dir(path: "Union[str, os.PathLike[str], bytes]") -> str:
     old = _get_dir()
     err = _lib().exm_set_dir(raw)
     if err:
-        e = OSError(err, f"exm: cannot use {p} as the data directory: {os.strerror(err)}")
-        e.filename = p
-        raise e
+        raise _oserror(err, f"exm: cannot use {p} as the data directory")
     return old
 
 
@@ -626,14 +624,14 @@ class BlockInfo(NamedTuple):
 _document_fields(
     BlockInfo,
     {
-        "path": "/proc/self/fd/N, which opens the (unlinked) backing file; None in a forked "
-        "child for a block inherited in cow or shared mode (it is in the parent's file, of "
-        "which the child holds no descriptor)",
+        "path": "/proc/self/fd/N, which opens the (unlinked) backing file (None if exm has "
+        "no descriptor of it). In a forked child, blocks inherited in cow or shared mode name "
+        "the parent's file (cow: without the child's own writes)",
         "offset": "offset of the object's first byte in that file",
         "size": "bytes of the object's data (its nbytes)",
         "block_offset": "offset in the file of the arena block holding the object",
         "block_size": "usable size of that block",
-        "fd": "the file's descriptor, owned by exm (None when path is None)",
+        "fd": "the file's descriptor, owned by exm: do not close it (None when path is None)",
         "base": "address of the block",
     },
 )
@@ -746,18 +744,27 @@ def _alloc_error(nbytes: int, what: str) -> ExmMemoryError:
     )
 
 
+# Requests below this are small blocks for libexm (EXM_SMALL_MAX of
+# native/core.h): carved among others from shared segments, with their
+# bookkeeping in band, and copied privately into a forked child even in shared
+# mode. Every block made here is at least this big, so that it is a page
+# block: shared with children in shared mode like any large array.
+_MIN_BLOCK = 4096
+
+
 def _alloc(nbytes: int, advice: Optional[Advice], what: str) -> Tuple[int, Any]:
-    """(address, exm_free) of a fresh block of max(nbytes, 1) bytes."""
+    """(address, exm_free) of a fresh block of at least nbytes bytes."""
     if nbytes > _MAX_TEXT_SIZE:
         raise ValueError(f"{what}: {nbytes} bytes is too large (at most 2^63-1)")
     code = None if advice is None else _choice(advice, ADVICES, f"{what}: advice")
     lib = _lib()
-    p = lib.exm_alloc(max(nbytes, 1))
+    size = max(nbytes, _MIN_BLOCK)
+    p = lib.exm_alloc(size)
     if not p:
         # Blocks of arrays that are unreachable but not yet collected (cycles)
         # may be what fills the disk or the cap.
-        gc.collect()
-        p = lib.exm_alloc(max(nbytes, 1))
+        if gc.collect():
+            p = lib.exm_alloc(size)
     if not p:
         raise _alloc_error(nbytes, what)
     if code is not None:
@@ -815,7 +822,9 @@ def empty(
     Like numpy.empty (shape, dtype, order "C" or "F"), but its memory is one
     exm_alloc block, which reads as zeros (so this is the same as zeros()).
     advice ("sequential", "random", ...) is given to the block at once. The
-    block is freed when the array and every view of it are collected.
+    block is freed when the array and every view of it are collected. It is
+    at least 4 KiB, also for a tiny array, so that it is a page block of the
+    arena (shared with forked children in "shared" mode).
 
     Raises ValueError for a bad shape, order or dtype (Python objects cannot
     live in the file), ExmMemoryError (a MemoryError) when the arena cannot
@@ -890,7 +899,7 @@ def buffer(nbytes: Size, *, advice: Optional[Advice] = None) -> memoryview:
     try:
         # A ctypes array type of its own (not `c_ubyte * n`, which ctypes caches
         # for ever): it goes away with the buffer.
-        kind = _ArrayType("exm_buffer", (ctypes.Array,), {"_type_": ctypes.c_ubyte, "_length_": max(n, 1)})
+        kind = _ArrayType("exm_buffer", (ctypes.Array,), {"_type_": ctypes.c_ubyte, "_length_": n})
         owner = kind.from_address(address)
         _finalize_with(owner, free, address)
     except BaseException:
