@@ -192,7 +192,7 @@ describe.skipIf(SKIP)("the exm Python package", () => {
     expect(Object.keys(c).length).toBeGreaterThan(20);
     for (const [k, v] of Object.entries(c)) expect({ k, v: py[k] }).toEqual({ k, v });
     const header = readFileSync(join(ROOT, "native", "exm.h"), "utf8");
-    const declared = [...header.matchAll(/^[a-z][^(\n]*?\b(exm_\w+)\(/gm)].map((m) => m[1]);
+    const declared = [...header.matchAll(/^[a-z][^(\n]*?\b(exm_\w+)\(/gm)].map((m) => m[1]!);
     expect(py.functions!.split(",")).toEqual(declared);
   });
 
