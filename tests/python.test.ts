@@ -327,6 +327,10 @@ describe.skipIf(SKIP)("the exm Python package", () => {
         numpy_small_under_1M: "True",
         numpy_big_under_inf: "False",
         zeros_under_inf: "True",
+        // 2 GiB of zeros cost no RAM
+        zeros_2G_ends: "0.0",
+        zeros_2G_rss_growth_below_16M: "True",
+        zeros_2G_disk_reserved: "True",
         // freed with the last view
         view_keeps_block: "True",
         view_value: "0.0",
