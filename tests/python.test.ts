@@ -6,11 +6,13 @@
  * The interpreter is the first python3 that has numpy: the one on PATH, else
  * /usr/bin/python3; when neither has it, this file installs python3-numpy
  * with apt-get (as root), and skips the numpy tests with the reason where it
- * cannot. The package is installed with pip into a temporary directory (as a
- * user would, offline) and imported from there; the tests that need no pip
- * import it from python/ directly, without writing bytecode into the tree.
+ * cannot. One test installs the package with pip into a temporary directory
+ * (offline, as a user without a network would) and imports it from there; the
+ * others import it from python/ directly, writing no bytecode into the tree.
+ * The API is called in Python child processes only (key=value output), under
+ * dist/exm or, where a test says so, without it.
  */
-import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { spawnSync } from "bun";
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -128,61 +130,66 @@ function python39(): string | null {
   return null;
 }
 
-/* ---- the package, installed with pip into a temporary directory ----------------------------- */
+/* ---- pip ------------------------------------------------------------------------------------ */
 
-let work = "";
-let target = "";
-let installLog = "";
-let installWhy: string | null = "not attempted";
+/** True when py can build the package offline: pip, setuptools >= 61, and bdist_wheel (wheel, or setuptools >= 70.1). */
+function canBuild(py: string): boolean {
+  const code =
+    "import importlib.util, setuptools, sys; v = tuple(int(x) for x in setuptools.__version__.split('.')[:2]); " +
+    "sys.exit(0 if v >= (61, 0) and (v >= (70, 1) or importlib.util.find_spec('wheel')) else 1)";
+  return sh([py, "-m", "pip", "--version"]).ok && sh([py, "-c", code]).ok;
+}
 
-beforeAll(() => {
-  if (SKIP || !PY) return;
-  work = mkdtempSync(join(tmpdir(), "exm-pypkg-"));
-  target = join(work, "site");
-  // pip builds in the source tree (build/, *.egg-info): give it a copy.
-  cpSync(join(ROOT, "python"), join(work, "python"), {
-    recursive: true,
-    filter: (src) => !/(__pycache__|\.egg-info|\/build)$/.test(src),
-  });
-  if (!sh([PY, "-m", "pip", "--version"]).ok) {
-    const why = PY === "/usr/bin/python3" ? aptInstall(["python3-pip"]) : `${PY} has no pip`;
-    if (why) {
-      installWhy = `no pip: ${why}`;
-      return;
-    }
-  }
-  const t0 = performance.now();
-  // Offline: no index, no build isolation (the installed setuptools builds it).
-  const r = sh(
-    [PY, "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation", "--target", target, join(work, "python")],
-    { PIP_DISABLE_PIP_VERSION_CHECK: "1", PIP_NO_CACHE_DIR: "1", PIP_ROOT_USER_ACTION: "ignore" },
-  );
-  installLog = r.out;
-  installWhy = r.ok ? null : `pip install failed:\n${r.out}`;
-  console.log(`python.test: pip install ./python took ${Math.round(performance.now() - t0)} ms`);
-}, 300_000);
-
-afterAll(() => {
-  if (work) rmSync(work, { recursive: true, force: true });
-});
+/** An interpreter that can pip-install the package offline (installing python3-pip if needed and possible), or why none. */
+function ensurePip(): { py: string | null; why: string | null } {
+  const prefer = (list: string[]) => [...list.filter((p) => p === PY), ...list.filter((p) => p !== PY)];
+  let py = prefer(candidates()).find(canBuild);
+  if (py) return { py, why: null };
+  if (!existsSync("/usr/bin/python3")) return { py: null, why: "no python3 has pip, setuptools and wheel" };
+  const why = aptInstall(["python3-pip", "python3-setuptools", "python3-wheel"]);
+  if (why) return { py: null, why: `no python3 has pip, setuptools and wheel, and ${why}` };
+  py = prefer(candidates()).find(canBuild);
+  return py ? { py, why: null } : { py: null, why: "python3-pip installed, but no python3 can build with it" };
+}
 
 /* ---- tests ------------------------------------------------------------------------------------ */
 
 describe.skipIf(SKIP)("the exm Python package", () => {
-  test("pip installs it offline into a target directory, and the installed copy is the one imported", async () => {
-    if (installWhy) throw new Error(installWhy);
-    expect(installLog).toContain("Successfully installed exm-0.1.0");
-    expect(existsSync(join(target, "exm", "__init__.py"))).toBe(true);
-    expect(existsSync(join(target, "exm", "py.typed"))).toBe(true);
-    // The copy given to pip kept its tree; the repository's python/ got nothing.
-    expect(existsSync(join(ROOT, "python", "build"))).toBe(false);
-    const r = await run([EXM, PY!, "-c", "import exm; print('file=' + exm.__file__); print('version=' + exm.version())"], {
-      env: { PYTHONPATH: target },
-    });
-    assertOk(r, "version=", "installed package under exm");
-    expect(kv(r.stdout).file).toBe(join(target, "exm", "__init__.py"));
-    expect(kv(r.stdout).version).toBe(/libexm (\d+\.\d+\.\d+)/.exec(sh([EXM, "--version"]).out)?.[1] ?? "?");
-  });
+  const PIP = SKIP ? { py: null, why: "skipped" } : ensurePip();
+  test.skipIf(!SKIP && skipUnless(PIP.why, "pip install test"))(
+    "pip installs it offline into a target directory, and the installed copy is the one imported",
+    async () => {
+      const py = PIP.py!;
+      const work = mkdtempSync(join(tmpdir(), "exm-pypkg-"));
+      try {
+        // pip builds in the source tree (build/, *.egg-info): give it a copy.
+        cpSync(join(ROOT, "python"), join(work, "python"), {
+          recursive: true,
+          filter: (src) => !/(__pycache__|\.egg-info|\/build)$/.test(src),
+        });
+        const target = join(work, "site");
+        const t0 = performance.now();
+        // Offline: no index, no build isolation (the installed setuptools builds it).
+        const r = sh(
+          [py, "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation", "--target", target, join(work, "python")],
+          { PIP_DISABLE_PIP_VERSION_CHECK: "1", PIP_NO_CACHE_DIR: "1", PIP_ROOT_USER_ACTION: "ignore" },
+        );
+        console.log(`python.test: pip install ./python took ${Math.round(performance.now() - t0)} ms`);
+        if (!r.ok || !r.out.includes("Successfully installed exm-0.1.0")) throw new Error(`pip install failed:\n${r.out}`);
+        expect(existsSync(join(target, "exm", "__init__.py"))).toBe(true);
+        expect(existsSync(join(target, "exm", "py.typed"))).toBe(true);
+        const i = await run([EXM, py, "-c", "import exm; print('file=' + exm.__file__); print('version=' + exm.version())"], {
+          env: { PYTHONPATH: target },
+        });
+        assertOk(i, "version=", "installed package under exm");
+        expect(kv(i.stdout).file).toBe(join(target, "exm", "__init__.py"));
+        expect(kv(i.stdout).version).toBe(/libexm (\d+\.\d+\.\d+)/.exec(sh([EXM, "--version"]).out)?.[1] ?? "?");
+      } finally {
+        rmSync(work, { recursive: true, force: true });
+      }
+    },
+    300_000,
+  );
 
   test("the ctypes table mirrors exm.h: functions in order, enums, struct layouts, version", async () => {
     const c = kv(spawnSync([compileC(join(ROOT, "tests", "fixtures", "bun", "layout.c"))]).stdout.toString());
