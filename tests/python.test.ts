@@ -355,7 +355,7 @@ describe.skipIf(SKIP)("the exm Python package", () => {
       for (const text of ["1.5", "5iB", "-1", "", "1X", "8E", "M"])
         expect({ text, error: (v[`size_err_${text.replace(/\W/g, "_")}`] ?? "").split(":")[0] }).toEqual({ text, error: "ValueError" });
       expect(v.threshold_err__1).toStartWith("ValueError: exm.set_threshold: size must not be negative");
-      expect(v.threshold_err__lots_).toStartWith("ValueError: exm.set_threshold: not a size: 'lots'");
+      expect(v.threshold_err__lots_).toStartWith("ValueError: exm.set_threshold: 'lots' is not a size");
       expect(v.threshold_err_1_5).toStartWith("ValueError: exm.set_threshold: not a whole number");
       expect(v.threshold_err__1_).toStartWith("TypeError: ");
       expect(v.threshold_err_True).toStartWith("TypeError: ");
@@ -367,7 +367,7 @@ describe.skipIf(SKIP)("the exm Python package", () => {
       expect(v.advise_err).toStartWith("ValueError: exm.advise: 'sideways'");
       expect(v.max_disk_err).toStartWith("ValueError: ");
       expect(v.buffer_err_neg).toStartWith("ValueError: ");
-      expect(v.buffer_err_str).toStartWith("ValueError: exm.buffer: not a size: 'huge'");
+      expect(v.buffer_err_str).toStartWith("ValueError: exm.buffer: 'huge' is not a size");
       expect(v.buffer_err_type).toStartWith("TypeError: ");
       expect(v.lookup_err).toStartWith("TypeError: exm.lookup: expected an object with the buffer protocol");
       expect(v.zeros_err_neg).toStartWith("ValueError: exm.zeros: negative dimensions");

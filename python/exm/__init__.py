@@ -49,6 +49,7 @@ directory that is not a writable directory).
 """
 
 import ctypes
+import errno
 import gc
 import math
 import operator
@@ -186,32 +187,44 @@ _MAX_TEXT_SIZE = (1 << 63) - 1
 def parse_size(text: str) -> int:
     """Bytes from a size string: "4096", "512K", "64M", "1.5GiB", "2g", "8 MB".
 
-    The grammar of the exm command's options (README, "Options"): a number
-    with an optional unit K, M, G, T (also P, E), binary whatever the spelling
-    (1K = 1024), optionally followed by B or iB, case-insensitive, with
-    spaces around the number or before the unit allowed. A fraction needs a
-    unit and is rounded down to a whole byte. At most 2^63-1 bytes.
+    The one grammar of exm's settings (README, "Options"): a number with an
+    optional unit K, M, G, T, P or E, binary whatever the spelling (1K =
+    1024), optionally followed by B or iB, any case, blanks around the
+    number or before the unit allowed. A fraction needs a unit and is
+    rounded down to a whole byte. At most 2^63-1 bytes.
 
-    Raises ValueError for anything else. (libexm exposes no parser of its
-    own, so this function follows the command line's, src/options.ts.)
+    Under exm this is the library's own parser (exm_parse_size), so that a
+    size means the same here as in EXM_THRESHOLD; outside exm, the same
+    grammar written out in Python. Raises ValueError for anything else.
     """
+    try:
+        lib = _lib()
+    except RuntimeError:
+        lib = None
+    if lib is not None:
+        out = ctypes.c_size_t()
+        err = lib.exm_parse_size(text.encode("utf-8", "surrogateescape"), ctypes.byref(out))
+        if err == 0:
+            return int(out.value)
+        if err == errno.ERANGE:
+            raise ValueError(f"{text!r} is too large (at most 2^63-1 bytes)")
+        # the library says only "not a size"; the Python grammar says why
     s = text.strip()
     m = _SIZE_RE.fullmatch(s)
-    if s.startswith("-"):
-        raise ValueError(f"size must not be negative: {text!r}")
     if not m or (m.group(1) == "" and m.group(2) is None):
-        raise ValueError(
-            f"not a size: {text!r} (use bytes or a number with K, M, G or T, e.g. 512M, 1.5G)"
-        )
+        raise ValueError(f"{text!r} is not a size (bytes, or a number with K, M, G, T, P or E: 4096, 512K, 1.5GiB)")
     whole, frac, unit, suffix = m.group(1) or "0", m.group(2) or "", m.group(3), m.group(4)
     if suffix and suffix.lower() == "ib" and unit == "":
-        raise ValueError(f"not a size: {text!r}")
+        raise ValueError(f"{text!r} is not a size (bytes, or a number with K, M, G, T, P or E: 4096, 512K, 1.5GiB)")
     if unit == "" and frac:
-        raise ValueError(f"not a whole number of bytes: {text!r}")
+        raise ValueError(f"{text!r} is not a whole number of bytes (a fraction needs a unit: 1.5K)")
+    frac = frac[:36]
     scale = 10 ** len(frac)
     n = ((int(whole) * scale + int(frac or "0")) << _UNIT_SHIFT[unit.lower()]) // scale
     if n > _MAX_TEXT_SIZE:
-        raise ValueError(f"size too large: {text!r} (at most 2^63-1 bytes)")
+        raise ValueError(f"{text!r} is too large (at most 2^63-1 bytes)")
+    if lib is not None:
+        raise ValueError(f"{text!r} is not a size")
     return n
 
 

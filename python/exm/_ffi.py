@@ -71,6 +71,7 @@ SYMBOLS = {
     # Version
     "exm_version": (c_char_p, []),
     # Settings
+    "exm_parse_size": (c_int, [c_char_p, POINTER(c_size_t)]),
     "exm_get_threshold": (c_size_t, []),
     "exm_set_threshold": (c_int, [c_size_t]),
     "exm_get_dir": (c_int, [c_char_p, c_size_t]),
