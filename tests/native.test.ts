@@ -26,7 +26,7 @@ describe("the test programs themselves, without exm (glibc's answers)", () => {
     });
   }
   test("stress_threads 4", async () => {
-    const r = await run([cProgram("stress_threads"), "4", "1"], { timeoutMs: 60_000 });
+    const r = await run([cProgram("stress_threads"), "4", "3000"], { timeoutMs: 60_000 });
     assertOk(r, "stress_threads ok");
   });
 });
@@ -91,12 +91,29 @@ describe.skipIf(skipNoLib)("threads hammering random sizes, patterns verified at
   for (const threads of ["1", "4"]) {
     for (const t of ["0", "4096", "1M"]) {
       test(`${threads} thread(s) at threshold ${t}`, async () => {
-        const r = await runC("stress_threads", [threads, "1.5"], { EXM_THRESHOLD: t }, 90_000);
+        const r = await runC("stress_threads", [threads, "3000"], { EXM_THRESHOLD: t }, 90_000);
         const v = kv(r.stdout);
         expect(Number(v.ops)).toBeGreaterThan(1000);
       }, 120_000);
     }
   }
+});
+
+// The per-thread cache of small chunks, at threshold 0 (every block in the arena).
+describe.skipIf(skipNoLib)("thread caches across threads", () => {
+  test("100 threads that only free give their caches back when they exit", async () => {
+    const r = await runC("tcache_threads", ["consumers", "100"], { EXM_THRESHOLD: "0" });
+    const v = kv(r.stdout);
+    expect(Number(v.live_blocks_after)).toBeLessThanOrEqual(Number(v.live_blocks_before) + 16);
+  });
+  test("a double free from a second thread aborts with exm's message (it used to hand the block out twice)", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runWithLib([cProgram("tcache_threads"), "double-free"], { EXM_DIR: dir, EXM_THRESHOLD: "0" }, { timeoutMs: 60_000 });
+      assertRun(r.signal === "SIGABRT", r, "expected SIGABRT");
+      expect(r.stdout).toContain("second free");
+      expect(r.stderr).toContain("not a live block of the file-backed arena (double free");
+    });
+  });
 });
 
 describe.skipIf(skipNoLib)("disk given back", () => {

@@ -7,6 +7,16 @@
  *   arena's live block count must be back where it was: a thread's cache is
  *   given back when it exits, whether or not it ever allocated.
  *
+ * usage: tcache_threads fork-cache
+ *   The thread cache across fork, in any child mode: the parent's cache is
+ *   stocked with chunks of every size class up to 4095 bytes, then it forks;
+ *   the child allocates from the cache it inherited and fills what it gets
+ *   with 0xEE. Blocks a child allocates are its own: the parent must not see
+ *   those writes in the chunks its own cache then hands out, and its heap
+ *   must stay consistent (EXM_CHILD=shared once crashed here: the
+ *   4089..4095-byte class was stocked with page blocks, which a shared child
+ *   writes into the parent's memory, cache links included).
+ *
  * usage: tcache_threads double-free
  *   A block is freed by one thread, which stays alive (its cache holds the
  *   block), and then again by the main thread. The second free must abort
@@ -16,6 +26,7 @@
 #include "common.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
 
 #define PER_THREAD 40
 
@@ -73,6 +84,43 @@ int main(int argc, char **argv) {
     printf("tcache_threads ok\n");
     return 0;
   }
+  if (!strcmp(what, "fork-cache")) {
+    static const size_t sizes[] = { 24, 100, 1000, 2040, 4000, 4089, 4095 };
+    enum { NS = sizeof sizes / sizeof *sizes, PER = 6 };
+    for (int k = 0; k < NS; k++) {     /* a miss stocks the cache; the frees fill it */
+      void *b[PER];
+      for (int i = 0; i < PER; i++) CHECK((b[i] = malloc(sizes[k])) && api_fb(b[i]), "malloc(%zu) not file-backed (run at threshold 0)", sizes[k]);
+      for (int i = 0; i < PER; i++) free(b[i]);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+      for (int k = 0; k < NS; k++)
+        for (int i = 0; i < 2 * PER; i++) {
+          void *q = malloc(sizes[k]);
+          if (!q) _exit(2);
+          memset(q, 0xEE, sizes[k]);
+        }
+      API_CHECK("child");
+      _exit(0);
+    }
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child failed (status 0x%x)", st);
+    API_CHECK("parent, after the child used its inherited cache");
+    int seen = 0;
+    for (int k = 0; k < NS; k++)
+      for (int i = 0; i < 2 * PER; i++) {
+        unsigned char *q = malloc(sizes[k]);
+        CHECK(q, "malloc");
+        for (size_t j = 16; j < sizes[k]; j++) seen += q[j] == 0xEE && j == 16;
+        memset(q, 0x11, sizes[k]);
+      }
+    CHECK(seen == 0, "%d blocks the parent got hold the child's writes", seen);
+    API_CHECK("parent, after reusing its cache");
+    printf("tcache_threads ok\n");
+    return 0;
+  }
   if (!strcmp(what, "double-free")) {
     victim = malloc(40);
     CHECK(victim && api_fb(victim), "victim not file-backed (run at threshold 0)");
@@ -97,5 +145,5 @@ int main(int argc, char **argv) {
     fprintf(stderr, "FAIL: double free not caught\n");
     return 2;
   }
-  FAIL("usage: tcache_threads consumers [THREADS] | double-free");
+  FAIL("usage: tcache_threads consumers [THREADS] | fork-cache | double-free");
 }
