@@ -95,6 +95,52 @@ static void node_del(exm_core_t *c, exm_ext_t *e) {
   c->node_free = e;
 }
 
+/* ---- segment bitmaps ------------------------------------------------------
+ * Out of band, one bit per 16 bytes of a segment: set at the start of every
+ * live chunk. A small free is only accepted where a bit is set, so a stale
+ * pointer into memory that a later, larger chunk reuses is refused even
+ * when the program's data there looks like a live chunk's header. */
+#define BITMAP_BYTES (EXM_SEG_SIZE / 16 / 8)
+#define BITMAP_SLAB ((size_t)64 * 1024)
+
+static uint64_t *bitmap_new(exm_core_t *c) {
+  if (!c->bitmap_free) {
+    char *slab = c->host.meta_map(c->host.ctx, BITMAP_SLAB);
+    if (!slab) return NULL;
+    for (size_t i = 0; i < BITMAP_SLAB / BITMAP_BYTES; i++) {
+      uint64_t *bm = (uint64_t *)(slab + i * BITMAP_BYTES);
+      bm[0] = (uint64_t)(uintptr_t)c->bitmap_free;
+      c->bitmap_free = bm;
+    }
+  }
+  uint64_t *bm = c->bitmap_free;
+  c->bitmap_free = (uint64_t *)(uintptr_t)bm[0];
+  bm[0] = 0;
+  return bm;
+}
+
+/* A segment's bitmap is all clear when it goes back: no chunk is live. */
+static void bitmap_del(exm_core_t *c, uint64_t *bm) {
+  bm[0] = (uint64_t)(uintptr_t)c->bitmap_free;
+  c->bitmap_free = bm;
+}
+
+static inline size_t bit_of(const exm_core_t *c, const exm_ext_t *seg, const void *ch) {
+  return ((uintptr_t)ch - ((uintptr_t)c->base + seg->off)) >> 4;
+}
+static inline void live_set(const exm_core_t *c, exm_ext_t *seg, const void *ch) {
+  size_t b = bit_of(c, seg, ch);
+  seg->live[b >> 6] |= 1ull << (b & 63);
+}
+static inline void live_clear(const exm_core_t *c, exm_ext_t *seg, const void *ch) {
+  size_t b = bit_of(c, seg, ch);
+  seg->live[b >> 6] &= ~(1ull << (b & 63));
+}
+static inline int live_test(const exm_core_t *c, const exm_ext_t *seg, const void *ch) {
+  size_t b = bit_of(c, seg, ch);
+  return (seg->live[b >> 6] >> (b & 63)) & 1;
+}
+
 /* ---- live-extent hash ----------------------------------------------------- */
 
 static inline size_t hslot(size_t key, size_t mask) {
@@ -481,9 +527,15 @@ static chunk_t *sbin_find(exm_core_t *c, size_t sz) {
 
 static int new_segment(exm_core_t *c, int *err) {
   int dirty;
+  uint64_t *bm = bitmap_new(c);
+  if (!bm) return *err = ENOMEM, -1;
   exm_ext_t *e = page_alloc(c, EXM_SEG_SIZE, EXM_SEG_SIZE, 0, &dirty, err);
-  if (!e) return -1;
+  if (!e) {
+    bitmap_del(c, bm);
+    return -1;
+  }
   e->state = EXT_SEG;
+  e->live = bm;
   chunk_t *ch = (chunk_t *)addr(c, e->off);
   SET_TAG(ch, EXM_SEG_TAG ^ (uintptr_t)ch);   /* never a boundary tag: nothing precedes it */
   SET_HEAD(ch, (EXM_SEG_SIZE - FENCE) | PINUSE);
@@ -542,6 +594,7 @@ static void *small_alloc(exm_core_t *c, size_t n, size_t align, int *err) {
     }
   }
   split_tail(c, ch, sz);
+  live_set(c, hash_get(c, ((uintptr_t)ch & ~(EXM_SEG_SIZE - 1)) - (uintptr_t)c->base), ch);
   c->st.live_bytes += csize(ch) - 8;
   return c2mem(ch);
 }
@@ -553,12 +606,13 @@ static chunk_t *small_check(const exm_core_t *c, const exm_ext_t *seg, const voi
   if (((uintptr_t)p & 15) || (uintptr_t)ch < lo || (uintptr_t)ch >= hi) return NULL;
   size_t sz = csize(ch);
   if ((HEAD(ch) & (CINUSE | EXM_CHUNK_CACHED)) != CINUSE || sz < MIN_CHUNK || (sz & 15) || sz > hi - (uintptr_t)ch) return NULL;
-  if (!(HEAD(cnext(ch)) & PINUSE)) return NULL;
+  if (!(HEAD(cnext(ch)) & PINUSE) || !live_test(c, seg, ch)) return NULL;
   return ch;
 }
 
 static void small_release(exm_core_t *c, chunk_t *ch, exm_ext_t *seg) {
   size_t sz = csize(ch);
+  live_clear(c, seg, ch);
   SET_HEAD(ch, HEAD(ch) & ~CINUSE);
   if (!(HEAD(ch) & PINUSE)) {
     chunk_t *p = cat(ch, -(ptrdiff_t)ch->prev_foot);
@@ -579,6 +633,8 @@ static void small_release(exm_core_t *c, chunk_t *ch, exm_ext_t *seg) {
   if (whole_segment(ch)) {
     if (c->seg_empty >= 1) {    /* keep one empty segment to damp churn */
       SET_TAG(ch, 0);           /* no longer a segment: drop its tag */
+      bitmap_del(c, seg->live);
+      seg->live = NULL;
       hash_del(c, seg->off);
       c->seg_count--;
       page_free(c, seg);
@@ -599,6 +655,8 @@ static void release_empty_segments(exm_core_t *c) {
       exm_ext_t *seg = hash_get(c, (uintptr_t)ch - (uintptr_t)c->base);
       sbin_remove(c, ch);
       SET_TAG(ch, 0);
+      bitmap_del(c, seg->live);
+      seg->live = NULL;
       hash_del(c, seg->off);
       c->seg_empty--;
       c->seg_count--;
@@ -884,7 +942,8 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
   if (ch->prev_foot != (EXM_SEG_TAG ^ (uintptr_t)ch)) FAIL("segment tag overwritten at offset", e->off);
   if (!(HEAD(ch) & PINUSE)) FAIL("segment's first chunk lacks PINUSE at offset", e->off);
   int prev_inuse = 1;
-  size_t prev_size = 0;
+  size_t prev_size = 0, nlive = 0;
+  if (!e->live) FAIL("segment without a live-chunk bitmap at offset", e->off);
   while (ch < end) {
     size_t sz = csize(ch);
     if (sz < MIN_CHUNK || (sz & 15) || sz > (size_t)((char *)end - (char *)ch))
@@ -894,8 +953,10 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
     if (!prev_inuse && ch->prev_foot != prev_size)
       FAIL("bad boundary tag at offset", (uintptr_t)ch - (uintptr_t)c->base);
     int inuse = !!(HEAD(ch) & CINUSE);
+    if (inuse != live_test(c, e, ch))
+      FAIL("live-chunk bitmap disagrees with the chunk at offset", (uintptr_t)ch - (uintptr_t)c->base);
     if (!inuse && !prev_inuse) FAIL("two free chunks touch at offset", (uintptr_t)ch - (uintptr_t)c->base);
-    if (inuse) *live += sz - 8;
+    if (inuse) *live += sz - 8, nlive++;
     else {
       (*nfree)++;
       if (whole_segment(ch)) (*empty)++;
@@ -905,6 +966,9 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
     ch = cat(ch, sz);
   }
   if (ch != end || !(HEAD(end) & CINUSE) || csize(end) != FENCE) FAIL("bad fencepost in segment at offset", e->off);
+  size_t bits = 0;
+  for (size_t w = 0; w < BITMAP_BYTES / 8; w++) bits += (size_t)__builtin_popcountll(e->live[w]);
+  if (bits != nlive) FAIL("live-chunk bitmap has stray bits in segment at offset", e->off);
   if (!!(HEAD(end) & PINUSE) != prev_inuse) FAIL("fencepost PINUSE wrong in segment at offset", e->off);
   if (!prev_inuse && end->prev_foot != prev_size) FAIL("fencepost boundary tag wrong at offset", e->off);
   return 0;

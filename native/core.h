@@ -55,6 +55,7 @@ struct exm_ext {
   uint8_t advice;                   /* 0 default; EXM_ADVICE_*+1 set by the user;
                                        0x80|EXM_ADVICE_* set by the advisor */
   uint16_t bin;                     /* bin index while free */
+  uint64_t *live;                   /* a segment's bitmap of live chunk starts (1 bit per 16 bytes) */
 };
 
 #define EXM_PBINS 320                 /* page-extent bins, per free state */
@@ -86,6 +87,7 @@ typedef struct exm_core {
   size_t hcap, hcount;
   /* node allocator */
   exm_ext_t *node_free;
+  uint64_t *bitmap_free;            /* spare segment bitmaps (linked through their first word) */
   /* small allocator */
   void *sbin[EXM_SBINS];            /* free chunk lists */
   uint64_t smap[(EXM_SBINS + 63) / 64];

@@ -143,19 +143,17 @@ describe.skipIf(noSan)("the carving core under AddressSanitizer and UndefinedBeh
     expect(r.stdout).toContain(`fuzz_core: ${files.length} inputs OK`);
   }, 300_000);
 
-  // BUG (reported): a small chunk's free check reads its in-band header, and
-  // after the memory was reused a stale pointer's "header" is whatever the
-  // program wrote there: a double free at threshold < 4 KiB can be accepted
-  // and corrupt the free lists (UBSan then trips on a wild bin pointer in
-  // sbin_remove). Reproduction:
-  //   FUZZ_STRICT=1 build/tests/fuzz_core-asan-* tests/fuzz/corpus/small-double-free-reused.bin
-  // Fix idea: an out-of-band bitmap of live chunk starts per segment
-  // (1 bit per 16 bytes: 8 KiB per 1 MiB segment), as mallocng keeps its
-  // metadata out of band.
-  test.todo("FUZZ_STRICT: double frees of reused small chunks are refused too", async () => {
+  // A small chunk's free check used to trust its in-band header alone: after
+  // the memory was reused by a larger chunk, a stale pointer's "header" is
+  // whatever the program wrote there, and a double free could be accepted and
+  // corrupt the free lists (UBSan tripped on a wild bin pointer). Each
+  // segment now has an out-of-band bitmap of live chunk starts. fuzz_core is
+  // strict by default now (FUZZ_STRICT=0 was the old, lax replay).
+  test("double frees of reused small chunks are refused (tests/fuzz/corpus/small-double-free-reused)", async () => {
     const bin = build(join(ROOT, "build", "tests", "fuzz_core-asan"), [join(C_DIR, "fuzz_core.c"), join(NATIVE, "core.c")], [...SAN, "-DFUZZ_MAIN"]);
-    const r = await run([bin, CORPUS], { env: { FUZZ_STRICT: "1" }, timeoutMs: 240_000 });
-    expect(r.code).toBe(0);
+    const r = await run([bin, join(CORPUS, "small-double-free-reused")], { env: { FUZZ_STRICT: "1" }, timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`fuzz_core, strict, on small-double-free-reused\n${explain(r)}`);
+    expect(r.stdout).toContain("fuzz_core: 1 inputs OK");
   });
 });
 
