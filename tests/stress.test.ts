@@ -189,6 +189,54 @@ describe.skipIf(noLib || noSan)("the whole library built with UBSan, preloaded",
   }, 200_000);
 });
 
+/* ---- ThreadSanitizer -------------------------------------------------------------- */
+
+const tsanWhy = (() => {
+  const probe = spawnSync(["sh", "-c", 'echo "int main(void){return 0;}" | gcc -x c -fsanitize=thread -o /dev/null -'], { stdout: "pipe", stderr: "pipe" });
+  return probe.exitCode === 0 ? null : `gcc cannot build with -fsanitize=thread: ${probe.stderr.toString().trim()}`;
+})();
+const noTsan = skipUnless(tsanWhy, "ThreadSanitizer runs");
+
+/**
+ * A stress program with the whole library built in, under ThreadSanitizer.
+ * TSan interposes malloc itself, so the library's entry points are renamed
+ * (xm_malloc...) in both the library and the program: the program allocates
+ * through exm, TSan and libc through TSan. Threshold 0 only: below it the
+ * library calls glibc's __libc_memalign, which TSan also intercepts (its
+ * blocks would then be freed by glibc).
+ */
+function tsanProgram(name: string): string {
+  const rename = ["malloc", "free", "calloc", "realloc", "reallocarray", "aligned_alloc", "posix_memalign", "memalign", "valloc", "pvalloc", "malloc_usable_size"]
+    .map((f) => `-D${f}=xm_${f}`);
+  const srcs = [join(C_DIR, `${name}.c`), ...readdirSync(NATIVE).filter((f) => f.endsWith(".c")).sort().map((f) => join(NATIVE, f))];
+  return build(join(ROOT, "build", "tests", `${name}-tsan`), srcs, ["-fsanitize=thread", "-DEXM_LINKED", "-Wno-attributes", "-I", join(ROOT, "build"), ...rename, "-ldl"]);
+}
+
+async function underTsan(argv: string[], env: Record<string, string>, marker: string) {
+  const dir = freshDir();
+  try {
+    const r = await run(argv, { env: { EXM_DIR: dir, EXM_THRESHOLD: "0", TSAN_OPTIONS: "halt_on_error=0 exitcode=66", ...env }, timeoutMs: 300_000 });
+    const reports = (r.stderr.match(/WARNING: ThreadSanitizer/g) ?? []).length;
+    if (r.code !== 0 || reports || !r.stdout.includes(marker)) throw new Error(`${reports} ThreadSanitizer report(s)\n${explain(r)}`);
+    expect(listDir(dir)).toEqual([]);
+    return kv(r.stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe.skipIf(noTsan)("ThreadSanitizer: threads and forks with the library built in, threshold 0", () => {
+  for (const mode of ["cow", "shared", "duplicate"]) {
+    test(`stress_fork, 4 threads x 12 rounds, ${mode}: no report`, async () => {
+      const v = await underTsan([tsanProgram("stress_fork"), "4", "12", "3"], { EXM_CHILD: mode }, "stress_fork ok");
+      expect(Number(v.forks)).toBeGreaterThan(0);
+    }, 320_000);
+  }
+  test("stress_threads, 4 threads x 1000 operations: no report", async () => {
+    await underTsan([tsanProgram("stress_threads"), "4", "1000"], {}, "stress_threads ok");
+  }, 320_000);
+});
+
 /* ---- valgrind -------------------------------------------------------------------- */
 
 const noValgrind = noLib || skipUnless(ensureTools({ valgrind: "valgrind" }), "valgrind memcheck");
