@@ -116,6 +116,22 @@ describe.skipIf(skipNoLib)("thread caches across threads", () => {
   });
 });
 
+// main ends with pthread_exit while the advisor thread runs: the advisor
+// ends the process (glibc's last thread would call exit(0) too), so the
+// program's atexit handler ran on the advisor's 64 KiB stack with every
+// signal blocked: a handler using 1 MiB of stack crashed with SIGSEGV.
+describe("the advisor ending a process whose main called pthread_exit", () => {
+  test("without exm: the atexit handler runs", async () => {
+    const r = await run([cProgram("advisor_exit")], { timeoutMs: 30_000 });
+    assertOk(r, "advisor_exit ok");
+  });
+  test.skipIf(skipNoLib)("with the advisor running: a normal stack and the program's signal mask", async () => {
+    const r = await runC("advisor_exit", [], { EXM_THRESHOLD: "1M", EXM_ADVICE: "auto" }, 30_000);
+    expect(kv(r.stdout).file_backed).toBe("1");
+    expect(r.stdout).toContain("sigterm_blocked=0");
+  });
+});
+
 describe.skipIf(skipNoLib)("disk given back", () => {
   test("the backing file shrinks to near zero after all blocks are freed", async () => {
     const r = await runC("free_disk", [], { EXM_THRESHOLD: "1M" });
