@@ -574,6 +574,16 @@ int exm_arena_set_dir(const char *dir) {
   return 0;
 }
 
+/* exm_set_dir may be rewriting the string in another thread. */
+int exm_arena_get_dir(char *buf, size_t len) {
+  pthread_mutex_lock(&exm_own.lock);
+  size_t n = strlen(exm_cfg.dir);
+  int err = n + 1 > len ? ERANGE : 0;
+  if (!err) memcpy(buf, exm_cfg.dir, n + 1);
+  pthread_mutex_unlock(&exm_own.lock);
+  return err;
+}
+
 int exm_arena_set_max_disk(size_t bytes) {
   pthread_mutex_lock(&exm_own.lock);
   exm_cfg.max_disk = bytes;

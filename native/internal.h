@@ -122,6 +122,7 @@ int exm_arena_lookup(const void *p, exm_block_info_t *info);
 int exm_arena_advise(void *p, int advice);
 int exm_arena_set_advice(int advice);
 int exm_arena_set_dir(const char *dir);
+int exm_arena_get_dir(char *buf, size_t len);
 int exm_arena_set_max_disk(size_t bytes);
 void exm_arena_setup(void);   /* from the constructor: checks, fork handlers */
 void exm_bad_pointer(const char *who, const void *p) __attribute__((noreturn));
