@@ -105,6 +105,27 @@ describe.skipIf(noCgroup)("mclapply-like workers under a 512 MiB cgroup", () => 
   }, 300_000);
 });
 
+// mclapply at threshold 0: a heap of 128 MiB of 1 KiB blocks and 4 workers
+// alive at once, under 256 MiB. Each child needs its own copy of the
+// small-chunk segments (their bookkeeping is in band); it used to be a
+// memcpy into the child's anonymous memory, 4 x 128 MiB, and a worker was
+// OOM-killed (measured: 256 MiB heap under 512 MiB, worker 0 SIGKILLed).
+// The copy now goes to a file in the data directory, mapped private.
+describe.skipIf(noCgroup)("mclapply at threshold 0 under a 256 MiB cgroup", () => {
+  test("4 workers sum a 128 MiB heap of small blocks; nobody is OOM-killed", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runInCgroup(256 * MiB, [cProgram("fork_small_heap"), "128M"], {
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_THRESHOLD: "0", EXM_TEST_REQUIRE_LIB: "1" },
+        timeoutMs: 300_000,
+      });
+      assertRun(!r.oomKilled, r, "OOM kill");
+      assertOk(r, "fork_small_heap ok", "fork_small_heap under 256 MiB");
+      expect(kv(r.stdout).file_backed).toBe("1");
+      console.log(`fork_small_heap 128M x4 under 256 MiB: ${(r.ms / 1000).toFixed(1)} s, peak ${(r.maxUsage / MiB).toFixed(0)} MiB`);
+    });
+  }, 400_000);
+});
+
 // The original exm's use: R's forked workers (parallel::mclapply) reading the
 // parent's huge vector. 1 GiB of doubles (default threshold: file-backed) and
 // 4 workers summing quarters, under 512 MiB.
