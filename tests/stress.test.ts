@@ -50,9 +50,9 @@ async function forkStress(threads: number, rounds: number, env: Record<string, s
 
 describe("stress_fork without exm (the program itself is right)", () => {
   test("4 threads, 16 rounds each", async () => {
-    const r = await run([cProgram("stress_fork"), "4", "16"], { timeoutMs: 60_000 });
+    const r = await run([cProgram("stress_fork"), "4", "16"], { timeoutMs: 120_000 });
     if (r.code !== 0 || !r.stdout.includes("stress_fork ok")) throw new Error(explain(r));
-  });
+  }, 150_000);
 });
 
 describe.skipIf(noLib)("threads and forks: random operations, patterns verified, children check what they inherit", () => {
