@@ -5,6 +5,7 @@
  *   bun bench/soak.ts                    everything below with default budgets
  *   bun bench/soak.ts --fuzz 600         fuzz the carving core for 600 s
  *   bun bench/soak.ts --stress 600       threads + forks stress for 600 s
+ *   bun bench/soak.ts --stress 1800 --thresholds 0    the same, threshold 0 only
  *   bun bench/soak.ts --seed-corpus      (re)write the generated seeds in tests/fuzz/corpus
  *   bun bench/soak.ts --merge            minimise a fuzzing run's corpus into tests/fuzz/corpus
  *
@@ -184,23 +185,25 @@ function ubsanLib(): string {
   return out;
 }
 
-function stress(seconds: number): void {
+function stress(seconds: number, thresholds: string[]): void {
   need(existsSync(LIB), `${LIB} is not built (bun build.ts)`);
   const fork = compileStress("stress_fork");
   const threads = compileStress("stress_threads");
   const libs = [LIB, ubsanLib()];
   const end = Date.now() + seconds * 1000;
-  let runs = 0;
+  let runs = 0, forks = 0;
   for (let seed = 1; Date.now() < end; seed++) {
     for (const lib of libs) {
-      for (const t of ["0", "4096", "1M"]) {
+      for (const t of thresholds) {
         for (const mode of ["cow", "shared", "duplicate"]) {
           const n = [2, 3, 4, 6, 8][seed % 5]!;
           const dir = mkdtempSync(join(tmpdir(), "exm-soak-"));
           const env = { LD_PRELOAD: lib, EXM_DIR: dir, EXM_THRESHOLD: t, EXM_CHILD: mode, EXM_TEST_REQUIRE_LIB: "1" };
-          const cmd = `${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ")} ${fork} ${n} 5 ${seed}`;
-          const r = sh([fork, String(n), "5", String(seed)], { env });
+          // 40 rounds of 50 operations per thread: work, not time
+          const cmd = `${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ")} ${fork} ${n} 40 ${seed}`;
+          const r = sh([fork, String(n), "40", String(seed)], { env });
           need(r.code === 0 && r.out.includes("stress_fork ok"), `FAILED: ${cmd}\n${r.out.slice(-3000)}`);
+          forks += Number(/forks=(\d+)/.exec(r.out)?.[1] ?? 0);
           need(readdirSync(dir).length === 0, `data directory not empty after: ${cmd}`);
           rmSync(dir, { recursive: true, force: true });
           runs++;
@@ -208,14 +211,15 @@ function stress(seconds: number): void {
         }
       }
       const dir = mkdtempSync(join(tmpdir(), "exm-soak-"));
-      const r = sh([threads, "8", "10"], { env: { LD_PRELOAD: lib, EXM_DIR: dir, EXM_THRESHOLD: seed % 2 ? "0" : "4096" } });
-      need(r.code === 0 && r.out.includes("stress_threads ok"), `FAILED: stress_threads 8 10 with ${lib}\n${r.out.slice(-3000)}`);
+      const tt = thresholds.length === 1 ? thresholds[0]! : seed % 2 ? "0" : "4096";
+      const r = sh([threads, "8", "5000"], { env: { LD_PRELOAD: lib, EXM_DIR: dir, EXM_THRESHOLD: tt } });
+      need(r.code === 0 && r.out.includes("stress_threads ok"), `FAILED: EXM_THRESHOLD=${tt} stress_threads 8 5000 with ${lib}\n${r.out.slice(-3000)}`);
       rmSync(dir, { recursive: true, force: true });
       runs++;
     }
-    say(`seed ${seed}: ${runs} runs so far, no failure`);
+    say(`seed ${seed}: ${runs} runs, ${forks} forks so far, no failure (crash or exm_check)`);
   }
-  say(`stress: ${runs} runs, no failure`);
+  say(`stress: ${runs} runs, ${forks} forks, no failure`);
 }
 
 /* ---- main ------------------------------------------------------------------------------ */
@@ -231,5 +235,7 @@ else if (args.includes("--merge")) merge();
 else {
   const all = !args.includes("--fuzz") && !args.includes("--stress");
   if (all || args.includes("--fuzz")) fuzz(num("--fuzz", 600), install);
-  if (all || args.includes("--stress")) stress(num("--stress", 600));
+  const ti = args.indexOf("--thresholds");
+  const thresholds = ti >= 0 && args[ti + 1] ? args[ti + 1]!.split(",") : ["0", "4096", "1M"];
+  if (all || args.includes("--stress")) stress(num("--stress", 600), thresholds);
 }

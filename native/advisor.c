@@ -53,6 +53,7 @@ static tracked_t track[MAX_TRACKED];
 static int ntrack;
 static unsigned char *vec;
 static int started;           /* the thread runs (this process) */
+static sigset_t program_mask; /* the mask of the thread that started it */
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* What one look found for a block. */
@@ -166,8 +167,16 @@ static void *advisor_main(void *arg) {
     look_ns = 0;
     /* The program's threads are all gone (main ended with pthread_exit):
      * end the process as the last of them would have, rather than keep it
-     * alive for nothing. */
-    if (alone()) exit(0);
+     * alive for nothing. exit(0) is what glibc itself calls in the last
+     * thread to end (start_thread), so atexit handlers and destructors run
+     * as they would have; they run here on a stack of the default size and
+     * with the signal mask the program had when the advisor started, not
+     * with every signal blocked. No program thread is left that could race
+     * with them. */
+    if (alone()) {
+      pthread_sigmask(SIG_SETMASK, &program_mask, NULL);
+      exit(0);
+    }
     uint64_t now = major_faults(), delta = now - faults, scanned = reclaim_scans();
     uint64_t reclaiming = scanned - scans >= 4096;
     faults = now;
@@ -207,11 +216,13 @@ void exm_advisor_block(size_t bytes) {
     if (!vec) vec = exm_os_anon(VEC_PAGES);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
+    /* The default stack size (virtual: only what is touched costs): the
+     * thread may end up running the program's exit handlers (below). */
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);   /* the thread inherits: every signal blocked */
+    program_mask = old;
     pthread_t th;
     if (vec && !pthread_create(&th, &attr, advisor_main, NULL)) {
       pthread_setname_np(th, "exm-advisor");

@@ -23,10 +23,7 @@ EXM_API int exm_set_threshold(size_t bytes) {
 
 EXM_API int exm_get_dir(char *buf, size_t len) {
   exm_ensure_init();
-  size_t n = strlen(exm_cfg.dir);
-  if (!buf || n + 1 > len) return ERANGE;
-  memcpy(buf, exm_cfg.dir, n + 1);
-  return 0;
+  return buf ? exm_arena_get_dir(buf, len) : ERANGE;
 }
 
 EXM_API int exm_set_dir(const char *path) {
@@ -42,7 +39,7 @@ EXM_API exm_child_mode_t exm_get_child_mode(void) {
 EXM_API int exm_set_child_mode(exm_child_mode_t mode) {
   exm_ensure_init();
   if ((int)mode < EXM_CHILD_COW || mode > EXM_CHILD_DUPLICATE) return EINVAL;
-  exm_cfg.child = (int)mode;
+  __atomic_store_n(&exm_cfg.child, (int)mode, __ATOMIC_RELAXED);   /* fork reads it without the lock */
   return 0;
 }
 

@@ -36,15 +36,12 @@ exm_arena_t exm_own = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 };
 static int own_state;                  /* 0 not yet, 1 ready, -1 unusable: pass through */
 static exm_arena_t inherited[MAX_INHERITED];
 int exm_n_inherited;
-static int dup_fd = -1, dup_err;       /* duplicate mode: the copy made for the child */
 static int no_fallocate, no_punch;     /* filesystem limits, warned about once */
 static int advised_blocks;             /* some block carries its own advice */
-static uintptr_t tc_key;               /* marks chunks in a thread cache (below) */
 
 void exm_init(void) {
   pthread_mutex_lock(&init_lock);
   if (!exm_ready) {
-    tc_key = (uintptr_t)exm_os_now_ns() * 0x9E3779B97F4A7C15ull ^ (uintptr_t)&tc_key;
     exm_options_load();
     __atomic_store_n(&exm_ready, 1, __ATOMIC_RELEASE);
   }
@@ -56,24 +53,29 @@ void exm_init(void) {
 /* Is the arena's descriptor still its file? If the program closed it (and
  * perhaps reused the number for a file of its own), exm must never touch
  * that descriptor again: the arena stops growing and, for the process's own
- * arena, new large allocations stay in RAM. Existing blocks live on: the
- * mapping holds the file. */
+ * arena, new large allocations stay in RAM (host_commit). Existing blocks
+ * live on: the mapping holds the file. Called with or without the lock
+ * (a large block's disk is given back outside it), so a->fd is atomic and
+ * the loss is told once. */
 static int fd_intact(exm_arena_t *a) {
-  if (a->fd < 0) return 0;
-  if (exm_os_same_file(a->fd, a->dev, a->ino)) return 1;
-  a->fd = -1;
-  if (a == &exm_own) {
-    own_state = -1;
+  int fd = __atomic_load_n(&a->fd, __ATOMIC_RELAXED);
+  if (fd < 0) return 0;
+  if (exm_os_same_file(fd, a->dev, a->ino)) return 1;
+  if (__atomic_exchange_n(&a->fd, -1, __ATOMIC_RELAXED) >= 0 && a == &exm_own)
     exm_warn("the program closed the descriptor of exm's backing file; new large allocations stay in RAM", NULL, 0);
-  }
   return 0;
 }
 
+/* Under the arena's lock. */
 static int host_commit(void *ctx, size_t off, size_t len) {
   exm_arena_t *a = ctx;
-  if (a->kind != ARENA_OWN || !fd_intact(a)) return ENOMEM;
+  if (a->kind != ARENA_OWN) return ENOMEM;
+  if (!fd_intact(a)) {
+    if (a == &exm_own) own_state = -1;
+    return ENOMEM;
+  }
   if (no_fallocate) return 0;
-  int err = exm_os_reserve(a->fd, off, len);
+  int err = exm_os_reserve(__atomic_load_n(&a->fd, __ATOMIC_RELAXED), off, len);
   if (err == EOPNOTSUPP) {
     no_fallocate = 1;
     exm_line_t l = { .n = 0 };
@@ -90,10 +92,9 @@ static void host_decommit(void *ctx, size_t off, size_t len) {
   exm_arena_t *a = ctx;
   if (a->kind == ARENA_COW) {
     exm_os_drop_private(a->core.base + off, len);
-  } else if (a->kind == ARENA_OWN && !no_punch && fd_intact(a)) {
-    int err = exm_os_punch(a->fd, off, len);
-    if (err == EOPNOTSUPP) {
-      no_punch = 1;
+  } else if (a->kind == ARENA_OWN && !__atomic_load_n(&no_punch, __ATOMIC_RELAXED) && fd_intact(a)) {
+    int err = exm_os_punch(__atomic_load_n(&a->fd, __ATOMIC_RELAXED), off, len);
+    if (err == EOPNOTSUPP && !__atomic_exchange_n(&no_punch, 1, __ATOMIC_RELAXED)) {
       if (exm_cfg.verbose) exm_warn("cannot punch holes in files of ", exm_cfg.dir, err);
     }
   }
@@ -170,12 +171,15 @@ exm_arena_t *exm_arena_of_inherited(const void *p) {
 /* ---- per-thread cache of small chunks -------------------------------------
  * With a threshold below a page, every malloc/free of a small object would
  * take the arena lock. Like glibc's tcache, each thread keeps up to
- * TC_LIMIT freed chunks per size class (chunk sizes 32..1040) and hands them
+ * TC_LIMIT freed chunks per size class (chunk sizes 32..4112) and hands them
  * out again without the lock. Cached chunks stay "in use" for the carving
- * core. A cached chunk carries tc_key in its second word, so a double free
- * into the cache is caught by a short list walk. Threads give their cache
- * back when they exit. Small blocks held in caches count as live in the
- * statistics. */
+ * core. A cached chunk carries EXM_CHUNK_CACHED in its head, set and tested
+ * in one atomic operation: a second free of it, from this thread or any
+ * other, is caught at once (glibc's tcache only looks in the calling
+ * thread's own list), and the core refuses to free a cached chunk. A thread
+ * gives its cache back when it exits, whether it ever allocated or only
+ * freed (a consumer thread). Small blocks held in caches count as live in
+ * the statistics. */
 #define TC_CLASSES 256                          /* chunk sizes 32 .. 4112 */
 #define TC_MAX_CHUNK ((size_t)(TC_CLASSES + 1) * 16)
 #define TC_LIMIT(cls) ((cls) < 64 ? 16 : 4)      /* at most ~2.5 MiB cached per thread */
@@ -185,16 +189,22 @@ typedef struct tcache {
   void *head[TC_CLASSES];
   uint8_t count[TC_CLASSES];
   int registered;                    /* thread-exit destructor armed */
+  int gone;                          /* the destructor ran: no caching any more */
 } tcache_t;
 
 static __thread tcache_t tc;
 static pthread_key_t tc_exit_key;
 static int tc_exit_ready;
 
+static inline void mark_cached(void *p) {
+  __atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED);
+}
+static inline void unmark_cached(void *p) {
+  __atomic_fetch_and(exm_core_head_of(p), ~EXM_CHUNK_CACHED, __ATOMIC_RELAXED);
+}
+
 static inline void cache_put(unsigned cls, void *p) {
-  uintptr_t *w = p;
-  w[0] = (uintptr_t)tc.head[cls];
-  w[1] = tc_key;
+  *(void **)p = tc.head[cls];
   tc.head[cls] = p;
   tc.count[cls]++;
 }
@@ -207,14 +217,22 @@ static void *cache_pop(size_t n) {
   if (!p) return NULL;
   tc.head[cls] = p[0];
   tc.count[cls]--;
-  p[1] = NULL;
+  unmark_cached(p);
   return p;
+}
+
+/* Arm the thread-exit flush. Outside every lock of ours: pthread_setspecific
+ * may allocate (keys past the first 32). */
+static void cache_arm(void) {
+  if (likely(tc.registered) || !tc_exit_ready) return;
+  tc.registered = 1;
+  pthread_setspecific(tc_exit_key, &tc);
 }
 
 /* Under exm_own.lock, after a miss: stock the cache with more chunks of the
  * size just served, so the next few mallocs of it take no lock. */
 static void cache_refill(size_t chunk) {
-  if (chunk > TC_MAX_CHUNK) return;
+  if (chunk > TC_MAX_CHUNK || tc.gone) return;
   unsigned cls = (unsigned)(chunk >> 4) - 2;
   for (int i = 1; i < TC_BATCH && tc.count[cls] < TC_LIMIT(cls); i++) {
     int dirty, err;
@@ -223,11 +241,8 @@ static void cache_refill(size_t chunk) {
     size_t n = chunk - 8 < EXM_SMALL_MAX ? chunk - 8 : EXM_SMALL_MAX - 1;
     void *q = exm_core_alloc(&exm_own.core, n, 16, 0, &dirty, &err);
     if (!q) break;
+    mark_cached(q);
     cache_put(cls, q);
-  }
-  if (unlikely(!tc.registered) && tc_exit_ready) {
-    tc.registered = 1;
-    pthread_setspecific(tc_exit_key, &tc);
   }
 }
 
@@ -235,22 +250,21 @@ static void cache_refill(size_t chunk) {
  * went back to the arena together with half of a full cache bin. */
 static int cache_push(void *p, const char *who) {
   size_t sz = exm_core_small_peek(&exm_own.core, p);
-  if (!sz || sz > TC_MAX_CHUNK) return 0;
+  if (!sz || sz > TC_MAX_CHUNK || tc.gone) return 0;
   unsigned cls = (unsigned)(sz >> 4) - 2;
-  uintptr_t *w = p;
-  if (w[1] == tc_key)
-    for (void **q = tc.head[cls]; q; q = q[0])
-      if (q == p) exm_bad_pointer(who, p);
+  if (__atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)
+    exm_bad_pointer(who, p);          /* already in a cache: a double free */
   if (tc.count[cls] >= TC_LIMIT(cls)) {
-    /* Full: return p and half the bin in one lock. */
+    /* Full: p and half of the bin go back, under one lock. */
     int saved = errno;
     pthread_mutex_lock(&exm_own.lock);
+    unmark_cached(p);
     int bad = exm_core_free(&exm_own.core, p);
     for (int i = TC_LIMIT(cls) / 2; i > 0 && !bad; i--) {
       void **q = tc.head[cls];
       tc.head[cls] = q[0];
       tc.count[cls]--;
-      q[1] = NULL;
+      unmark_cached(q);
       exm_core_free(&exm_own.core, q);
     }
     pthread_mutex_unlock(&exm_own.lock);
@@ -258,17 +272,22 @@ static int cache_push(void *p, const char *who) {
     if (bad) exm_bad_pointer(who, p);
     return 1;
   }
+  if (unlikely(!tc.registered)) {
+    int saved = errno;
+    cache_arm();
+    errno = saved;
+  }
   cache_put(cls, p);
   return 1;
 }
 
-static void cache_flush(void *arg) {
-  tcache_t *t = arg;
+static void cache_flush(tcache_t *t) {
   for (unsigned cls = 0; cls < TC_CLASSES; cls++) {
     void **p;
     while ((p = t->head[cls])) {
       t->head[cls] = p[0];
-      p[1] = NULL;
+      t->count[cls]--;
+      unmark_cached(p);
       exm_arena_t *a = exm_arena_of(p);
       if (a) {
         pthread_mutex_lock(&a->lock);
@@ -278,7 +297,25 @@ static void cache_flush(void *arg) {
     }
     t->count[cls] = 0;
   }
-  t->registered = 0;
+}
+
+/* The thread is exiting: give the cache back, and cache nothing more (what
+ * it frees from now on, in later destructors or libc's own teardown, goes
+ * straight back to the arena). */
+static void cache_exit(void *arg) {
+  tcache_t *t = arg;
+  cache_flush(t);
+  t->gone = 1;
+}
+
+/* In a forked child: the caches of the parent's other threads did not come
+ * along, so their chunks lose the mark (they stay leaked: nothing in the
+ * child refers to them); the calling thread's own cache came along. */
+static void cache_after_fork(exm_core_t *c) {
+  exm_core_clear_cached(c);
+  for (unsigned cls = 0; cls < TC_CLASSES; cls++)
+    for (void **p = tc.head[cls]; p; p = p[0])
+      if (exm_core_owns(c, p)) mark_cached(p);
 }
 
 void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
@@ -305,10 +342,11 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   uint64_t t0 = timed ? exm_os_now_ns() : 0;
   int dirty = 0;
   void *p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
-  if (timed) alloc_ns += exm_os_now_ns() - t0;
+  if (timed) __atomic_fetch_add(&alloc_ns, exm_os_now_ns() - t0, __ATOMIC_RELAXED);
   else if (p && align <= 16) cache_refill(exm_core_chunk_size_for(n));
   if (!p && own_state < 0) *served = 0;    /* lost its file just now: RAM instead */
   pthread_mutex_unlock(&exm_own.lock);
+  if (unlikely(!tc.registered) && !timed) cache_arm();
   if (p && zero && dirty) memset(p, 0, n);
   /* A new block starts with the kernel's default advice: MADV_SEQUENTIAL
    * would make a copy that reads back what it just wrote (bytearray * n,
@@ -442,7 +480,7 @@ void exm_arena_stats(exm_stats_t *out, int in_signal) {
   out->failures = s->failures;
   out->fallbacks = exm_fallbacks;
   out->forks = forks;
-  out->alloc_ns = alloc_ns;
+  out->alloc_ns = __atomic_load_n(&alloc_ns, __ATOMIC_RELAXED);
   if (!in_signal) pthread_mutex_unlock(&exm_own.lock);
 }
 
@@ -474,11 +512,11 @@ int exm_arena_lookup(const void *p, exm_block_info_t *info) {
   info->base = base;
   info->size = size;
   info->offset = (size_t)((char *)base - a->core.base);
-  info->fd = a->fd;
-  if (a->fd >= 0) {
+  info->fd = __atomic_load_n(&a->fd, __ATOMIC_RELAXED);
+  if (info->fd >= 0) {
     exm_line_t l = { .n = 0 };
     exm_line_str(&l, "/proc/self/fd/");
-    exm_line_u64(&l, (uint64_t)a->fd);
+    exm_line_u64(&l, (uint64_t)info->fd);
     memcpy(info->path, l.buf, l.n);
   }
   return 0;
@@ -535,6 +573,16 @@ int exm_arena_set_dir(const char *dir) {
   return 0;
 }
 
+/* exm_set_dir may be rewriting the string in another thread. */
+int exm_arena_get_dir(char *buf, size_t len) {
+  pthread_mutex_lock(&exm_own.lock);
+  size_t n = strlen(exm_cfg.dir);
+  int err = n + 1 > len ? ERANGE : 0;
+  if (!err) memcpy(buf, exm_cfg.dir, n + 1);
+  pthread_mutex_unlock(&exm_own.lock);
+  return err;
+}
+
 int exm_arena_set_max_disk(size_t bytes) {
   pthread_mutex_lock(&exm_own.lock);
   exm_cfg.max_disk = bytes;
@@ -543,61 +591,164 @@ int exm_arena_set_max_disk(size_t bytes) {
   return 0;
 }
 
-/* ---- fork ------------------------------------------------------------------- */
+/* ---- fork -------------------------------------------------------------------
+ *
+ * What the child needs a copy of is copied AFTER the fork, by the parent,
+ * from its parent handler, while it still holds every lock (so no block is
+ * freed, reused or punched meanwhile) and before fork returns in the
+ * parent; the child waits for it in its own handler (copy_pipe). So the copy
+ * holds everything written before fork was called. Writes that other
+ * threads of the parent make while the copy is made may or may not be in
+ * it, as with any write racing the fork; writes the forking thread makes
+ * after fork returns never are. The parent never waits for the child: a
+ * child that is stopped or traced holds nobody up.
+ *
+ * What is copied, into a new file in the data directory (disk reserved):
+ *  - duplicate mode: every extent holding disk; the child maps the copy as
+ *    its own arena;
+ *  - cow when the program has closed the arena's descriptor: the same (a
+ *    copy-on-write view needs the file), so the child never shares the
+ *    parent's memory;
+ *  - otherwise the small-chunk segments only, when there are any: they keep
+ *    their bookkeeping in band, and a child that saw them through the
+ *    parent's file would have the parent's later frees rewrite the headers
+ *    its own allocator state depends on (and in shared mode its frees would
+ *    rewrite the parent's). The child maps the copy of each segment over it.
+ *    When the data directory cannot take the copy, it goes to a memfd (RAM).
+ */
 
-typedef struct dup_ctx { int from, to, err; } dup_ctx_t;
+enum { COPY_NONE, COPY_SEGS, COPY_ALL };
+static void copy_make(void);
 
-static int dup_extent(void *ctx, size_t off, size_t len, int state) {
-  dup_ctx_t *d = ctx;
-  (void)state;
-  return d->err = exm_os_copy_extent(d->from, d->to, off, len);
+static int fork_mode;                 /* the child mode of this fork, read once */
+static int copy_plan;                 /* COPY_* */
+static int copy_src = -1;             /* the arena's descriptor, -1 when the program closed it */
+static int copy_fd = -1, copy_mem = -1;
+static int copy_pipe[2] = { -1, -1 }; /* parent -> child: one byte, copy_result */
+static char copy_result;              /* 'a' all in copy_fd, 'f' segments in copy_fd, 'm' in copy_mem, 0 none */
+
+typedef struct copy_ctx { int to, reserve, segs_only, err; } copy_ctx_t;
+
+static int copy_one(void *ctx, size_t off, size_t len, int state) {
+  copy_ctx_t *d = ctx;
+  if (d->segs_only && state != EXT_SEG) return 0;
+  return d->err = exm_os_copy_range(copy_src, exm_own.core.base, d->to, off, len, d->reserve);
 }
 
-/* Small-chunk segments keep their bookkeeping in band. A child that only
- * had a view of them through the parent's file would see the parent's later
- * frees rewrite the headers its own allocator state depends on (and in
- * shared mode its frees would rewrite the parent's), so the child copies
- * them into private memory while the parent waits (snap_pipe). */
-static int snap_pipe[2] = { -1, -1 };
+static int copy_into(int to, int reserve, int segs_only) {
+  copy_ctx_t d = { to, reserve, segs_only, 0 };
+  return to < 0 ? EBADF : exm_core_walk(&exm_own.core, copy_one, &d);
+}
+
+/* In the parent, every lock held: decide what the child gets a copy of. */
+static void copy_prepare(void) {
+  copy_plan = COPY_NONE;
+  copy_result = 0;
+  fork_mode = __atomic_load_n(&exm_cfg.child, __ATOMIC_RELAXED);
+  if (!exm_own.core.cap) return;               /* no arena of our own */
+  copy_src = fd_intact(&exm_own) ? exm_own.fd : -1;
+  if (fork_mode == EXM_CHILD_DUPLICATE || (fork_mode == EXM_CHILD_COW && copy_src < 0)) copy_plan = COPY_ALL;
+  else if (exm_own.core.seg_count) copy_plan = COPY_SEGS;
+  else return;
+  if (exm_os_new_like(exm_cfg.dir, exm_own.core.cap, &copy_fd)) copy_fd = -1;
+  if (exm_own.core.seg_count && exm_os_memfd(exm_own.core.cap, &copy_mem)) copy_mem = -1;
+  if (exm_os_pipe(copy_pipe)) {
+    /* No pipe to say when the copy is done: make it now, before the fork
+     * (structures consistent, data as of now). */
+    copy_pipe[0] = copy_pipe[1] = -1;
+    copy_make();
+  }
+}
+
+/* In the parent, after the fork or (without a pipe) before it. */
+static void copy_make(void) {
+  int err = 0;
+  if (copy_plan == COPY_ALL && !(err = copy_into(copy_fd, 1, 0))) {
+    copy_result = 'a';
+    return;
+  }
+  if (err) exm_warn("could not copy the file-backed arena for a forked child", NULL, err);
+  if (!exm_own.core.seg_count) return;
+  if (!copy_into(copy_fd, 1, 1)) copy_result = 'f';
+  else if (!copy_into(copy_mem, 0, 1)) copy_result = 'm';
+}
+
+static void copy_close(void) {
+  if (copy_fd >= 0) close(copy_fd);
+  if (copy_mem >= 0) close(copy_mem);
+  copy_fd = copy_mem = -1;
+}
+
+static void copy_parent(void) {
+  if (copy_pipe[1] >= 0) {
+    copy_make();
+    /* the read end is still open here: no SIGPIPE if the child is gone */
+    while (write(copy_pipe[1], &copy_result, 1) < 0 && errno == EINTR) {}
+    close(copy_pipe[0]);
+    close(copy_pipe[1]);
+    copy_pipe[0] = copy_pipe[1] = -1;
+  }
+  copy_close();
+}
 
 static int snapshot_segment(void *ctx, size_t off, size_t len, int state) {
   exm_arena_t *a = ctx;
   if (state != EXT_SEG) return 0;
   int err = exm_os_snapshot(a->core.base + off, len);
-  if (err) exm_warn("could not give a forked child its exm_own copy of small blocks", NULL, err);
+  if (err) exm_warn("could not give a forked child its own copy of small blocks", NULL, err);
   return err;
+}
+
+static int map_segment(void *ctx, size_t off, size_t len, int state) {
+  int fd = *(int *)ctx;
+  if (state != EXT_SEG) return 0;
+  int err = exm_os_map_copy(exm_own.core.base, fd, off, len);
+  if (err) exm_warn("could not map a forked child's copy of small blocks", NULL, err);
+  return err;
+}
+
+/* In the child: wait for the parent's copy and put it in place. 1 when the
+ * child has the whole copy as its own arena. */
+static int copy_child(void) {
+  if (copy_pipe[0] >= 0) {
+    close(copy_pipe[1]);
+    copy_result = exm_os_wait_pipe(copy_pipe[0]);   /* 0: the parent died first */
+    close(copy_pipe[0]);
+    copy_pipe[0] = copy_pipe[1] = -1;
+  }
+  if (copy_result == 'a' && !exm_os_remap(exm_own.core.base, exm_own.core.cap, copy_fd, 0)) {
+    if (exm_own.fd >= 0) close(exm_own.fd);
+    exm_own.fd = copy_fd;
+    exm_os_file_id(copy_fd, &exm_own.dev, &exm_own.ino);
+    copy_fd = -1;
+    copy_close();
+    own_state = 1;      /* the copy is this child's own arena, structures and all */
+    return 1;
+  }
+  return 0;
+}
+
+/* In the child, after the range got its view (cow or shared): the segments. */
+static void copy_child_segments(void) {
+  if (copy_plan != COPY_NONE && exm_own.core.seg_count) {
+    int fd = copy_result == 'f' || copy_result == 'a' ? copy_fd : copy_result == 'm' ? copy_mem : -1;
+    if (fd < 0 || exm_core_walk(&exm_own.core, map_segment, &fd))
+      /* The parent could not copy them (or died first: then nobody changes
+       * them any more): copy them here. */
+      exm_core_walk(&exm_own.core, snapshot_segment, &exm_own);
+  }
+  copy_close();
 }
 
 static void fork_prepare(void) {
   pthread_mutex_lock(&init_lock);
   pthread_mutex_lock(&exm_own.lock);
   for (int i = 0; i < exm_n_inherited; i++) pthread_mutex_lock(&inherited[i].lock);
-  dup_fd = -1;
-  dup_err = 0;
-  if (own_state == 1 && exm_own.core.seg_count && exm_cfg.child != EXM_CHILD_DUPLICATE &&
-      exm_os_pipe(snap_pipe))
-    snap_pipe[0] = snap_pipe[1] = -1;
-  if (own_state == 1 && exm_cfg.child == EXM_CHILD_DUPLICATE && fd_intact(&exm_own)) {
-    dup_ctx_t d = { exm_own.fd, -1, 0 };
-    dup_err = exm_os_new_like(exm_cfg.dir, exm_own.core.cap, &d.to);
-    if (!dup_err) {
-      exm_core_walk(&exm_own.core, dup_extent, &d);
-      dup_err = d.err;
-      if (dup_err) close(d.to);
-      else dup_fd = d.to;
-    }
-  }
+  copy_prepare();
 }
 
 static void fork_parent(void) {
-  if (snap_pipe[0] >= 0) {
-    close(snap_pipe[1]);
-    exm_os_wait_pipe(snap_pipe[0]);
-    close(snap_pipe[0]);
-    snap_pipe[0] = snap_pipe[1] = -1;
-  }
-  if (dup_fd >= 0) close(dup_fd);
-  dup_fd = -1;
+  copy_parent();
   forks++;
   for (int i = exm_n_inherited - 1; i >= 0; i--) pthread_mutex_unlock(&inherited[i].lock);
   pthread_mutex_unlock(&exm_own.lock);
@@ -613,20 +764,15 @@ static void fork_child(void) {
   alloc_ns = 0;
   exm_fallbacks = 0;
   exm_cfg.stats[0] = 0;     /* the process exm was given reports, not its children */
-  if (own_state != 1) return;
-  int mode = exm_cfg.child;
+  if (!exm_own.core.cap) return;
+  int mode = fork_mode;
+  if (copy_child()) {
+    cache_after_fork(&exm_own.core);
+    return;
+  }
   if (mode == EXM_CHILD_DUPLICATE) {
-    if (dup_fd >= 0 && !exm_os_remap(exm_own.core.base, exm_own.core.cap, dup_fd, 0)) {
-      close(exm_own.fd);
-      exm_own.fd = dup_fd;
-      exm_os_file_id(dup_fd, &exm_own.dev, &exm_own.ino);
-      dup_fd = -1;
-      return;    /* the copy is this child's own arena, structures and all */
-    }
     exm_warn("could not duplicate the file-backed arena for a child; it sees the parent's blocks copy-on-write",
-             NULL, dup_err);
-    if (dup_fd >= 0) close(dup_fd);
-    dup_fd = -1;
+             NULL, 0);
     mode = EXM_CHILD_COW;
   }
   if (exm_n_inherited == MAX_INHERITED) {
@@ -642,12 +788,8 @@ static void fork_child(void) {
       mode = EXM_CHILD_SHARED;
     }
   }
-  if (snap_pipe[1] >= 0) {
-    close(snap_pipe[0]);
-    exm_core_walk(&exm_own.core, snapshot_segment, &exm_own);
-    close(snap_pipe[1]);    /* the parent may go on */
-    snap_pipe[0] = snap_pipe[1] = -1;
-  }
+  copy_child_segments();
+  cache_after_fork(&exm_own.core);
   exm_arena_t *a = &inherited[exm_n_inherited++];
   *a = exm_own;
   pthread_mutex_init(&a->lock, NULL);
@@ -664,5 +806,5 @@ void exm_arena_setup(void) {
   if (own_state == 0) check_dir();
   pthread_mutex_unlock(&exm_own.lock);
   pthread_atfork(fork_prepare, fork_parent, fork_child);
-  if (!pthread_key_create(&tc_exit_key, cache_flush)) tc_exit_ready = 1;
+  if (!pthread_key_create(&tc_exit_key, cache_exit)) tc_exit_ready = 1;
 }

@@ -21,6 +21,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #define PINUSE ((size_t)1)
@@ -36,7 +37,19 @@ typedef struct chunk {
   struct chunk *fd, *bk; /* bin links, while free */
 } chunk_t;
 
-#define csize(ch) ((ch)->head & ~FLAGS)
+/* Heads are read and written with relaxed atomics (plain moves on x86): the
+ * per-thread cache sets and clears EXM_CHUNK_CACHED in a live chunk's head
+ * without the lock, while the core, under it, flips the PINUSE bit of that
+ * same head when a neighbour changes state. The core's changes to the head of
+ * a live neighbour are therefore atomic read-modify-writes, so neither side
+ * loses the other's bit. */
+#define HEAD(ch) __atomic_load_n(&(ch)->head, __ATOMIC_RELAXED)
+#define SET_HEAD(ch, v) __atomic_store_n(&(ch)->head, (v), __ATOMIC_RELAXED)
+#define HEAD_OR(ch, v) ((void)__atomic_fetch_or(&(ch)->head, (v), __ATOMIC_RELAXED))
+#define HEAD_AND(ch, v) ((void)__atomic_fetch_and(&(ch)->head, (v), __ATOMIC_RELAXED))
+/* The segment tag (the first chunk's prev_foot) is peeked at without the lock. */
+#define SET_TAG(ch, v) __atomic_store_n(&(ch)->prev_foot, (v), __ATOMIC_RELAXED)
+#define csize(ch) (HEAD(ch) & ~FLAGS)
 #define cat(ch, n) ((chunk_t *)((char *)(ch) + (n)))
 #define cnext(ch) cat(ch, csize(ch))
 #define c2mem(ch) ((void *)((char *)(ch) + 16))
@@ -80,6 +93,52 @@ static void node_del(exm_core_t *c, exm_ext_t *e) {
   e->state = 0xff;
   e->fnext = c->node_free;
   c->node_free = e;
+}
+
+/* ---- segment bitmaps ------------------------------------------------------
+ * Out of band, one bit per 16 bytes of a segment: set at the start of every
+ * live chunk. A small free is only accepted where a bit is set, so a stale
+ * pointer into memory that a later, larger chunk reuses is refused even
+ * when the program's data there looks like a live chunk's header. */
+#define BITMAP_BYTES (EXM_SEG_SIZE / 16 / 8)
+#define BITMAP_SLAB ((size_t)64 * 1024)
+
+static uint64_t *bitmap_new(exm_core_t *c) {
+  if (!c->bitmap_free) {
+    char *slab = c->host.meta_map(c->host.ctx, BITMAP_SLAB);
+    if (!slab) return NULL;
+    for (size_t i = 0; i < BITMAP_SLAB / BITMAP_BYTES; i++) {
+      uint64_t *bm = (uint64_t *)(slab + i * BITMAP_BYTES);
+      bm[0] = (uint64_t)(uintptr_t)c->bitmap_free;
+      c->bitmap_free = bm;
+    }
+  }
+  uint64_t *bm = c->bitmap_free;
+  c->bitmap_free = (uint64_t *)(uintptr_t)bm[0];
+  bm[0] = 0;
+  return bm;
+}
+
+/* A segment's bitmap is all clear when it goes back: no chunk is live. */
+static void bitmap_del(exm_core_t *c, uint64_t *bm) {
+  bm[0] = (uint64_t)(uintptr_t)c->bitmap_free;
+  c->bitmap_free = bm;
+}
+
+static inline size_t bit_of(const exm_core_t *c, const exm_ext_t *seg, const void *ch) {
+  return ((uintptr_t)ch - ((uintptr_t)c->base + seg->off)) >> 4;
+}
+static inline void live_set(const exm_core_t *c, exm_ext_t *seg, const void *ch) {
+  size_t b = bit_of(c, seg, ch);
+  seg->live[b >> 6] |= 1ull << (b & 63);
+}
+static inline void live_clear(const exm_core_t *c, exm_ext_t *seg, const void *ch) {
+  size_t b = bit_of(c, seg, ch);
+  seg->live[b >> 6] &= ~(1ull << (b & 63));
+}
+static inline int live_test(const exm_core_t *c, const exm_ext_t *seg, const void *ch) {
+  size_t b = bit_of(c, seg, ch);
+  return (seg->live[b >> 6] >> (b & 63)) & 1;
 }
 
 /* ---- live-extent hash ----------------------------------------------------- */
@@ -468,15 +527,21 @@ static chunk_t *sbin_find(exm_core_t *c, size_t sz) {
 
 static int new_segment(exm_core_t *c, int *err) {
   int dirty;
+  uint64_t *bm = bitmap_new(c);
+  if (!bm) return *err = ENOMEM, -1;
   exm_ext_t *e = page_alloc(c, EXM_SEG_SIZE, EXM_SEG_SIZE, 0, &dirty, err);
-  if (!e) return -1;
+  if (!e) {
+    bitmap_del(c, bm);
+    return -1;
+  }
   e->state = EXT_SEG;
+  e->live = bm;
   chunk_t *ch = (chunk_t *)addr(c, e->off);
-  ch->prev_foot = EXM_SEG_TAG ^ (uintptr_t)ch;   /* never a boundary tag: nothing precedes it */
-  ch->head = (EXM_SEG_SIZE - FENCE) | PINUSE;
+  SET_TAG(ch, EXM_SEG_TAG ^ (uintptr_t)ch);   /* never a boundary tag: nothing precedes it */
+  SET_HEAD(ch, (EXM_SEG_SIZE - FENCE) | PINUSE);
   chunk_t *fence = cat(ch, EXM_SEG_SIZE - FENCE);
   fence->prev_foot = EXM_SEG_SIZE - FENCE;
-  fence->head = FENCE | CINUSE;
+  SET_HEAD(fence, FENCE | CINUSE);
   sbin_insert(c, ch);
   c->seg_count++;
   c->seg_empty++;
@@ -488,12 +553,12 @@ static int new_segment(exm_core_t *c, int *err) {
 static void split_tail(exm_core_t *c, chunk_t *ch, size_t sz) {
   size_t rem = csize(ch) - sz;
   if (rem < MIN_CHUNK) return;
-  ch->head = sz | (ch->head & FLAGS);
+  SET_HEAD(ch, sz | (HEAD(ch) & FLAGS));
   chunk_t *r = cat(ch, sz);
-  r->head = rem | PINUSE;
+  SET_HEAD(r, rem | PINUSE);
   chunk_t *n = cat(r, rem);
   n->prev_foot = rem;
-  n->head &= ~PINUSE;
+  HEAD_AND(n, ~PINUSE);
   sbin_insert(c, r);
 }
 
@@ -510,8 +575,8 @@ static void *small_alloc(exm_core_t *c, size_t n, size_t align, int *err) {
   sbin_remove(c, ch);
   if (whole_segment(ch)) c->seg_empty--;
   /* ch is free: its successor is live with PINUSE clear. Mark ch live. */
-  ch->head |= CINUSE;
-  cnext(ch)->head |= PINUSE;
+  SET_HEAD(ch, HEAD(ch) | CINUSE);
+  HEAD_OR(cnext(ch), PINUSE);
   if (align > 16) {
     uintptr_t mem = align_up((uintptr_t)c2mem(ch), align);
     if (mem != (uintptr_t)c2mem(ch) && mem - (uintptr_t)c2mem(ch) < MIN_CHUNK) mem += align;
@@ -521,14 +586,15 @@ static void *small_alloc(exm_core_t *c, size_t n, size_t align, int *err) {
        * becomes a free chunk of its own. */
       size_t total = csize(ch);
       chunk_t *a = mem2c((void *)mem);
-      ch->head = lead | (ch->head & PINUSE);
+      SET_HEAD(ch, lead | (HEAD(ch) & PINUSE));
       a->prev_foot = lead;
-      a->head = (total - lead) | CINUSE;
+      SET_HEAD(a, (total - lead) | CINUSE);
       sbin_insert(c, ch);
       ch = a;
     }
   }
   split_tail(c, ch, sz);
+  live_set(c, hash_get(c, ((uintptr_t)ch & ~(EXM_SEG_SIZE - 1)) - (uintptr_t)c->base), ch);
   c->st.live_bytes += csize(ch) - 8;
   return c2mem(ch);
 }
@@ -539,33 +605,36 @@ static chunk_t *small_check(const exm_core_t *c, const exm_ext_t *seg, const voi
   chunk_t *ch = mem2c(p);
   if (((uintptr_t)p & 15) || (uintptr_t)ch < lo || (uintptr_t)ch >= hi) return NULL;
   size_t sz = csize(ch);
-  if (!(ch->head & CINUSE) || sz < MIN_CHUNK || (sz & 15) || sz > hi - (uintptr_t)ch) return NULL;
-  if (!(cnext(ch)->head & PINUSE)) return NULL;
+  if ((HEAD(ch) & (CINUSE | EXM_CHUNK_CACHED)) != CINUSE || sz < MIN_CHUNK || (sz & 15) || sz > hi - (uintptr_t)ch) return NULL;
+  if (!(HEAD(cnext(ch)) & PINUSE) || !live_test(c, seg, ch)) return NULL;
   return ch;
 }
 
 static void small_release(exm_core_t *c, chunk_t *ch, exm_ext_t *seg) {
   size_t sz = csize(ch);
-  ch->head &= ~CINUSE;
-  if (!(ch->head & PINUSE)) {
+  live_clear(c, seg, ch);
+  SET_HEAD(ch, HEAD(ch) & ~CINUSE);
+  if (!(HEAD(ch) & PINUSE)) {
     chunk_t *p = cat(ch, -(ptrdiff_t)ch->prev_foot);
     sbin_remove(c, p);
     sz += csize(p);
-    p->head = sz | (p->head & PINUSE);
+    SET_HEAD(p, sz | (HEAD(p) & PINUSE));
     ch = p;
   }
   chunk_t *n = cat(ch, sz);
-  if (!(n->head & CINUSE)) {
+  if (!(HEAD(n) & CINUSE)) {
     sbin_remove(c, n);
     sz += csize(n);
-    ch->head = sz | (ch->head & PINUSE);
+    SET_HEAD(ch, sz | (HEAD(ch) & PINUSE));
     n = cat(ch, sz);
   }
   n->prev_foot = sz;
-  n->head &= ~PINUSE;
+  HEAD_AND(n, ~PINUSE);
   if (whole_segment(ch)) {
     if (c->seg_empty >= 1) {    /* keep one empty segment to damp churn */
-      ch->prev_foot = 0;        /* no longer a segment: drop its tag */
+      SET_TAG(ch, 0);           /* no longer a segment: drop its tag */
+      bitmap_del(c, seg->live);
+      seg->live = NULL;
       hash_del(c, seg->off);
       c->seg_count--;
       page_free(c, seg);
@@ -585,7 +654,9 @@ static void release_empty_segments(exm_core_t *c) {
     if (whole_segment(ch)) {
       exm_ext_t *seg = hash_get(c, (uintptr_t)ch - (uintptr_t)c->base);
       sbin_remove(c, ch);
-      ch->prev_foot = 0;
+      SET_TAG(ch, 0);
+      bitmap_del(c, seg->live);
+      seg->live = NULL;
       hash_del(c, seg->off);
       c->seg_empty--;
       c->seg_count--;
@@ -635,13 +706,16 @@ int exm_core_large(exm_core_t *c, size_t min, size_t *offs, size_t *lens, int ma
 
 /* ---- public core entry points --------------------------------------------- */
 
+/* base and cap are read without the lock (exm_arena_of, on every free):
+ * they are written last, cap after base, so a concurrent reader sees either
+ * no range or the whole one. */
 void exm_core_init(exm_core_t *c, void *base, size_t cap, const exm_host_t *host) {
-  memset(c, 0, sizeof *c);
-  c->base = base;
-  c->cap = cap & ~(EXM_PAGE - 1);
+  memset((char *)c + offsetof(exm_core_t, top), 0, sizeof *c - offsetof(exm_core_t, top));
   c->host = *host;
   c->retain_max = (size_t)1 << 20;
   c->dirty_limit = (size_t)16 << 20;
+  __atomic_store_n(&c->base, (char *)base, __ATOMIC_RELAXED);
+  __atomic_store_n(&c->cap, cap & ~(EXM_PAGE - 1), __ATOMIC_RELEASE);
 }
 
 void *exm_core_alloc(exm_core_t *c, size_t n, size_t align, int flags, int *dirty, int *err) {
@@ -719,19 +793,19 @@ static int small_resize(exm_core_t *c, exm_ext_t *seg, void *p, size_t n) {
   if (want <= sz) {
     if (sz - want < MIN_CHUNK) return 0;
     /* Cut the tail off as a live chunk and release it: that coalesces it. */
-    ch->head = want | (ch->head & FLAGS);
+    SET_HEAD(ch, want | (HEAD(ch) & FLAGS));
     chunk_t *r = cat(ch, want);
-    r->head = (sz - want) | PINUSE | CINUSE;
+    SET_HEAD(r, (sz - want) | PINUSE | CINUSE);
     c->st.live_bytes -= sz - want;
     small_release(c, r, seg);
     return 0;
   }
   chunk_t *nx = cat(ch, sz);
-  if ((nx->head & CINUSE) || sz + csize(nx) < want) return ENOMEM;
+  if ((HEAD(nx) & CINUSE) || sz + csize(nx) < want) return ENOMEM;
   sbin_remove(c, nx);
   size_t total = sz + csize(nx);
-  ch->head = total | (ch->head & FLAGS);
-  cnext(ch)->head |= PINUSE;
+  SET_HEAD(ch, total | (HEAD(ch) & FLAGS));
+  HEAD_OR(cnext(ch), PINUSE);
   split_tail(c, ch, want);
   c->st.live_bytes += csize(ch) - sz;
   if (c->st.live_bytes > c->st.peak_live_bytes) c->st.peak_live_bytes = c->st.live_bytes;
@@ -827,7 +901,7 @@ int exm_core_find(exm_core_t *c, const void *p, void **base, size_t *size, exm_e
   for (; ch < end; ch = cnext(ch)) {
     if ((uintptr_t)p < (uintptr_t)c2mem(ch)) return 0;     /* in a header */
     if ((uintptr_t)p < (uintptr_t)cnext(ch) + 8) {
-      if (!(ch->head & CINUSE)) return 0;
+      if (!(HEAD(ch) & CINUSE)) return 0;
       *base = c2mem(ch);
       *size = csize(ch) - 8;
       if (ext) *ext = NULL;
@@ -835,6 +909,15 @@ int exm_core_find(exm_core_t *c, const void *p, void **base, size_t *size, exm_e
     }
   }
   return 0;
+}
+
+void exm_core_clear_cached(exm_core_t *c) {
+  for (exm_ext_t *e = c->last; e; e = e->prev) {
+    if (e->state != EXT_SEG) continue;
+    chunk_t *ch = (chunk_t *)addr(c, e->off), *end = cat(ch, e->len - FENCE);
+    for (; ch < end; ch = cnext(ch))
+      if (HEAD(ch) & EXM_CHUNK_CACHED) SET_HEAD(ch, HEAD(ch) & ~EXM_CHUNK_CACHED);
+  }
 }
 
 int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len, int state), void *ctx) {
@@ -857,20 +940,23 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
   chunk_t *ch = (chunk_t *)addr(c, e->off), *end = cat(ch, e->len - FENCE);
   if ((uintptr_t)ch & (EXM_SEG_SIZE - 1)) FAIL("segment misaligned at offset", e->off);
   if (ch->prev_foot != (EXM_SEG_TAG ^ (uintptr_t)ch)) FAIL("segment tag overwritten at offset", e->off);
-  if (!(ch->head & PINUSE)) FAIL("segment's first chunk lacks PINUSE at offset", e->off);
+  if (!(HEAD(ch) & PINUSE)) FAIL("segment's first chunk lacks PINUSE at offset", e->off);
   int prev_inuse = 1;
-  size_t prev_size = 0;
+  size_t prev_size = 0, nlive = 0;
+  if (!e->live) FAIL("segment without a live-chunk bitmap at offset", e->off);
   while (ch < end) {
     size_t sz = csize(ch);
     if (sz < MIN_CHUNK || (sz & 15) || sz > (size_t)((char *)end - (char *)ch))
       FAIL("bad chunk size at offset", (uintptr_t)ch - (uintptr_t)c->base);
-    if (!!(ch->head & PINUSE) != prev_inuse)
+    if (!!(HEAD(ch) & PINUSE) != prev_inuse)
       FAIL("PINUSE disagrees with predecessor at offset", (uintptr_t)ch - (uintptr_t)c->base);
     if (!prev_inuse && ch->prev_foot != prev_size)
       FAIL("bad boundary tag at offset", (uintptr_t)ch - (uintptr_t)c->base);
-    int inuse = !!(ch->head & CINUSE);
+    int inuse = !!(HEAD(ch) & CINUSE);
+    if (inuse != live_test(c, e, ch))
+      FAIL("live-chunk bitmap disagrees with the chunk at offset", (uintptr_t)ch - (uintptr_t)c->base);
     if (!inuse && !prev_inuse) FAIL("two free chunks touch at offset", (uintptr_t)ch - (uintptr_t)c->base);
-    if (inuse) *live += sz - 8;
+    if (inuse) *live += sz - 8, nlive++;
     else {
       (*nfree)++;
       if (whole_segment(ch)) (*empty)++;
@@ -879,8 +965,11 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
     prev_size = sz;
     ch = cat(ch, sz);
   }
-  if (ch != end || !(end->head & CINUSE) || csize(end) != FENCE) FAIL("bad fencepost in segment at offset", e->off);
-  if (!!(end->head & PINUSE) != prev_inuse) FAIL("fencepost PINUSE wrong in segment at offset", e->off);
+  if (ch != end || !(HEAD(end) & CINUSE) || csize(end) != FENCE) FAIL("bad fencepost in segment at offset", e->off);
+  size_t bits = 0;
+  for (size_t w = 0; w < BITMAP_BYTES / 8; w++) bits += (size_t)__builtin_popcountll(e->live[w]);
+  if (bits != nlive) FAIL("live-chunk bitmap has stray bits in segment at offset", e->off);
+  if (!!(HEAD(end) & PINUSE) != prev_inuse) FAIL("fencepost PINUSE wrong in segment at offset", e->off);
   if (!prev_inuse && end->prev_foot != prev_size) FAIL("fencepost boundary tag wrong at offset", e->off);
   return 0;
 }
@@ -942,7 +1031,7 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen) {
     int bit = !!(c->smap[i / 64] & (1ull << (i % 64)));
     if (bit != !!c->sbin[i]) FAIL("small bin bitmap wrong for bin", i);
     for (chunk_t *ch = c->sbin[i]; ch; ch = ch->fd) {
-      if ((ch->head & CINUSE) || sbin_of(csize(ch)) != i) FAIL("bad chunk in small bin", i);
+      if ((HEAD(ch) & CINUSE) || sbin_of(csize(ch)) != i) FAIL("bad chunk in small bin", i);
       if (ch->fd && ch->fd->bk != ch) FAIL("broken small bin links in bin", i);
       if (++schunks > sfree) FAIL("small bins hold more chunks than are free:", schunks);
     }

@@ -55,6 +55,7 @@ struct exm_ext {
   uint8_t advice;                   /* 0 default; EXM_ADVICE_*+1 set by the user;
                                        0x80|EXM_ADVICE_* set by the advisor */
   uint16_t bin;                     /* bin index while free */
+  uint64_t *live;                   /* a segment's bitmap of live chunk starts (1 bit per 16 bytes) */
 };
 
 #define EXM_PBINS 320                 /* page-extent bins, per free state */
@@ -86,6 +87,7 @@ typedef struct exm_core {
   size_t hcap, hcount;
   /* node allocator */
   exm_ext_t *node_free;
+  uint64_t *bitmap_free;            /* spare segment bitmaps (linked through their first word) */
   /* small allocator */
   void *sbin[EXM_SBINS];            /* free chunk lists */
   uint64_t smap[(EXM_SBINS + 63) / 64];
@@ -128,6 +130,9 @@ void exm_core_flush(exm_core_t *c);
  * address order, with its state (EXT_*); stops at the first non-zero return
  * and returns it. */
 int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len, int state), void *ctx);
+/* Clear EXM_CHUNK_CACHED in every chunk (a forked child: the caches of the
+ * parent's other threads did not come along). */
+void exm_core_clear_cached(exm_core_t *c);
 /* Walk every structure; 0 if consistent, else -1 with a reason in msg. */
 int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
 /* ---- lock-free peeks for the per-thread cache (arena.c) ----------------------
@@ -137,6 +142,11 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
  * peeked at: they may be large blocks, whose pages must not be touched. */
 #define EXM_SEG_TAG ((uintptr_t)0x6578d2f1c3a5b7e9ull)
 #define EXM_CHUNK_OF(p) ((size_t *)((char *)(p) - 16))
+/* A flag in a live small chunk's head: the chunk sits in some thread's cache
+ * (arena.c). The cache sets and clears it with atomic operations, without
+ * the lock; the core refuses to free a chunk that carries it. */
+#define EXM_CHUNK_CACHED ((size_t)4)
+static inline size_t *exm_core_head_of(void *p) { return &EXM_CHUNK_OF(p)[1]; }
 static inline size_t exm_core_chunk_size_for(size_t n) {
   size_t sz = (n + 8 + 15) & ~(size_t)15;
   return sz < 32 ? 32 : sz;
@@ -147,11 +157,11 @@ static inline size_t exm_core_small_peek(const exm_core_t *c, const void *p) {
   uintptr_t a = (uintptr_t)p;
   if (!(a & (EXM_PAGE - 1)) || (a & 15) || a - (uintptr_t)c->base >= c->cap) return 0;
   uintptr_t seg = a & ~(EXM_SEG_SIZE - 1);
-  if (seg < (uintptr_t)c->base || *(const uintptr_t *)seg != (EXM_SEG_TAG ^ seg)) return 0;
-  size_t head = EXM_CHUNK_OF(p)[1], size = head & ~(size_t)7;
+  if (seg < (uintptr_t)c->base || __atomic_load_n((const uintptr_t *)seg, __ATOMIC_RELAXED) != (EXM_SEG_TAG ^ seg)) return 0;
+  size_t head = __atomic_load_n(&EXM_CHUNK_OF(p)[1], __ATOMIC_RELAXED), size = head & ~(size_t)7;
   if (!(head & 2) || size < 32 || size > seg + EXM_SEG_SIZE - 16 - (a - 16)) return 0;
   /* the next chunk must say this one is in use (PINUSE) */
-  return (EXM_CHUNK_OF((char *)p + size)[1] & 1) ? size : 0;
+  return (__atomic_load_n(&EXM_CHUNK_OF((char *)p + size)[1], __ATOMIC_RELAXED) & 1) ? size : 0;
 }
 
 /* Is p inside the carved range? */

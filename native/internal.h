@@ -64,10 +64,12 @@ void *exm_os_anon(size_t len);
 void exm_os_unmap(void *p, size_t len);
 int exm_os_dir_usable(const char *dir);
 int exm_os_new_like(const char *dir, size_t cap, int *newfd);
-int exm_os_copy_extent(int from, int to, size_t off, size_t len);
+int exm_os_copy_range(int from, const char *base, int to, size_t off, size_t len, int reserve);
+int exm_os_memfd(size_t cap, int *fd);
+int exm_os_map_copy(char *base, int fd, size_t off, size_t len);
 int exm_os_snapshot(void *p, size_t len);
 int exm_os_pipe(int fds[2]);
-void exm_os_wait_pipe(int fd);
+char exm_os_wait_pipe(int fd);
 int exm_os_write_all(int fd, const char *buf, size_t len);
 uint64_t exm_os_now_ns(void);
 
@@ -94,7 +96,10 @@ extern exm_arena_t exm_own;
 extern int exm_n_inherited;
 exm_arena_t *exm_arena_of_inherited(const void *p);
 static inline exm_arena_t *exm_arena_of(const void *p) {
-  if ((uintptr_t)p - (uintptr_t)exm_own.core.base < exm_own.core.cap) return &exm_own;
+  /* the arena may be being created by another thread: cap is stored last
+   * (exm_core_init), so a cap seen here comes with its base */
+  size_t cap = __atomic_load_n(&exm_own.core.cap, __ATOMIC_ACQUIRE);
+  if ((uintptr_t)p - (uintptr_t)__atomic_load_n(&exm_own.core.base, __ATOMIC_RELAXED) < cap) return &exm_own;
   return likely(!exm_n_inherited) ? NULL : exm_arena_of_inherited(p);
 }
 /* Allocate from this process's own arena; NULL+*err on failure. *served is 0
@@ -110,6 +115,7 @@ int exm_arena_lookup(const void *p, exm_block_info_t *info);
 int exm_arena_advise(void *p, int advice);
 int exm_arena_set_advice(int advice);
 int exm_arena_set_dir(const char *dir);
+int exm_arena_get_dir(char *buf, size_t len);
 int exm_arena_set_max_disk(size_t bytes);
 void exm_arena_setup(void);   /* from the constructor: checks, fork handlers */
 void exm_bad_pointer(const char *who, const void *p) __attribute__((noreturn));

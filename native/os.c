@@ -176,12 +176,51 @@ int exm_os_new_like(const char *dir, size_t cap, int *newfd) {
   return 0;
 }
 
-/* Reserve [off, off+len) in `to` and copy the data there. Every committed
- * extent gets its disk reserved (so a duplicating child cannot SIGBUS on a
- * full disk either); a reflink would share blocks and break that promise. */
-int exm_os_copy_extent(int from, int to, size_t off, size_t len) {
-  int err = exm_os_reserve(to, off, len);
-  return err ? err : copy_data(from, to, off, off + len);
+/* Copy [off, off+len) of the arena into the same place of `to`: from the
+ * arena's file `from` in the kernel, skipping holes, or (from < 0: the
+ * program closed it; or across filesystems) by writing what the mapping at
+ * base reads. With `reserve`, the range's disk is reserved in `to` first, so
+ * that a child using the copy cannot SIGBUS on a full disk either; a reflink
+ * would share blocks and break that promise. */
+int exm_os_copy_range(int from, const char *base, int to, size_t off, size_t len, int reserve) {
+  int err = reserve ? exm_os_reserve(to, off, len) : 0;
+  if (err) return err;
+  if (from >= 0) {
+    err = copy_data(from, to, off, off + len);
+    if (err != EXDEV && err != EINVAL && err != EOPNOTSUPP && err != ENOSYS && err != EBADF) return err;
+  }
+  for (size_t done = 0; done < len;) {
+    size_t n = len - done < ((size_t)1 << 30) ? len - done : ((size_t)1 << 30);
+    ssize_t w = pwrite(to, base + off + done, n, (off_t)(off + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    done += (size_t)w;
+  }
+  return 0;
+}
+
+/* An anonymous file of cap bytes (nothing allocated yet): where a forked
+ * child's copy of the small-chunk segments goes when the data directory
+ * cannot take it. */
+int exm_os_memfd(size_t cap, int *fdp) {
+  int fd = memfd_create("exm-fork-copy", MFD_CLOEXEC);
+  if (fd < 0) return errno;
+  if (ftruncate(fd, (off_t)cap)) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  if ((fd = move_high(fd)) < 0) return errno;
+  *fdp = fd;
+  return 0;
+}
+
+/* Map [off, off+len) of fd (a child's copy) over the same offsets of the
+ * arena at base, private: nobody else writes the copy, and the child's own
+ * children must get it copy-on-write, not shared. */
+int exm_os_map_copy(char *base, int fd, size_t off, size_t len) {
+  void *p = mmap(base + off, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)off);
+  return p == MAP_FAILED ? errno : 0;
 }
 
 /* Replace the mapping of [p, p+len) by private anonymous memory holding a
@@ -200,10 +239,12 @@ int exm_os_snapshot(void *p, size_t len) {
 
 int exm_os_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) ? errno : 0; }
 
-/* Block until the other end writes a byte or is closed. */
-void exm_os_wait_pipe(int fd) {
-  char b;
-  while (read(fd, &b, 1) < 0 && errno == EINTR) {}
+/* Block until the other end writes a byte (returned) or is closed (0). */
+char exm_os_wait_pipe(int fd) {
+  char b = 0;
+  ssize_t n;
+  while ((n = read(fd, &b, 1)) < 0 && errno == EINTR) {}
+  return n == 1 ? b : 0;
 }
 
 int exm_os_write_all(int fd, const char *buf, size_t len) {

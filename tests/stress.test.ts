@@ -24,11 +24,16 @@ const NATIVE = join(ROOT, "native");
 const CORPUS = join(ROOT, "tests", "fuzz", "corpus");
 const SAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"];
 
-/** Runs stress_fork preloaded in a fresh data dir; asserts it passed and left nothing. */
-async function forkStress(threads: number, seconds: number, env: Record<string, string>, lib = LIB, seed = 1) {
+/**
+ * Runs stress_fork preloaded in a fresh data dir; asserts it passed and left
+ * nothing. `rounds` is work, not time: each thread does that many rounds of
+ * 50 operations from its own seeded generator, so the same forks happen on
+ * a loaded machine as on an idle one (a fixed 2 s once gave 0 forks there).
+ */
+async function forkStress(threads: number, rounds: number, env: Record<string, string>, lib = LIB, seed = 1) {
   const dir = freshDir();
   try {
-    const r = await runWithLib([cProgram("stress_fork"), String(threads), String(seconds), String(seed)], {
+    const r = await runWithLib([cProgram("stress_fork"), String(threads), String(rounds), String(seed)], {
       LD_PRELOAD: lib,
       EXM_DIR: dir,
       ...env,
@@ -44,46 +49,55 @@ async function forkStress(threads: number, seconds: number, env: Record<string, 
 }
 
 describe("stress_fork without exm (the program itself is right)", () => {
-  test("4 threads, 1 s", async () => {
-    const r = await run([cProgram("stress_fork"), "4", "1"], { timeoutMs: 60_000 });
+  test("4 threads, 16 rounds each", async () => {
+    const r = await run([cProgram("stress_fork"), "4", "16"], { timeoutMs: 120_000 });
     if (r.code !== 0 || !r.stdout.includes("stress_fork ok")) throw new Error(explain(r));
-  });
+  }, 150_000);
 });
 
 describe.skipIf(noLib)("threads and forks: random operations, patterns verified, children check what they inherit", () => {
   for (const t of ["0", "4096"]) {
     for (const threads of [2, 4, 8]) {
       test(`threshold ${t}, ${threads} threads, cow`, async () => {
-        const v = await forkStress(threads, 2, { EXM_THRESHOLD: t }, LIB, threads);
+        const v = await forkStress(threads, 16, { EXM_THRESHOLD: t }, LIB, threads);
         console.log(`stress_fork threshold ${t} x${threads} cow: ops=${v.ops} forks=${v.forks} spawns=${v.spawns}`);
       }, 200_000);
     }
     for (const mode of ["shared", "duplicate"]) {
       test(`threshold ${t}, 4 threads, ${mode}`, async () => {
-        const v = await forkStress(4, 2, { EXM_THRESHOLD: t, EXM_CHILD: mode });
+        const v = await forkStress(4, 16, { EXM_THRESHOLD: t, EXM_CHILD: mode });
         console.log(`stress_fork threshold ${t} x4 ${mode}: ops=${v.ops} forks=${v.forks}`);
       }, 200_000);
     }
   }
 });
 
-// BUG (reported; found by `bun bench/soak.ts --stress`): EXM_CHILD=shared at
-// threshold 0, about 1 run in 7 of `stress_fork 3 5 <seed>` dies with SIGSEGV
-// (parent, in cache_flush at thread exit; sometimes the child). Cause:
-// cache_refill stocks the 4112-byte chunk class (malloc of 4089..4095 bytes)
-// by asking the core for chunk - 8 = 4104 bytes, which it serves as PAGE
-// blocks; a forked child pops them from its copy of the thread cache, but a
-// shared-mode child only gets private copies of segments, so its writes land
-// in the parent's cached blocks, the cache links included. Checked: with
-// cache_refill skipping chunks whose request would be >= EXM_SMALL_MAX (one
-// line), 0 failures in 77 runs against 13 in 78 without. Reproduction:
-//   for i in $(seq 30); do EXM_CHILD=shared EXM_THRESHOLD=0 LD_PRELOAD=build/libexm.so \
-//     build/tests/stress_fork-* 3 5 $i >/dev/null || echo "run $i: $?"; done
-// STRESS_CHILD=free (children only free) never fails; STRESS_CHILD=ops
-// (children only allocate blocks of their own) does.
-test.todo("EXM_CHILD=shared, threshold 0: 30 runs of stress_fork, 3 threads, 5 s, no crash", async () => {
-  for (let seed = 1; seed <= 30; seed++) await forkStress(3, 5, { EXM_THRESHOLD: "0", EXM_CHILD: "shared" }, LIB, seed);
-}, 900_000);
+// Found by `bun bench/soak.ts --stress` (fixed in d7c63e7): with
+// EXM_CHILD=shared at threshold 0, about 1 run in 7 of `stress_fork 3 5s`
+// died with SIGSEGV. cache_refill stocked the 4112-byte chunk class
+// (malloc of 4089..4095 bytes) with page blocks; a shared-mode child popped
+// them from its copy of the thread cache and wrote into the parent's cached
+// blocks, the cache links included. tcache_threads fork-cache reproduces
+// that at once (SIGSEGV in the parent before the fix); the stress runs
+// cover the rest of what a shared child does.
+describe.skipIf(noLib)("EXM_CHILD=shared, threshold 0", () => {
+  for (const mode of ["shared", "cow", "duplicate"]) {
+    test(`${mode}: a child allocating from the thread cache it inherited writes only its own memory`, async () => {
+      const dir = freshDir();
+      try {
+        const r = await runWithLib([cProgram("tcache_threads"), "fork-cache"], { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_CHILD: mode, EXM_THRESHOLD: "0" }, { timeoutMs: 60_000 });
+        if (r.code !== 0 || !r.stdout.includes("tcache_threads ok")) throw new Error(explain(r));
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+  test("4 seeds of stress_fork, 3 threads, 24 rounds each: no crash", async () => {
+    let forks = 0;
+    for (let seed = 1; seed <= 4; seed++) forks += Number((await forkStress(3, 24, { EXM_THRESHOLD: "0", EXM_CHILD: "shared" }, LIB, seed)).forks);
+    console.log(`stress_fork shared threshold 0, 4 seeds: ${forks} forks`);
+  }, 600_000);
+});
 
 /* ---- sanitizers ---------------------------------------------------------------- */
 
@@ -129,19 +143,17 @@ describe.skipIf(noSan)("the carving core under AddressSanitizer and UndefinedBeh
     expect(r.stdout).toContain(`fuzz_core: ${files.length} inputs OK`);
   }, 300_000);
 
-  // BUG (reported): a small chunk's free check reads its in-band header, and
-  // after the memory was reused a stale pointer's "header" is whatever the
-  // program wrote there: a double free at threshold < 4 KiB can be accepted
-  // and corrupt the free lists (UBSan then trips on a wild bin pointer in
-  // sbin_remove). Reproduction:
-  //   FUZZ_STRICT=1 build/tests/fuzz_core-asan-* tests/fuzz/corpus/small-double-free-reused.bin
-  // Fix idea: an out-of-band bitmap of live chunk starts per segment
-  // (1 bit per 16 bytes: 8 KiB per 1 MiB segment), as mallocng keeps its
-  // metadata out of band.
-  test.todo("FUZZ_STRICT: double frees of reused small chunks are refused too", async () => {
+  // A small chunk's free check used to trust its in-band header alone: after
+  // the memory was reused by a larger chunk, a stale pointer's "header" is
+  // whatever the program wrote there, and a double free could be accepted and
+  // corrupt the free lists (UBSan tripped on a wild bin pointer). Each
+  // segment now has an out-of-band bitmap of live chunk starts. fuzz_core is
+  // strict by default now (FUZZ_STRICT=0 was the old, lax replay).
+  test("double frees of reused small chunks are refused (tests/fuzz/corpus/small-double-free-reused)", async () => {
     const bin = build(join(ROOT, "build", "tests", "fuzz_core-asan"), [join(C_DIR, "fuzz_core.c"), join(NATIVE, "core.c")], [...SAN, "-DFUZZ_MAIN"]);
-    const r = await run([bin, CORPUS], { env: { FUZZ_STRICT: "1" }, timeoutMs: 240_000 });
-    expect(r.code).toBe(0);
+    const r = await run([bin, join(CORPUS, "small-double-free-reused")], { env: { FUZZ_STRICT: "1" }, timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`fuzz_core, strict, on small-double-free-reused\n${explain(r)}`);
+    expect(r.stdout).toContain("fuzz_core: 1 inputs OK");
   });
 });
 
@@ -156,11 +168,11 @@ function ubsanLib(): string {
 describe.skipIf(noLib || noSan)("the whole library built with UBSan, preloaded", () => {
   for (const t of ["0", "4096"]) {
     test(`stress_fork, 4 threads, threshold ${t}`, async () => {
-      await forkStress(4, 2, { EXM_THRESHOLD: t }, ubsanLib());
+      await forkStress(4, 16, { EXM_THRESHOLD: t }, ubsanLib(), 4);
     }, 200_000);
     test(`stress_threads (random sizes across threads), threshold ${t}`, async () => {
       await withDataDir(async (dir) => {
-        const r = await runWithLib([cProgram("stress_threads"), "4", "1.5"], { LD_PRELOAD: ubsanLib(), EXM_DIR: dir, EXM_THRESHOLD: t }, {
+        const r = await runWithLib([cProgram("stress_threads"), "4", "3000"], { LD_PRELOAD: ubsanLib(), EXM_DIR: dir, EXM_THRESHOLD: t }, {
           timeoutMs: 120_000,
         });
         if (r.code !== 0 || !r.stdout.includes("stress_threads ok")) throw new Error(explain(r));
@@ -175,6 +187,54 @@ describe.skipIf(noLib || noSan)("the whole library built with UBSan, preloaded",
       if (r.code !== 0 || !r.stdout.includes("fill ok")) throw new Error(explain(r));
     });
   }, 200_000);
+});
+
+/* ---- ThreadSanitizer -------------------------------------------------------------- */
+
+const tsanWhy = (() => {
+  const probe = spawnSync(["sh", "-c", 'echo "int main(void){return 0;}" | gcc -x c -fsanitize=thread -o /dev/null -'], { stdout: "pipe", stderr: "pipe" });
+  return probe.exitCode === 0 ? null : `gcc cannot build with -fsanitize=thread: ${probe.stderr.toString().trim()}`;
+})();
+const noTsan = skipUnless(tsanWhy, "ThreadSanitizer runs");
+
+/**
+ * A stress program with the whole library built in, under ThreadSanitizer.
+ * TSan interposes malloc itself, so the library's entry points are renamed
+ * (xm_malloc...) in both the library and the program: the program allocates
+ * through exm, TSan and libc through TSan. Threshold 0 only: below it the
+ * library calls glibc's __libc_memalign, which TSan also intercepts (its
+ * blocks would then be freed by glibc).
+ */
+function tsanProgram(name: string): string {
+  const rename = ["malloc", "free", "calloc", "realloc", "reallocarray", "aligned_alloc", "posix_memalign", "memalign", "valloc", "pvalloc", "malloc_usable_size"]
+    .map((f) => `-D${f}=xm_${f}`);
+  const srcs = [join(C_DIR, `${name}.c`), ...readdirSync(NATIVE).filter((f) => f.endsWith(".c")).sort().map((f) => join(NATIVE, f))];
+  return build(join(ROOT, "build", "tests", `${name}-tsan`), srcs, ["-fsanitize=thread", "-DEXM_LINKED", "-Wno-attributes", "-I", join(ROOT, "build"), ...rename, "-ldl"]);
+}
+
+async function underTsan(argv: string[], env: Record<string, string>, marker: string) {
+  const dir = freshDir();
+  try {
+    const r = await run(argv, { env: { EXM_DIR: dir, EXM_THRESHOLD: "0", TSAN_OPTIONS: "halt_on_error=0 exitcode=66", ...env }, timeoutMs: 300_000 });
+    const reports = (r.stderr.match(/WARNING: ThreadSanitizer/g) ?? []).length;
+    if (r.code !== 0 || reports || !r.stdout.includes(marker)) throw new Error(`${reports} ThreadSanitizer report(s)\n${explain(r)}`);
+    expect(listDir(dir)).toEqual([]);
+    return kv(r.stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe.skipIf(noTsan)("ThreadSanitizer: threads and forks with the library built in, threshold 0", () => {
+  for (const mode of ["cow", "shared", "duplicate"]) {
+    test(`stress_fork, 4 threads x 12 rounds, ${mode}: no report`, async () => {
+      const v = await underTsan([tsanProgram("stress_fork"), "4", "12", "3"], { EXM_CHILD: mode }, "stress_fork ok");
+      expect(Number(v.forks)).toBeGreaterThan(0);
+    }, 320_000);
+  }
+  test("stress_threads, 4 threads x 1000 operations: no report", async () => {
+    await underTsan([tsanProgram("stress_threads"), "4", "1000"], {}, "stress_threads ok");
+  }, 320_000);
 });
 
 /* ---- valgrind -------------------------------------------------------------------- */
@@ -209,7 +269,7 @@ describe.skipIf(noValgrind)("valgrind memcheck, library preloaded", () => {
     }
   }, 300_000);
   test("stress_fork, 2 threads, threshold 0", async () => {
-    const r = await memcheck([cProgram("stress_fork"), "2", "1"], { EXM_THRESHOLD: "0" });
+    const r = await memcheck([cProgram("stress_fork"), "2", "6", "2"], { EXM_THRESHOLD: "0" });
     expect(r.stdout).toContain("stress_fork ok");
   }, 300_000);
 });

@@ -3,7 +3,14 @@
  * posix_memalign/free, with forks mixed in from any thread while the others
  * keep allocating.
  *
- * usage: stress_fork THREADS SECONDS [SEED]
+ * usage: stress_fork THREADS ROUNDS [SEED]
+ *        stress_fork THREADS SECONDSs [SEED]   (a time budget: "5s", for soaks)
+ *
+ * Each thread does ROUNDS rounds of 50 random operations, each round
+ * followed by a fork with 8 % chance (at most 12 per thread) or a
+ * posix_spawn with 1 %. Each thread draws from its own generator, seeded
+ * from SEED, so a count of rounds gives the same operations and the same
+ * forks on a loaded machine as on an idle one (a time budget does not).
  *
  * Every block carries a fill pattern from its own seed, verified in full
  * before it is freed or resized (and a calloc'ed block is checked to be zero
@@ -220,9 +227,11 @@ static void do_spawn(tstate_t *t) {
   }
 }
 
+static long rounds = -1;     /* per thread; -1: until the time is up */
+
 static void *worker(void *arg) {
   tstate_t *t = arg;
-  while (!stop) {
+  for (long r = 0; rounds < 0 ? !stop : r < rounds; r++) {
     random_ops(t, 50);
     uint64_t r = rnd(t) % 100;
     if (r < 8 && t->forks < max_forks_per_thread) do_fork(t);
@@ -234,7 +243,11 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
   api_init();
   int nthreads = argc > 1 ? atoi(argv[1]) : 4;
-  double seconds = argc > 2 ? atof(argv[2]) : 2.0;
+  const char *budget = argc > 2 ? argv[2] : "40";
+  double seconds = 0;
+  if (budget[0] && budget[strlen(budget) - 1] == 's') seconds = atof(budget);
+  else rounds = atol(budget);
+  CHECK(rounds > 0 || seconds > 0, "bad budget %s (ROUNDS or SECONDSs)", budget);
   uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 0) : 0x9e3779b97f4a7c15ull;
   CHECK(nthreads >= 1 && nthreads <= MAX_THREADS, "1..%d threads", MAX_THREADS);
   const char *mode = getenv("EXM_CHILD");
@@ -247,9 +260,11 @@ int main(int argc, char **argv) {
     ts[i].rng = mix64(seed + (uint64_t)i) | 1;
     CHECK(pthread_create(&th[i], NULL, worker, &ts[i]) == 0, "pthread_create");
   }
-  struct timespec d = { (time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9) };
-  nanosleep(&d, NULL);
-  stop = 1;
+  if (rounds < 0) {
+    struct timespec d = { (time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9) };
+    nanosleep(&d, NULL);
+    stop = 1;
+  }
   long ops = 0, forks = 0, ok = 0, spawns = 0;
   for (int i = 0; i < nthreads; i++) {
     pthread_join(th[i], NULL);

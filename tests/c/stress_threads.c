@@ -1,6 +1,7 @@
 /*
- * stress_threads.c: N threads (argv[1], default 1) hammer the allocator for
- * argv[2] seconds (default 2) with random sizes from a few bytes to several
+ * stress_threads.c: N threads (argv[1], default 1) hammer the allocator,
+ * argv[2] operations each (default 20000; "Ns": for N seconds instead, for
+ * soaks), with random sizes from a few bytes to several
  * MiB through malloc, calloc, realloc, aligned_alloc, posix_memalign and free.
  * Every block carries a fill pattern derived from its own seed, verified in
  * full before it is freed or resized; blocks also migrate between threads
@@ -94,9 +95,11 @@ static void new_block(tstate_t *t, blk_t *b) {
   fill_pattern(p, n, b->seed);
 }
 
+static long ops_per_thread = -1;    /* -1: until the time is up */
+
 static void *worker(void *arg) {
   tstate_t *t = arg;
-  while (!stop) {
+  while (ops_per_thread < 0 ? !stop : t->ops < ops_per_thread) {
     blk_t *b = &t->slot[rnd(t) % SLOTS];
     uint64_t op = rnd(t) % 10;
     t->ops++;
@@ -143,9 +146,13 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
   api_init();
   int n = argc > 1 ? atoi(argv[1]) : 1;
-  double secs = argc > 2 ? atof(argv[2]) : 2.0;
+  const char *budget = argc > 2 ? argv[2] : "20000";
+  double secs = 0;
+  if (budget[0] && budget[strlen(budget) - 1] == 's') secs = atof(budget);
+  else ops_per_thread = atol(budget);
+  CHECK(ops_per_thread > 0 || secs > 0, "bad budget %s (OPS or SECONDSs)", budget);
   threshold = api_threshold();
-  printf("threads=%d seconds=%.1f threshold=%zu\n", n, secs, threshold);
+  printf("threads=%d budget=%s threshold=%zu\n", n, budget, threshold);
   CHECK(n >= 1 && n <= 64, "bad thread count %d", n);
   tstate_t *ts = calloc((size_t)n, sizeof *ts);
   pthread_t *th = calloc((size_t)n, sizeof *th);
@@ -157,9 +164,11 @@ int main(int argc, char **argv) {
     ts[i].rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) + (uint64_t)time(NULL);
     CHECK(pthread_create(&th[i], NULL, worker, &ts[i]) == 0, "pthread_create");
   }
-  struct timespec d = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
-  nanosleep(&d, NULL);
-  stop = 1;
+  if (ops_per_thread < 0) {
+    struct timespec d = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
+    nanosleep(&d, NULL);
+    stop = 1;
+  }
   long ops = 0, checked = 0, fb = 0;
   for (int i = 0; i < n; i++) {
     pthread_join(th[i], NULL);

@@ -1,0 +1,149 @@
+/*
+ * tcache_threads.c: the per-thread cache of small chunks across threads.
+ *
+ * usage: tcache_threads consumers [THREADS]
+ *   THREADS threads (default 100) that only free: the main thread allocates
+ *   the blocks, each thread frees its share and exits. Afterwards the
+ *   arena's live block count must be back where it was: a thread's cache is
+ *   given back when it exits, whether or not it ever allocated.
+ *
+ * usage: tcache_threads fork-cache
+ *   The thread cache across fork, in any child mode: the parent's cache is
+ *   stocked with chunks of every size class up to 4095 bytes, then it forks;
+ *   the child allocates from the cache it inherited and fills what it gets
+ *   with 0xEE. Blocks a child allocates are its own: the parent must not see
+ *   those writes in the chunks its own cache then hands out, and its heap
+ *   must stay consistent (EXM_CHILD=shared once crashed here: the
+ *   4089..4095-byte class was stocked with page blocks, which a shared child
+ *   writes into the parent's memory, cache links included).
+ *
+ * usage: tcache_threads double-free
+ *   A block is freed by one thread, which stays alive (its cache holds the
+ *   block), and then again by the main thread. The second free must abort
+ *   with exm's message; if it does not, the program shows the consequence:
+ *   the same block handed out to two threads (exit status 3).
+ */
+#include "common.h"
+
+#include <pthread.h>
+#include <sys/wait.h>
+
+#define PER_THREAD 40
+
+static void **blocks;
+
+static void *consumer(void *arg) {
+  long i = (long)arg;
+  for (int k = 0; k < PER_THREAD; k++) free(blocks[i * PER_THREAD + k]);
+  return NULL;
+}
+
+static void *victim;
+static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int stage;
+static void *got_by_thread;
+
+static void *first_freer(void *arg) {
+  (void)arg;
+  free(victim);
+  pthread_mutex_lock(&m);
+  stage = 1;
+  pthread_cond_broadcast(&cv);
+  while (stage < 2) pthread_cond_wait(&cv, &m);
+  pthread_mutex_unlock(&m);
+  got_by_thread = malloc(40);     /* from this thread's cache: the victim */
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  api_init();
+  CHECK(X.loaded && X.get_stats, "tcache_threads needs libexm");
+  const char *what = argc > 1 ? argv[1] : "consumers";
+  if (!strcmp(what, "consumers")) {
+    int n = argc > 2 ? atoi(argv[2]) : 100;
+    exm_stats_t s0, s1;
+    CHECK(X.get_stats(&s0) == 0, "stats");
+    blocks = malloc(sizeof(void *) * (size_t)n * PER_THREAD);
+    CHECK(blocks, "malloc");
+    for (long i = 0; i < (long)n * PER_THREAD; i++) {
+      blocks[i] = malloc(16 + (size_t)(i % 50) * 16);
+      CHECK(blocks[i] && api_fb(blocks[i]), "block %ld not file-backed (run at threshold 0)", i);
+    }
+    for (long i = 0; i < n; i++) {
+      pthread_t th;
+      CHECK(pthread_create(&th, NULL, consumer, (void *)i) == 0, "pthread_create");
+      CHECK(pthread_join(th, NULL) == 0, "join");
+    }
+    free(blocks);
+    CHECK(X.get_stats(&s1) == 0, "stats");
+    printf("live_blocks_before=%" PRIu64 " live_blocks_after=%" PRIu64 "\n", s0.live_blocks, s1.live_blocks);
+    CHECK(s1.live_blocks <= s0.live_blocks + 16, "%" PRIu64 " blocks left live by %d threads that only freed",
+          s1.live_blocks - s0.live_blocks, n);
+    API_CHECK("consumers");
+    printf("tcache_threads ok\n");
+    return 0;
+  }
+  if (!strcmp(what, "fork-cache")) {
+    static const size_t sizes[] = { 24, 100, 1000, 2040, 4000, 4089, 4095 };
+    enum { NS = sizeof sizes / sizeof *sizes, PER = 6 };
+    for (int k = 0; k < NS; k++) {     /* a miss stocks the cache; the frees fill it */
+      void *b[PER];
+      for (int i = 0; i < PER; i++) CHECK((b[i] = malloc(sizes[k])) && api_fb(b[i]), "malloc(%zu) not file-backed (run at threshold 0)", sizes[k]);
+      for (int i = 0; i < PER; i++) free(b[i]);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+      for (int k = 0; k < NS; k++)
+        for (int i = 0; i < 2 * PER; i++) {
+          void *q = malloc(sizes[k]);
+          if (!q) _exit(2);
+          memset(q, 0xEE, sizes[k]);
+        }
+      API_CHECK("child");
+      _exit(0);
+    }
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child failed (status 0x%x)", st);
+    API_CHECK("parent, after the child used its inherited cache");
+    int seen = 0;
+    for (int k = 0; k < NS; k++)
+      for (int i = 0; i < 2 * PER; i++) {
+        unsigned char *q = malloc(sizes[k]);
+        CHECK(q, "malloc");
+        for (size_t j = 16; j < sizes[k]; j++) seen += q[j] == 0xEE && j == 16;
+        memset(q, 0x11, sizes[k]);
+      }
+    CHECK(seen == 0, "%d blocks the parent got hold the child's writes", seen);
+    API_CHECK("parent, after reusing its cache");
+    printf("tcache_threads ok\n");
+    return 0;
+  }
+  if (!strcmp(what, "double-free")) {
+    victim = malloc(40);
+    CHECK(victim && api_fb(victim), "victim not file-backed (run at threshold 0)");
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, first_freer, NULL) == 0, "pthread_create");
+    pthread_mutex_lock(&m);
+    while (stage < 1) pthread_cond_wait(&cv, &m);
+    pthread_mutex_unlock(&m);
+    printf("second free\n");
+    free(victim);                    /* the double free, from another thread */
+    void *mine = malloc(40);
+    pthread_mutex_lock(&m);
+    stage = 2;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&m);
+    pthread_join(th, NULL);
+    printf("main got %p, the thread got %p\n", mine, got_by_thread);
+    if (mine == got_by_thread) {
+      fprintf(stderr, "FAIL: double free not caught: one block handed out twice\n");
+      return 3;
+    }
+    fprintf(stderr, "FAIL: double free not caught\n");
+    return 2;
+  }
+  FAIL("usage: tcache_threads consumers [THREADS] | fork-cache | double-free");
+}
