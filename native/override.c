@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -67,13 +68,18 @@ static void tell_ram(size_t n, int err) {
   exm_line_str(&l, " does not fit in the file-backed arena in ");
   exm_line_value(&l, exm_cfg.dir);
   exm_line_str(&l, " (");
+  /* The arena answers ENOMEM for every reason (core.c's commit): tell
+   * them apart by what can be seen from here. */
   size_t cap = exm_own.core.cap, cap_disk = exm_cfg.max_disk;
   struct rlimit as;
+  struct statvfs vfs;
   if (err == ENOSPC) exm_line_str(&l, "no space left on its filesystem");
   else if (err == EDQUOT) exm_line_str(&l, "disk quota exceeded");
   else if (err != ENOMEM) exm_line_err(&l, err);
   else if (cap_disk && __atomic_load_n(&exm_own.core.st.committed, __ATOMIC_RELAXED) + n > cap_disk)
     exm_line_str(&l, "the --max-disk cap of "), exm_line_size(&l, cap_disk);
+  else if (!statvfs(exm_cfg.dir, &vfs) && (uint64_t)vfs.f_bavail * vfs.f_frsize < n + ((size_t)1 << 20))
+    exm_line_str(&l, "no space left on its filesystem");
   else {
     exm_line_str(&l, "the arena is ");
     exm_line_size(&l, cap);
