@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <link.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -38,6 +39,36 @@ extern void *__libc_memalign(size_t, size_t);
 static inline size_t threshold(void) {
   exm_ensure_init();
   return __atomic_load_n(&exm_cfg.threshold, __ATOMIC_RELAXED);
+}
+
+/* glibc's code, found by the constructor. glibc's own small allocations
+ * (stdio streams, its locale and NSS data...) stay in glibc's heap whatever
+ * the threshold: glibc's fork writes into some of them in the child (it
+ * resets the lock of every stream) before any atfork handler has run, while
+ * the child still shares the arena's pages with its parent; in the arena
+ * those writes would unlock the parent's streams under the threads that
+ * hold them. */
+static uintptr_t libc_text, libc_text_end;
+
+static inline size_t threshold_for(const void *caller) {
+  size_t t = threshold();
+  if (unlikely(t < EXM_SMALL_MAX) && (uintptr_t)caller - libc_text < libc_text_end - libc_text) return EXM_SMALL_MAX;
+  return t;
+}
+
+static int find_text(struct dl_phdr_info *info, size_t size, void *want) {
+  (void)size;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+    if ((uintptr_t)want - lo < hi - lo) {
+      libc_text = lo;
+      libc_text_end = hi;
+      return 1;
+    }
+  }
+  return 0;
 }
 
 /* glibc's usable size of a block it handed out, read from the chunk's size
@@ -117,7 +148,7 @@ static void *fallback(size_t n, size_t align, int zero) {
 }
 
 EXM_API void *malloc(size_t n) {
-  if (likely(n < threshold())) {
+  if (likely(n < threshold_for(__builtin_return_address(0)))) {
     void *p = __libc_malloc(n);
     return likely(p != NULL) ? p : fallback(n, 16, 0);
   }
@@ -140,7 +171,7 @@ EXM_API void *calloc(size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (likely(n < threshold())) {
+  if (likely(n < threshold_for(__builtin_return_address(0)))) {
     void *p = __libc_calloc(count, size);
     return likely(p != NULL) ? p : fallback(n, 16, 1);
   }
@@ -268,6 +299,7 @@ EXM_API size_t malloc_usable_size(void *p) {
 }
 
 __attribute__((constructor)) static void exm_constructor(void) {
+  dl_iterate_phdr(find_text, (void *)(uintptr_t)&__libc_malloc);
   exm_arena_setup();
   exm_stats_setup();
 }

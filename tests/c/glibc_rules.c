@@ -8,6 +8,7 @@
  *   heapinfo   mallinfo2/mallinfo count blocks in use (the arena's too),
  *              malloc_info's XML is well formed, malloc_trim answers
  *   stats      malloc_stats with some blocks in use
+ *   stdio      at threshold 0, glibc's own small blocks (a FILE) stay in its heap
  * Prints "<mode> ok"; failures print FAIL on stderr.
  */
 #include "common.h"
@@ -123,6 +124,25 @@ static int mode_heapinfo(void) {
   return 0;
 }
 
+/* At threshold 0: the program's small blocks are file-backed, glibc's own
+ * (a stream from fopen, whose lock glibc's fork resets in the child) not. */
+static int mode_stdio(void) {
+  CHECK(X.loaded, "stdio needs libexm");
+  void *mine = malloc(100);
+  CHECK(api_fb(mine), "malloc(100) at threshold 0 is not file-backed");
+  FILE *f = fopen("/dev/null", "r");
+  CHECK(f, "fopen");
+  CHECK(!api_fb(f), "a FILE from fopen is in the arena: glibc's fork would reset its lock in memory the child shares");
+  char *line = NULL;
+  size_t cap = 0;
+  CHECK(getline(&line, &cap, f) == -1, "getline on /dev/null");
+  fclose(f);
+  free(line);
+  free(mine);
+  printf("stdio ok\n");
+  return 0;
+}
+
 /* malloc_stats after some blocks exist (its report goes to stderr). */
 static int mode_stats(void) {
   void *p[16];
@@ -140,6 +160,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "realloc")) return mode_realloc();
   if (!strcmp(mode, "heapinfo")) return mode_heapinfo();
   if (!strcmp(mode, "stats")) return mode_stats();
-  fprintf(stderr, "usage: glibc_rules errno|realloc|heapinfo|stats\n");
+  if (!strcmp(mode, "stdio")) return mode_stdio();
+  fprintf(stderr, "usage: glibc_rules errno|realloc|heapinfo|stats|stdio\n");
   return 2;
 }
