@@ -67,12 +67,14 @@ export const EXCLUDED: Record<string, string> = {
  * tst-mallocfork2 and tst-mallocfork3 fork from a SIGUSR1 handler while the
  * main flow mallocs, frees and forks, 10 000 times, synchronised with five
  * signal-sending processes through a barrier: about 50 s on plain glibc on
- * a busy 2-core machine, and the suite runs them six times (in duplicate
- * mode every fork copies the arena's ~35 MiB of live blocks). 1 000 still
+ * a busy 2-core machine, and the suite runs them six times. 1 000 still
  * lands dozens of signals inside fork, malloc and free (they print the
- * counts).
+ * counts). In duplicate mode every fork (thousands: each signal forks)
+ * copies the arena's live blocks, tens of MiB: there a second build with
+ * DUP_ITERATIONS runs.
  */
 const ITERATIONS: Record<string, number> = { "tst-mallocfork2": 1000, "tst-mallocfork3": 1000 };
+const DUP_ITERATIONS = 150;
 
 /**
  * glibc's test driver kills a test after TIMEOUT (20 s by default, 100 s for
@@ -197,11 +199,14 @@ export async function buildGlibcTests(): Promise<GlibcTests | string> {
   mkdirSync(shim);
   for (const h of SHIM_HEADERS) cpSync(join(tree, h), join(shim, basename(h)));
   writeFileSync(join(shim, "config.h"), "/* glibc's configure output: nothing the support files here need */\n");
+  const shorter: [string, string][] = [];    // [name of the build, its source]
   for (const [t, n] of Object.entries(ITERATIONS)) {
     const f = join(tree, "malloc", `${t}.c`);
     const text = readFileSync(f, "utf8");
     if (!/enum \{ iterations = \d+ \};/.test(text)) throw new Error(`${f}: no "enum { iterations = N };" to shorten`);
     writeFileSync(f, text.replace(/enum \{ iterations = \d+ \};/, `enum { iterations = ${n} };`));
+    writeFileSync(join(tree, "malloc", `${t}-dup.c`), text.replace(/enum \{ iterations = \d+ \};/, `enum { iterations = ${DUP_ITERATIONS} };`));
+    shorter.push([`${t}-dup`, join(tree, "malloc", `${t}-dup.c`)]);
   }
 
   // support/: as support/Makefile builds it, paths pointing nowhere (no test here uses them).
@@ -223,8 +228,8 @@ export async function buildGlibcTests(): Promise<GlibcTests | string> {
   const outBin = join(work, "bin");
   mkdirSync(outBin);
   const mdir = join(tree, "malloc");
-  await pool([...SELECTED], 2, (t) => {
-    const srcs = [join(mdir, `${t}.c`)];
+  await pool([...SELECTED, ...shorter.map(([n]) => n)], 2, (t) => {
+    const srcs = [shorter.find(([n]) => n === t)?.[1] ?? join(mdir, `${t}.c`)];
     const m = /^tst-interpose-(nothread|thread)$/.exec(t);
     if (m) srcs.push(join(mdir, `tst-interpose-aux-${m[1]}.c`));
     return cc([...common, "-fno-builtin", "-w", `-I${mdir}`, "-o", join(outBin, t), ...srcs, lib, "-lrt"], `malloc/${t}.c`);
@@ -276,7 +281,8 @@ export async function runOne(g: GlibcTests, test: string, lib: string | null, cf
   mkdirSync(dataDir);
   mkdirSync(cwd);
   const t0 = performance.now();
-  const p = spawn([join(g.binDir, test)], {
+  const bin = cfg.child === "duplicate" && test in ITERATIONS ? `${test}-dup` : test;
+  const p = spawn([join(g.binDir, bin)], {
     cwd,
     env: env({
       TMPDIR: cwd,
@@ -287,7 +293,12 @@ export async function runOne(g: GlibcTests, test: string, lib: string | null, cf
     stdout: "pipe",
     stderr: "pipe",
   });
-  const guard = setTimeout(() => p.kill("SIGKILL"), 900_000);
+  // SIGALRM is the driver's own timeout: it kills the test's whole process
+  // group (tst-mallocfork2/3 have signal-sending children), then itself.
+  const guard = setTimeout(() => {
+    p.kill("SIGALRM");
+    setTimeout(() => p.kill("SIGKILL"), 10_000).unref();
+  }, 900_000);
   const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
   await p.exited;
   clearTimeout(guard);
