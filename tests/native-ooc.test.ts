@@ -153,7 +153,7 @@ describe.skipIf(noTmpfs)("full data directory (64 MiB tmpfs)", () => {
         && r.stderr.includes(dir), r, "one line naming the reason and the directory");
       assertRun(dirIsEmpty(dir), r, `tmpfs not empty: ${listDir(dir)}`);
     });
-  });
+  }, 60_000);
 
   test.skipIf(noPython)("python3: a 256 MiB bytearray works (in RAM), then carries on", async () => {
     const script = `
@@ -189,7 +189,7 @@ describe.skipIf(skipNoLib)("EXM_MAX_DISK cap", () => {
       assertOk(r, "diskfull ok");
       assertRun(/^exm: a request of 256\.0 MiB does not fit .*the --max-disk cap of 64\.0 MiB.*\n$/.test(r.stderr), r, "one line naming the cap");
     });
-  });
+  }, 60_000);
 });
 
 /** dev:inode keys of the deleted files under dir that process pid maps. */
