@@ -28,6 +28,7 @@ const CFLAGS = ["-O2", "-g", "-fPIC", "-Wall", "-Wextra", "-Werror", "-fvisibili
 const MALLOC_FAMILY = [
   "malloc", "free", "calloc", "realloc", "reallocarray", "memalign", "posix_memalign", "aligned_alloc",
   "valloc", "pvalloc", "malloc_usable_size",
+  "mallinfo", "mallinfo2", "malloc_stats", "malloc_info", "malloc_trim",
 ];
 /** Defined by the linker in every shared object on some binutils; not ours to judge. */
 const LINKER_SYMBOLS = new Set(["_init", "_fini", "__bss_start", "_edata", "_end"]);

@@ -591,6 +591,49 @@ int exm_arena_set_max_disk(size_t bytes) {
   return 0;
 }
 
+/* ---- for heapinfo.c (mallinfo & co) ------------------------------------------ */
+
+static int heap_extent(void *ctx, size_t off, size_t len, int state) {
+  exm_heap_t *h = ctx;
+  (void)off;
+  if (state == EXT_SEG) h->small_space += len;
+  else if (state == EXT_USED) h->large_blocks++, h->large_bytes += len;
+  return 0;
+}
+
+static void heap_of(exm_arena_t *a, exm_heap_t *h) {
+  exm_heap_t one = { 0 };
+  pthread_mutex_lock(&a->lock);
+  exm_core_walk(&a->core, heap_extent, &one);
+  size_t live = a->core.st.live_bytes, blocks = a->core.st.live_blocks;
+  pthread_mutex_unlock(&a->lock);
+  /* page blocks count their whole extent in live_bytes (core.c) */
+  one.small_live = live > one.large_bytes ? live - one.large_bytes : 0;
+  one.small_blocks = blocks > one.large_blocks ? blocks - one.large_blocks : 0;
+  if (one.small_live > one.small_space) one.small_live = one.small_space;
+  h->small_space += one.small_space;
+  h->small_live += one.small_live;
+  h->small_blocks += one.small_blocks;
+  h->large_blocks += one.large_blocks;
+  h->large_bytes += one.large_bytes;
+  h->arena_bytes += a->core.cap;
+}
+
+void exm_arena_heap(exm_heap_t *h) {
+  memset(h, 0, sizeof *h);
+  if (exm_own.core.cap) heap_of(&exm_own, h);
+  for (int i = 0; i < exm_n_inherited; i++) heap_of(&inherited[i], h);
+}
+
+int exm_arena_trim(void) {
+  cache_flush(&tc);
+  pthread_mutex_lock(&exm_own.lock);
+  int any = own_state == 1 && exm_own.core.dirty_bytes > 0;
+  if (any) exm_core_flush(&exm_own.core);
+  pthread_mutex_unlock(&exm_own.lock);
+  return any;
+}
+
 /* ---- fork -------------------------------------------------------------------
  *
  * What the child needs a copy of is copied AFTER the fork, by the parent,
@@ -740,31 +783,120 @@ static void copy_child_segments(void) {
   copy_close();
 }
 
-static void fork_prepare(void) {
+/* ---- fork: lock order, and fork from a signal handler ----------------------
+ * Lock order: glibc's stdio list lock, then init_lock, exm_own.lock and the
+ * inherited arenas' locks. Another thread may hold the list lock
+ * (fflush(NULL)) while it waits for a FILE lock, held by a thread that waits
+ * for exm's lock inside getline's realloc; glibc's fork takes the list lock
+ * only after the prepare handlers, so exm takes it first (it is recursive:
+ * glibc's own take just counts). glibc takes and resets it only when the
+ * process has threads (its fork must stay usable from a signal handler),
+ * and so does exm: the child finds it reset by glibc.
+ *
+ * A fork from a signal handler can interrupt this very thread inside exm,
+ * holding a lock (threshold 0: every malloc), or inside another fork's
+ * handlers, holding all of them. Waiting for them would wait forever, so
+ * such a fork takes only the locks that are free (trylock), prepares no
+ * copy, and its child keeps the arena where it is (the interrupted call may
+ * finish in the child when the handler returns) but made a private,
+ * copy-on-write view that can no longer reach the parent's file: nothing
+ * the child does changes the parent. The parent is never blocked. As POSIX
+ * asks of a child forked from a signal handler, it should keep to
+ * async-signal-safe functions until it execs or exits. */
+__thread int exm_in_arena;            /* override.c: this thread is inside the arena's calls */
+static __thread int fork_depth;       /* forks under way in this thread (a handler's inside another's) */
+#define FORK_DEPTH 4
+static __thread uint64_t fork_took[FORK_DEPTH];   /* per depth: the locks that fork holds (TOOK_*) */
+#define TOOK_INIT ((uint64_t)1)
+#define TOOK_OWN ((uint64_t)2)
+#define TOOK_INH(i) ((uint64_t)4 << (i))
+#define TOOK_LIST ((uint64_t)1 << 40)
+#define TOOK_INTERRUPTED ((uint64_t)1 << 41)
+
+extern void _IO_list_lock(void);      /* exported by glibc (GLIBC_2.2.5) */
+extern void _IO_list_unlock(void);
+extern char __libc_single_threaded __attribute__((weak));   /* <sys/single_threaded.h>, glibc 2.32 */
+
+static uint64_t fork_lock_all(void) {
+  uint64_t took = TOOK_INIT | TOOK_OWN;
+  if (&__libc_single_threaded && !__libc_single_threaded) {
+    _IO_list_lock();
+    took |= TOOK_LIST;
+  }
   pthread_mutex_lock(&init_lock);
   pthread_mutex_lock(&exm_own.lock);
-  for (int i = 0; i < exm_n_inherited; i++) pthread_mutex_lock(&inherited[i].lock);
-  copy_prepare();
+  for (int i = 0; i < exm_n_inherited; i++) pthread_mutex_lock(&inherited[i].lock), took |= TOOK_INH(i);
+  return took;
+}
+
+static uint64_t fork_lock_free_ones(void) {
+  uint64_t took = TOOK_INTERRUPTED;
+  if (!pthread_mutex_trylock(&init_lock)) took |= TOOK_INIT;
+  if (!pthread_mutex_trylock(&exm_own.lock)) took |= TOOK_OWN;
+  for (int i = 0; i < exm_n_inherited; i++)
+    if (!pthread_mutex_trylock(&inherited[i].lock)) took |= TOOK_INH(i);
+  return took;
+}
+
+/* The locks this thread's innermost fork holds (it stays innermost until
+ * its handler ends: a signal may come while it waits for the child). */
+static uint64_t fork_top(void) {
+  int d = fork_depth - 1;
+  return d < FORK_DEPTH ? fork_took[d] : TOOK_INTERRUPTED;
+}
+
+static void fork_unlock(uint64_t took) {
+  for (int i = exm_n_inherited - 1; i >= 0; i--)
+    if (took & TOOK_INH(i)) pthread_mutex_unlock(&inherited[i].lock);
+  if (took & TOOK_OWN) pthread_mutex_unlock(&exm_own.lock);
+  if (took & TOOK_INIT) pthread_mutex_unlock(&init_lock);
+  if (took & TOOK_LIST) _IO_list_unlock();
+}
+
+/* Child of an interrupted fork: exm_own stays in place, a private view
+ * that takes no new blocks (they go to RAM; own_state -1 also keeps later
+ * forks from touching it: their children inherit the view as it is). */
+static void child_keeps_view(void) {
+  own_state = -1;
+  int err = exm_own.fd >= 0 && exm_os_same_file(exm_own.fd, exm_own.dev, exm_own.ino)
+                ? exm_os_remap(exm_own.core.base, exm_own.core.cap, exm_own.fd, 1)
+                : EBADF;
+  exm_own.kind = err ? ARENA_SHARED : ARENA_COW;   /* neither commits nor punches the file */
+}
+
+static void fork_prepare(void) {
+  int d = fork_depth++;
+  int interrupted = d > 0 || exm_in_arena;
+  uint64_t took = d >= FORK_DEPTH ? TOOK_INTERRUPTED : interrupted ? fork_lock_free_ones() : fork_lock_all();
+  if (d < FORK_DEPTH) fork_took[d] = took;
+  if (!interrupted) copy_prepare();   /* a copy needs every lock: none for an interrupted fork */
 }
 
 static void fork_parent(void) {
-  copy_parent();
-  forks++;
-  for (int i = exm_n_inherited - 1; i >= 0; i--) pthread_mutex_unlock(&inherited[i].lock);
-  pthread_mutex_unlock(&exm_own.lock);
-  pthread_mutex_unlock(&init_lock);
+  uint64_t took = fork_top();
+  if (!(took & TOOK_INTERRUPTED)) copy_parent();
+  __atomic_fetch_add(&forks, 1, __ATOMIC_RELAXED);
+  fork_unlock(took);
+  fork_depth--;
 }
 
 static void fork_child(void) {
-  pthread_mutex_init(&init_lock, NULL);
-  pthread_mutex_init(&exm_own.lock, NULL);
-  for (int i = 0; i < exm_n_inherited; i++) pthread_mutex_init(&inherited[i].lock, NULL);
+  /* The locks this fork took are the child's to reset (the list lock glibc
+   * reset itself). Any other is held by this thread's interrupted call,
+   * which releases it when the signal handler returns. */
+  uint64_t took = fork_top();
+  fork_depth--;     /* nothing below waits: a handler's fork from here on is a new one */
+  if (took & TOOK_INIT) pthread_mutex_init(&init_lock, NULL);
+  if (took & TOOK_OWN) pthread_mutex_init(&exm_own.lock, NULL);
+  for (int i = 0; i < exm_n_inherited; i++)
+    if (took & TOOK_INH(i)) pthread_mutex_init(&inherited[i].lock, NULL);
   exm_advisor_after_fork();
   forks = 0;
   alloc_ns = 0;
   exm_fallbacks = 0;
   exm_cfg.stats[0] = 0;     /* the process exm was given reports, not its children */
   if (!exm_own.core.cap) return;
+  if (took & TOOK_INTERRUPTED) return child_keeps_view();
   int mode = fork_mode;
   if (copy_child()) {
     cache_after_fork(&exm_own.core);

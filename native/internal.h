@@ -118,9 +118,23 @@ int exm_arena_set_dir(const char *dir);
 int exm_arena_get_dir(char *buf, size_t len);
 int exm_arena_set_max_disk(size_t bytes);
 void exm_arena_setup(void);   /* from the constructor: checks, fork handlers */
+/* For heapinfo.c: every arena's blocks, small (in segments) and large. */
+typedef struct exm_heap {
+  size_t small_space, small_live, small_blocks;   /* segments' bytes; small blocks in use */
+  size_t large_blocks, large_bytes;               /* blocks of a page or more */
+  size_t arena_bytes;                             /* the arenas' ranges */
+} exm_heap_t;
+void exm_arena_heap(exm_heap_t *h);
+/* malloc_trim: the caller's cached chunks back, and the disk kept for reuse; 1 if any. */
+int exm_arena_trim(void);
 void exm_bad_pointer(const char *who, const void *p) __attribute__((noreturn));
 
 extern uint64_t exm_fallbacks;
+/* Non-zero while this thread is inside the arena's calls (override.c sets
+ * it): a fork from a signal handler must then not wait for exm's locks. */
+extern __thread int exm_in_arena;
+static inline void exm_enter(void) { exm_in_arena++; __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+static inline void exm_leave(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); exm_in_arena--; }
 
 /* ---- advisor.c: EXM_ADVICE=auto --------------------------------------------- */
 void exm_advisor_block(size_t bytes);

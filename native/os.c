@@ -71,6 +71,11 @@ void *exm_os_map_file(int fd, size_t *cap) {
   struct rlimit fsize;   /* ulimit -f: a larger file would kill us with SIGXFSZ */
   if (!getrlimit(RLIMIT_FSIZE, &fsize) && fsize.rlim_cur != RLIM_INFINITY && fsize.rlim_cur < limit)
     limit = (size_t)fsize.rlim_cur & ~(EXM_PAGE - 1);
+  /* Under an address-space limit (ulimit -v) the arena takes at most half
+   * of it: what it cannot serve goes to glibc, which needs room there too. */
+  struct rlimit as;
+  if (!getrlimit(RLIMIT_AS, &as) && as.rlim_cur != RLIM_INFINITY && as.rlim_cur / 2 < limit)
+    limit = (size_t)(as.rlim_cur / 2) & ~(EXM_PAGE - 1);
   for (size_t size = (size_t)8 << 40; size >= ((size_t)64 << 20); size >>= 1) {
     if (size > limit) continue;
     if (ftruncate(fd, (off_t)size)) continue;

@@ -5,17 +5,27 @@
  * __libc_* entry points (no dlsym, so this works from the very first call,
  * made by ld.so or a constructor). When glibc returns NULL, the arena gets
  * a try before the caller sees ENOMEM, as the original exm did. Requests at
- * or above the threshold go to the arena; if the arena cannot be used at
- * all (unusable data directory) they pass through too. A full disk or the
- * disk cap gives NULL and ENOMEM: never a SIGBUS later.
+ * or above the threshold go to the arena.
+ *
+ * Never worse than without exm: a request the arena cannot serve (its data
+ * directory is unusable or full, the --max-disk cap, the arena's own size,
+ * which an address-space limit makes small) is tried in RAM through glibc
+ * before the program sees ENOMEM, and exm says once, in one line, why and
+ * where. Disk is still reserved before a block is handed out, so a block
+ * the arena did serve never raises SIGBUS later.
+ *
+ * NULL and errno follow glibc 2.36 for every entry point, alignment and
+ * size (its own tests check them: tests/glibc.test.ts).
  *
  * Pointers are told apart by address: one range check per arena.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -31,51 +41,128 @@ static inline size_t threshold(void) {
   return __atomic_load_n(&exm_cfg.threshold, __ATOMIC_RELAXED);
 }
 
-/* glibc's own malloc_usable_size (ours shadows it): looked up once, after
- * start-up, since dlsym may itself allocate. */
-static size_t (*libc_usable)(void *);
+/* glibc's code, found by the constructor. glibc's own small allocations
+ * (stdio streams, its locale and NSS data...) stay in glibc's heap whatever
+ * the threshold: glibc's fork writes into some of them in the child (it
+ * resets the lock of every stream) before any atfork handler has run, while
+ * the child still shares the arena's pages with its parent; in the arena
+ * those writes would unlock the parent's streams under the threads that
+ * hold them. */
+static uintptr_t libc_text, libc_text_end;
 
-static size_t glibc_usable(void *p) {
-  if (unlikely(!libc_usable)) {
-    void *f = dlsym(RTLD_NEXT, "malloc_usable_size");
-    if (!f) return 0;
-    __atomic_store_n(&libc_usable, (size_t (*)(void *))f, __ATOMIC_RELAXED);
-  }
-  return libc_usable(p);
+static inline size_t threshold_for(const void *caller) {
+  size_t t = threshold();
+  if (unlikely(t < EXM_SMALL_MAX) && (uintptr_t)caller - libc_text < libc_text_end - libc_text) return EXM_SMALL_MAX;
+  return t;
 }
 
-/* The arena, for a request at or above the threshold (or after glibc
- * failed). *served == 0 means the arena is unusable: pass it through. */
-static void *from_arena(size_t n, size_t align, int zero, int *served) {
-  int err = 0;
-  void *p = exm_arena_alloc(n, align, zero, served, &err);
-  if (!p && *served) errno = ENOMEM;
+static int find_text(struct dl_phdr_info *info, size_t size, void *want) {
+  (void)size;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+    if ((uintptr_t)want - lo < hi - lo) {
+      libc_text = lo;
+      libc_text_end = hi;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* glibc's usable size of a block it handed out, read from the chunk's size
+ * word as glibc's own malloc_usable_size does (ours shadows it, and a dlsym
+ * may fail or allocate; realloc must never copy too few bytes). The low
+ * three bits are flags; an mmapped chunk keeps two header words, others one. */
+static size_t glibc_usable(void *p) {
+  size_t head = ((size_t *)p)[-1];
+  size_t size = head & ~(size_t)7;
+  return head & 2 ? size - 2 * sizeof(size_t) : size - sizeof(size_t);
+}
+
+/* In RAM, through glibc: for a request the arena could not serve. */
+static void *in_ram(size_t n, size_t align, int zero) {
+  if (zero) return __libc_calloc(1, n);
+  return align <= 16 ? __libc_malloc(n) : __libc_memalign(align, n);
+}
+
+static int told_ram;    /* the one line below was written */
+
+/* The arena failed a request with err (exm_arena_alloc's code) and RAM
+ * served it instead: say why, once per process. */
+static void tell_ram(size_t n, int err) {
+  if (__atomic_exchange_n(&told_ram, 1, __ATOMIC_RELAXED)) return;
+  exm_line_t l = { .n = 0 };
+  exm_line_str(&l, "exm: a request of ");
+  exm_line_size(&l, n);
+  exm_line_str(&l, " does not fit in the file-backed arena in ");
+  exm_line_value(&l, exm_cfg.dir);
+  exm_line_str(&l, " (");
+  /* The arena answers ENOMEM for every reason (core.c's commit): tell
+   * them apart by what can be seen from here. */
+  size_t cap = exm_own.core.cap, cap_disk = exm_cfg.max_disk;
+  struct rlimit as;
+  struct statvfs vfs;
+  if (err == ENOSPC) exm_line_str(&l, "no space left on its filesystem");
+  else if (err == EDQUOT) exm_line_str(&l, "disk quota exceeded");
+  else if (err != ENOMEM) exm_line_err(&l, err);
+  else if (cap_disk && __atomic_load_n(&exm_own.core.st.committed, __ATOMIC_RELAXED) + n > cap_disk)
+    exm_line_str(&l, "the --max-disk cap of "), exm_line_size(&l, cap_disk);
+  else if (!statvfs(exm_cfg.dir, &vfs) && (uint64_t)vfs.f_bavail * vfs.f_frsize < n + ((size_t)1 << 20))
+    exm_line_str(&l, "no space left on its filesystem");
+  else {
+    exm_line_str(&l, "the arena is ");
+    exm_line_size(&l, cap);
+    if (!getrlimit(RLIMIT_AS, &as) && as.rlim_cur != RLIM_INFINITY) exm_line_str(&l, ", sized under the address-space limit");
+  }
+  exm_line_str(&l, "); such requests are served in RAM");
+  exm_line_emit(&l);
+}
+
+/* The arena, for a request at or above the threshold; RAM when it cannot. */
+static void *from_arena(size_t n, size_t align, int zero) {
+  int served, err = 0;
+  exm_enter();
+  void *p = exm_arena_alloc(n, align, zero, &served, &err);
+  exm_leave();
+  if (likely(p != NULL)) return p;
+  p = in_ram(n, align, zero);
+  if (!p) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (served) tell_ram(n, err ? err : ENOMEM);   /* not served: the arena is unusable, said already */
   return p;
 }
 
 /* glibc failed a below-threshold request: try the arena before failing. */
 static void *fallback(size_t n, size_t align, int zero) {
-  int served;
-  void *p = from_arena(n, align, zero, &served);
+  int served, err = 0;
+  exm_enter();
+  void *p = exm_arena_alloc(n, align, zero, &served, &err);
+  exm_leave();
   if (p) __atomic_fetch_add(&exm_fallbacks, 1, __ATOMIC_RELAXED);
   else errno = ENOMEM;
   return p;
 }
 
 EXM_API void *malloc(size_t n) {
-  if (likely(n < threshold())) {
+  if (likely(n < threshold_for(__builtin_return_address(0)))) {
     void *p = __libc_malloc(n);
     return likely(p != NULL) ? p : fallback(n, 16, 0);
   }
-  int served;
-  void *p = from_arena(n, 16, 0, &served);
-  return served ? p : __libc_malloc(n);
+  return from_arena(n, 16, 0);
 }
 
 EXM_API void free(void *p) {
   exm_arena_t *a = exm_arena_of(p);    /* NULL for NULL: __libc_free(NULL) does nothing */
   if (likely(!a)) __libc_free(p);
-  else exm_arena_free(a, p, "free");
+  else {
+    exm_enter();
+    exm_arena_free(a, p, "free");
+    exm_leave();
+  }
 }
 
 EXM_API void *calloc(size_t count, size_t size) {
@@ -84,27 +171,34 @@ EXM_API void *calloc(size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (likely(n < threshold())) {
+  if (likely(n < threshold_for(__builtin_return_address(0)))) {
     void *p = __libc_calloc(count, size);
     return likely(p != NULL) ? p : fallback(n, 16, 1);
   }
-  int served;
-  void *p = from_arena(n, 16, 1, &served);
-  return served ? p : __libc_calloc(count, size);
+  return from_arena(n, 16, 1);
 }
 
-static size_t usable_size(void *p, exm_arena_t *a) {
-  return a ? exm_arena_usable(a, p, "realloc") : glibc_usable(p);
+static size_t usable_size(void *p, exm_arena_t *a, const char *who) {
+  if (!a) return glibc_usable(p);
+  exm_enter();
+  size_t n = exm_arena_usable(a, p, who);
+  exm_leave();
+  return n;
 }
 
 /* Move p (old usable size `old`) into a new block of n bytes. */
 static void *move_block(void *p, exm_arena_t *a, size_t n) {
   void *q = malloc(n);
   if (!q) return NULL;
-  size_t old = usable_size(p, a);
+  size_t old = usable_size(p, a, "realloc");
   memcpy(q, p, old < n ? old : n);
-  if (a) exm_arena_free(a, p, "realloc");
-  else __libc_free(p);
+  if (a) {
+    exm_enter();
+    exm_arena_free(a, p, "realloc");
+    exm_leave();
+  } else {
+    __libc_free(p);
+  }
   return q;
 }
 
@@ -125,7 +219,12 @@ EXM_API void *realloc(void *p, size_t n) {
   }
   /* An arena block stays in the arena while it is at or above the threshold
    * (or while RAM is short: it got there by falling back). */
-  if (n >= t && exm_arena_resize(a, p, n, "realloc") == 0) return p;
+  if (n >= t) {
+    exm_enter();
+    int r = exm_arena_resize(a, p, n, "realloc");
+    exm_leave();
+    if (r == 0) return p;
+  }
   return move_block(p, a, n);
 }
 
@@ -143,40 +242,45 @@ static void *aligned(size_t align, size_t n) {
     void *p = __libc_memalign(align, n);
     return p ? p : fallback(n, align, 0);
   }
-  int served;
-  void *p = from_arena(n, align, 0, &served);
-  return served ? p : __libc_memalign(align, n);
+  return from_arena(n, align, 0);
 }
 
 static inline int pow2(size_t x) { return x && !(x & (x - 1)); }
 
+/* As glibc 2.36's _mid_memalign: an alignment of 16 or less is malloc's;
+ * above 2^63 none is a power of two (EINVAL); others round up to one. Then
+ * only the size can fail, with ENOMEM. */
+static void *memalign_as_glibc(size_t align, size_t n) {
+  if (align <= 16) return malloc(n);
+  if (align > SIZE_MAX / 2 + 1) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (!pow2(align)) align = (size_t)1 << (64 - __builtin_clzll(align));
+  return aligned(align, n);
+}
+
+/* glibc leaves errno at ENOMEM when it fails (the return value says it
+ * too), and as it was otherwise. */
 EXM_API int posix_memalign(void **out, size_t align, size_t n) {
   if (!pow2(align) || align % sizeof(void *)) return EINVAL;
   int saved = errno;
-  void *p = aligned(align, n);
+  void *p = memalign_as_glibc(align, n);
+  if (!p) {
+    errno = ENOMEM;
+    return ENOMEM;
+  }
   errno = saved;
-  if (!p) return ENOMEM;
   *out = p;
   return 0;
 }
 
-EXM_API void *aligned_alloc(size_t align, size_t n) {
-  if (!pow2(align)) {
-    errno = EINVAL;
-    return NULL;
-  }
-  return aligned(align, n);
-}
+/* glibc 2.36's aligned_alloc is memalign (C17's stricter EINVAL for an
+ * alignment that is not a power of two came with 2.38; a program that runs
+ * on 2.36 must not fail under exm). */
+EXM_API void *aligned_alloc(size_t align, size_t n) { return memalign_as_glibc(align, n); }
 
-EXM_API void *memalign(size_t align, size_t n) {
-  if (align > ((size_t)1 << 62)) {
-    errno = EINVAL;
-    return NULL;
-  }
-  if (align < 16) align = 16;
-  if (!pow2(align)) align = (size_t)1 << (64 - __builtin_clzll(align));   /* as glibc: round up */
-  return aligned(align, n);
-}
+EXM_API void *memalign(size_t align, size_t n) { return memalign_as_glibc(align, n); }
 
 EXM_API void *valloc(size_t n) { return aligned((size_t)sysconf(_SC_PAGESIZE), n); }
 
@@ -186,17 +290,16 @@ EXM_API void *pvalloc(size_t n) {
     errno = ENOMEM;
     return NULL;
   }
-  return aligned(page, n ? (n + page - 1) & ~(page - 1) : page);
+  return aligned(page, n ? (n + page - 1) & ~(page - 1) : page);   /* glibc gives pvalloc(0) a page too */
 }
 
 EXM_API size_t malloc_usable_size(void *p) {
   if (!p) return 0;
-  exm_arena_t *a = exm_arena_of(p);
-  return a ? exm_arena_usable(a, p, "malloc_usable_size") : glibc_usable(p);
+  return usable_size(p, exm_arena_of(p), "malloc_usable_size");
 }
 
 __attribute__((constructor)) static void exm_constructor(void) {
+  dl_iterate_phdr(find_text, (void *)(uintptr_t)&__libc_malloc);
   exm_arena_setup();
   exm_stats_setup();
-  glibc_usable(NULL);   /* resolve it now, outside any allocation */
 }

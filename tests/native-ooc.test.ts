@@ -1,7 +1,7 @@
 /**
  * libexm beyond RAM (issue 3): out-of-core runs under a memory cgroup (C and
  * python3; each asserted to be OOM-killed without exm and to finish with it),
- * a full data directory (NULL/ENOMEM and MemoryError, never SIGBUS), the
+ * a full data directory (the request served in RAM, never SIGBUS), the
  * EXM_MAX_DISK cap, SIGKILL leaving nothing behind, and free() of evicted
  * pages causing no major faults.
  *
@@ -142,22 +142,25 @@ describe.skipIf(skipNoLib)("free() of evicted pages without a cgroup (MADV_PAGEO
 });
 
 describe.skipIf(noTmpfs)("full data directory (64 MiB tmpfs)", () => {
-  test("C: malloc(256 MiB) is NULL/ENOMEM, no SIGBUS, then 16 MiB works", async () => {
+  test("C: malloc(256 MiB) is served in RAM with one line, no SIGBUS, then 16 MiB is file-backed", async () => {
     await withTmpfs(64 * MiB, async (dir) => {
       const r = await runWithLib([cProgram("diskfull"), "256M", "16M"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, {
         timeoutMs: 60_000,
       });
       assertRun(r.signal !== "SIGBUS", r, "SIGBUS");
       assertOk(r, "diskfull ok");
+      assertRun(/^exm: a request of 256\.0 MiB does not fit in the file-backed arena in .*no space left.*served in RAM\n$/.test(r.stderr)
+        && r.stderr.includes(dir), r, "one line naming the reason and the directory");
       assertRun(dirIsEmpty(dir), r, `tmpfs not empty: ${listDir(dir)}`);
     });
-  });
+  }, 60_000);
 
-  test.skipIf(noPython)("python3: MemoryError for a 256 MiB bytearray, then carries on", async () => {
+  test.skipIf(noPython)("python3: a 256 MiB bytearray works (in RAM), then carries on", async () => {
     const script = `
 try:
     b = bytearray(256 << 20)
-    print("no MemoryError")
+    b[::4096] = b"y" * len(b[::4096])
+    print("no MemoryError", sum(b[::4096]) == ord("y") * len(b[::4096]))
 except MemoryError:
     print("MemoryError")
 small = bytearray(16 << 20)
@@ -167,7 +170,7 @@ print("carried on", sum(small[::4096]) == ord("x") * len(small[::4096]))
     await withTmpfs(64 * MiB, async (dir) => {
       const r = await runWithLib([PY!, "-c", script], { EXM_DIR: dir, EXM_THRESHOLD: "1M" }, { timeoutMs: 60_000 });
       assertRun(r.signal !== "SIGBUS", r, "SIGBUS");
-      assertOk(r, "MemoryError", "python on a full data dir");
+      assertOk(r, "no MemoryError True", "python on a full data dir");
       assertRun(r.stdout.includes("carried on True"), r, "python did not carry on");
       assertRun(dirIsEmpty(dir), r, `tmpfs not empty: ${listDir(dir)}`);
     });
@@ -175,7 +178,7 @@ print("carried on", sum(small[::4096]) == ord("x") * len(small[::4096]))
 });
 
 describe.skipIf(skipNoLib)("EXM_MAX_DISK cap", () => {
-  test("malloc past the cap is NULL/ENOMEM, then a smaller one works", async () => {
+  test("malloc past the cap is served in RAM with one line, then a smaller one is file-backed", async () => {
     await withDataDir(async (dir) => {
       const r = await runWithLib(
         [cProgram("diskfull"), "256M", "16M"],
@@ -184,8 +187,9 @@ describe.skipIf(skipNoLib)("EXM_MAX_DISK cap", () => {
       );
       assertRun(r.signal !== "SIGBUS", r, "SIGBUS");
       assertOk(r, "diskfull ok");
+      assertRun(/^exm: a request of 256\.0 MiB does not fit .*the --max-disk cap of 64\.0 MiB.*\n$/.test(r.stderr), r, "one line naming the cap");
     });
-  });
+  }, 60_000);
 });
 
 /** dev:inode keys of the deleted files under dir that process pid maps. */

@@ -75,8 +75,8 @@ typedef enum exm_advice {
 exm_advice_t exm_get_advice(void);
 int exm_set_advice(exm_advice_t advice);
 
-/* Cap on disk reserved by this process's arena (0: no cap). Allocations that
- * would pass it fail with ENOMEM. */
+/* Cap on disk reserved by this process's arena (0: no cap). A malloc that
+ * would pass it is served in RAM instead; exm_alloc fails with ENOMEM. */
 size_t exm_get_max_disk(void);
 int exm_set_max_disk(size_t bytes);
 
@@ -120,7 +120,7 @@ typedef struct exm_stats {
   uint64_t bytes_punched;   /* bytes given back to the filesystem */
   uint64_t arena_size;      /* bytes of the arena carved so far (its high-water mark) */
   uint64_t fallbacks;       /* below-threshold requests served by the arena after malloc failed */
-  uint64_t failures;        /* arena requests that returned ENOMEM */
+  uint64_t failures;        /* requests the arena could not serve (malloc's went to RAM) */
   uint64_t forks;           /* forks seen by this process */
   uint64_t alloc_ns;        /* time spent inside the arena allocator */
 } exm_stats_t;
