@@ -53,7 +53,7 @@ function extract(dirArg: string): void {
   );
 }
 
-function main(): number {
+async function main(): Promise<number> {
   const split = splitArgs(rawArgs());
   const parsed = parseArgs(split.own, ARGS) as Record<string, unknown>;
   // A repeated flag: the last one wins.
@@ -98,16 +98,19 @@ function main(): number {
   const flags: SettingFlags = {};
   for (const o of OPTIONS) if (o.kind === "setting") flags[o.flag] = get(o.flag);
   const settings = resolveSettings(flags, process.env, process.cwd());
-  run({ settings, program: split.program, environ: rawEnviron() });
+  return await run({ settings, program: split.program, environ: rawEnviron() });
 }
 
-try {
-  process.exitCode = main();
-} catch (e) {
-  if (e instanceof ExmError) {
-    stderr(`exm: ${oneLine(e.message)}${e.showHint ? " (see exm --help)" : ""}\n`);
-    process.exit(e.status);
-  }
-  stderr(`exm: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-}
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof ExmError) {
+      stderr(`exm: ${oneLine(e.message)}${e.showHint ? " (see exm --help)" : ""}\n`);
+      process.exit(e.status);
+    }
+    stderr(`exm: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);
