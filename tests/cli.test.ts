@@ -269,17 +269,24 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(e.EXM_DIR).toBe(join(cwd, "data"));
     expect(e.EXM_CHILD).toBe("shared");
     expect(e.EXM_ADVICE).toBe("random");
-    expect(e.EXM_STATS).toBe(join(cwd, "s.json"));
+    // With statistics exm stays the parent: the program's libraries leave
+    // records in a private directory of the run, not in the file itself.
+    expect(e.EXM_STATS).toBe("0");
+    expect(e.EXM_STATS_DIR).toMatch(new RegExp(`^${join(cwd, "data")}/\\.exm-stats-\\w+$`));
+    expect(existsSync(e.EXM_STATS_DIR!)).toBe(false); // removed when the run ended
+    expect(JSON.parse(readFileSync(join(cwd, "s.json"), "utf8")).exitCode).toBe(0);
     expect(e.EXM_VERBOSE).toBe("1");
 
     const r2 = await exm(ENV_AT_EXEC, { ...env, TMPDIR: "/var/tmp" });
     const e2 = envLines(r2.stdout);
     expect(e2.EXM_THRESHOLD).toBe(String(GiB));
     expect(e2.EXM_DIR).toBe("/tmp");
-    expect(e2.EXM_STATS).toBe("1");
+    expect(e2.EXM_STATS).toBe("0");
+    expect(e2.EXM_STATS_DIR).toMatch(/^\/tmp\/\.exm-stats-/);
+    expect(r2.stderr).toMatch(/^exm: pid \d+ \(cat\) exited 0 after /);
     const r3 = await exm(["--stats", ...ENV_AT_EXEC], { TMPDIR: "/var/tmp" });
     expect(envLines(r3.stdout).EXM_DIR).toBe("/var/tmp");
-    expect(envLines(r3.stdout).EXM_STATS).toBe("1");
+    expect(envLines(r3.stdout).EXM_STATS_DIR).toMatch(/^\/var\/tmp\/\.exm-stats-/);
   });
 
   test("a .env, bunfig.toml, package.json or tsconfig.json in the working directory is not read by exm", async () => {
