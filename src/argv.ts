@@ -72,7 +72,12 @@ export function splitArgs(args: Buffer[]): SplitArgs {
   let i = 0;
   const take = (spec: OptionSpec, inline: string | undefined, given: string) => {
     let value: string | true = true;
-    if (spec.value) {
+    if (spec.valueDefault !== undefined && inline === undefined) {
+      // An optional value: the next argument only if it looks like one (a number).
+      const next = args[i + 1]?.toString();
+      value = next !== undefined && /^\d+(\.\d+)?$/.test(next) ? (i++, next) : spec.valueDefault;
+      own.push(`--${spec.flag}=${value}`);
+    } else if (spec.value) {
       if (inline !== undefined) value = inline;
       else if (i + 1 < args.length) value = args[++i]!.toString();
       else throw usageError(`option ${given} needs a value (${spec.value})`, true);

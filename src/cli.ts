@@ -11,7 +11,9 @@ import { EMBEDDED_HEADER_PATH, EMBEDDED_LIBRARY_PATH, LIBRARY } from "../embed/l
 import pkg from "../package.json" with { type: "json" };
 import { rawArgs, rawEnviron, splitArgs } from "./argv";
 import { ExmError, oneLine, usageError } from "./errors";
-import { inspect, parsePid, renderInspect, requireArena } from "./inspect";
+import { inspect, parsePid, renderInspect, requireLibrary } from "./inspect";
+import { plot } from "./plot";
+import { parseInterval, watch } from "./watch";
 import { OPTIONS, renderHelp, resolveSettings, type SettingFlags } from "./options";
 import { stderr, stdout } from "./out";
 import { run } from "./run";
@@ -73,6 +75,7 @@ async function main(): Promise<number> {
     throw usageError(`--${action} takes no program (got '${split.program[0]!.toString()}')`);
   }
   if (get("json") && action !== "inspect") throw usageError("--json goes with --inspect");
+  if (get("watch") !== undefined && action !== "inspect") throw usageError("--watch goes with --inspect");
 
   switch (action) {
     case "version":
@@ -82,11 +85,16 @@ async function main(): Promise<number> {
       extract(String(get("extract")));
       return 0;
     case "inspect": {
-      const report = inspect(parsePid(String(get("inspect"))));
-      requireArena(report);
+      const pid = parsePid(String(get("inspect")));
+      if (get("watch") !== undefined) return await watch(pid, parseInterval(String(get("watch"))));
+      const report = inspect(pid);
+      requireLibrary(report);
       stdout(get("json") ? `${JSON.stringify(report, null, 2)}\n` : `${renderInspect(report)}\n`);
       return 0;
     }
+    case "plot":
+      stdout(plot(String(get("plot"))));
+      return 0;
     case "prune-cache": {
       const lines = pruneCache(process.env, process.geteuid?.() ?? 0);
       stdout(lines.length ? `${lines.join("\n")}\n` : "nothing to prune\n");
