@@ -13,7 +13,7 @@
  */
 
 import { isatty } from "node:tty";
-import { ExmError } from "./errors";
+import { ExmError, oneLine } from "./errors";
 import { inspect, type InspectReport, NO_ARENA_YET, requireLibrary } from "./inspect";
 import { formatSize } from "./options";
 import { stdout } from "./out";
@@ -62,7 +62,7 @@ const mbps = (v: number | null) => (v === null ? "-" : `${(v / 1e6).toFixed(1)} 
 
 /** The terminal view of one look. */
 export function renderWatch(r: InspectReport, l: WatchLine, seconds: number): string {
-  const cmd = r.command.join(" ");
+  const cmd = oneLine(r.command.join(" "));
   const lines = [
     `exm --watch: pid ${r.pid} (${cmd.length > 60 ? `${cmd.slice(0, 60)}...` : cmd}), every ${seconds} s, ${l.time.slice(11, 19)} UTC`,
     "",
