@@ -6,6 +6,7 @@
 
 import { parseArgs, type ArgsDef } from "citty";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { pruneCache } from "../embed/cache";
 import { EMBEDDED_HEADER_PATH, EMBEDDED_LIBRARY_PATH, LIBRARY } from "../embed/library";
 import pkg from "../package.json" with { type: "json" };
@@ -35,7 +36,8 @@ function writeAtomic(path: string, data: Uint8Array, mode: number): void {
 }
 
 function extract(dirArg: string): void {
-  const dir = dirArg.startsWith("/") ? dirArg : `${process.cwd()}/${dirArg}`;
+  if (dirArg === "") throw usageError("--extract: empty directory name");
+  const dir = resolve(process.cwd(), dirArg); // "./lib" prints as /home/me/lib, not /home/me/./lib
   try {
     mkdirSync(dir, { recursive: true });
     writeAtomic(`${dir}/libexm.so`, readFileSync(EMBEDDED_LIBRARY_PATH), 0o755);
@@ -102,9 +104,24 @@ async function main(): Promise<number> {
     }
   }
 
-  if (split.program.length === 0) throw usageError("missing program to run", true);
   const flags: SettingFlags = {};
   for (const o of OPTIONS) if (o.kind === "setting") flags[o.flag] = get(o.flag);
+  if (split.program.length === 0) {
+    // `exm --threshold true`: the value was left out and the program taken for it.
+    // A value that is bad for its option says so, and why no program is left.
+    const last = split.lastValue;
+    if (last) {
+      try {
+        resolveSettings(flags, process.env, process.cwd());
+      } catch (e) {
+        if (e instanceof ExmError && e.message.startsWith(`--${last.flag}`)) {
+          throw usageError(`${e.message}; no program follows, so was the value of --${last.flag} left out?`, true);
+        }
+        throw e;
+      }
+    }
+    throw usageError("missing program to run", true);
+  }
   const settings = resolveSettings(flags, process.env, process.cwd());
   return await run({ settings, program: split.program, environ: rawEnviron() });
 }

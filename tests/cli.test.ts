@@ -360,6 +360,9 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
   test("bad input: a value-taking option at the end, no program, actions misused", async () => {
     const cases: [string[], number, RegExp][] = [
       [["--threshold"], 2, /option --threshold needs a value \(SIZE\)/],
+      [["--threshold", "true"], 2, /^exm: --threshold: not a size: 'true' \(use bytes or a number with K, M, G or T, e\.g\. 512M, 1\.5G\); no program follows, so was the value of --threshold left out\? \(see exm --help\)\n$/],
+      [["--child", "python3"], 2, /^exm: --child: 'python3' is not one of cow, shared, duplicate; no program follows, so was the value of --child left out\? \(see exm --help\)\n$/],
+      [["--dir", "/tmp"], 2, /^exm: missing program to run \(see exm --help\)\n$/],
       [[], 2, /missing program/],
       [["--verbose"], 2, /missing program/],
       [["--version", "true"], 2, /--version takes no program/],
@@ -401,7 +404,10 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     writeFileSync(interp, "#!/nonexistent/interpreter\n", { mode: 0o755 });
     const bi = await exm([interp]);
     expect(bi.code).toBe(127);
-    expect(bi.stderr).toMatch(/cannot run/);
+    expect(bi.stderr).toBe(`exm: ${interp}: cannot run: its interpreter /nonexistent/interpreter (from its #! line) does not exist\n`);
+    // The same with --stats, where exm starts the program as its child.
+    const bis = await exm(["--stats", interp]);
+    expect([bis.code, bis.stderr]).toEqual([127, bi.stderr]);
   });
 
   test.skipIf(skipUnless(tmpfsAvailable(), "unwritable data directory (read-only mount)"))(
@@ -605,6 +611,28 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(readdirSync(dir)).toEqual([lib.slice(dir.length + 1)]);
   });
 
+  test("--prune-cache keeps an old version that a running program maps, naming the process", async () => {
+    const h = home();
+    const lib = (await sh([EXM, "printenv", "LD_PRELOAD"], h.env)).stdout.trim();
+    const dir = join(h.cache, "exm");
+    // Another exm version's library, in use: a program preloading it.
+    const other = join(dir, "libexm-00000000000000000000.so");
+    writeFileSync(other, readFileSync(lib), { mode: 0o755 });
+    const user = spawn(["sleep", "60"], { env: cleanEnv({ LD_PRELOAD: other }), stdout: "ignore", stderr: "ignore", stdin: "ignore" });
+    try {
+      for (let i = 0; i < 100 && !readFileSync(`/proc/${user.pid}/maps`, "latin1").includes(other); i++) await Bun.sleep(20);
+      const r = await sh([EXM, "--prune-cache"], h.env);
+      expectOk(r);
+      expect(r.stdout).toBe(`kept ${other}: in use by pid ${user.pid} (sleep)\n`);
+      expect(existsSync(other)).toBe(true);
+    } finally {
+      user.kill("SIGKILL");
+      await user.exited;
+    }
+    const r2 = await sh([EXM, "--prune-cache"], h.env);
+    expect(r2.stdout).toBe(`removed ${other}\n`);
+  });
+
   // ---- --extract and --inspect ------------------------------------------------------------
 
   test("--extract writes a library that links (-lexm) and dlopens, and its header", async () => {
@@ -612,6 +640,10 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     const r = await exm(["--extract", out]);
     expectOk(r);
     expect(r.stdout).toContain(`${out}/libexm.so`);
+    // A relative directory is shown normalised: no "/./" or "/../" in the path.
+    const rel = await exm(["--extract", "./extracted/../extracted/sub/"], {}, scratch);
+    expectOk(rel);
+    expect(rel.stdout.split("\n")[0]).toBe(`wrote ${out}/libexm.so (libexm ${/libexm (\S+)\)/.exec(r.stdout)![1]}) and ${out}/exm.h`);
     expect(readFileSync(join(out, "libexm.so")).equals(readFileSync(DIST_LIB))).toBe(true);
     expect(readFileSync(join(out, "exm.h"), "utf8")).toContain("exm_version");
 
