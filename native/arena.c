@@ -309,6 +309,7 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   else if (p && align <= 16) cache_refill(exm_core_chunk_size_for(n));
   if (!p && own_state < 0) *served = 0;    /* lost its file just now: RAM instead */
   pthread_mutex_unlock(&exm_own.lock);
+  if (*served) exm_trace_block(p, n, *err);
   if (p && zero && dirty) memset(p, 0, n);
   if (p && n >= exm_advisor_min() && exm_cfg.advice == EXM_ADVICE_AUTO) {
     exm_arena_auto_advise((size_t)((char *)p - exm_own.core.base), (n + EXM_PAGE - 1) & ~(EXM_PAGE - 1),

@@ -134,4 +134,8 @@ void exm_arena_auto_advise(size_t off, size_t len, int advice, int announce);
 /* ---- stats.c ----------------------------------------------------------------- */
 void exm_stats_setup(void);
 
+/* ---- trace.c: --verbose decisions, rate-limited --------------------------------- */
+void exm_trace_block(const void *p, size_t n, int err);   /* arena served p, or failed with err */
+void exm_trace_ram(size_t n, const char *why);            /* a request went to RAM instead */
+
 #endif

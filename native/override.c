@@ -49,6 +49,7 @@ static size_t glibc_usable(void *p) {
 static void *from_arena(size_t n, size_t align, int zero, int *served) {
   int err = 0;
   void *p = exm_arena_alloc(n, align, zero, served, &err);
+  if (!*served) exm_trace_ram(n, "the arena is unusable (see the line above)");
   if (!p && *served) errno = ENOMEM;
   return p;
 }

@@ -1,0 +1,57 @@
+/**
+ * EXM_VERBOSE=1 (--verbose): the library tells where each large block went
+ * and why, and why the arena could not serve a request (the --max-disk cap, a
+ * full data directory), at a rate a person can read: the first 8 messages of
+ * a kind, then the 16th, 32nd, 64th...
+ */
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { rmSync } from "node:fs";
+import { freshDir, libAvailable, python3, runWithLib, skipUnless, tmpfsAvailable, withTmpfs } from "./support/sys";
+
+setDefaultTimeout(60_000);
+const py = python3();
+const dir = freshDir();
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const ours = (stderr: string) => stderr.split("\n").filter((l) => /^exm: pid \d+: /.test(l)).map((l) => l.replace(/^exm: pid \d+: /, ""));
+
+describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), "--verbose"))("the library's --verbose", () => {
+  test("where each large block went and why, thinned out past 8 messages", async () => {
+    // 40 blocks of 2 MiB, kept alive: laid out one after the other (each a page more than asked).
+    const r = await runWithLib([py!, "-c", "l = [bytearray(2 << 20) for i in range(40)]"], {
+      EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_VERBOSE: "1", EXM_ADVICE: "normal",
+    });
+    expect(r.code).toBe(0);
+    const lines = ours(r.stderr);
+    expect(lines[0]).toMatch(new RegExp(`^file-backed arena of [\\d.]+ (GiB|TiB) in ${dir}$`));
+    const blocks = lines.filter((l) => l.includes(" file-backed at offset "));
+    const want = (k: number, off: string) =>
+      `2.0 MiB file-backed at offset ${off} of the arena in ${dir} (at or above the threshold of 1.0 MiB)` +
+      (k > 8 ? ` (message ${k} of this kind; the ones between are not shown)` : "");
+    expect(blocks).toHaveLength(10);
+    expect(blocks[0]).toBe(want(1, "0 B"));
+    expect(blocks[1]).toBe(want(2, "2.0 MiB"));
+    expect(blocks[8]).toMatch(new RegExp(`^2\\.0 MiB file-backed at offset 30\\.\\d MiB of the arena in ${dir} \\(at or above the threshold of 1\\.0 MiB\\) \\(message 16 of this kind; the ones between are not shown\\)$`));
+    expect(blocks[9]).toMatch(/\(message 32 of this kind; the ones between are not shown\)$/);
+    // Without --verbose: nothing.
+    const quiet = await runWithLib([py!, "-c", "l = [bytearray(2 << 20) for i in range(4)]"], { EXM_DIR: dir, EXM_THRESHOLD: "1M" });
+    expect(quiet.stderr).toBe("");
+  });
+
+  test("a request past the --max-disk cap: the cap and what is reserved", async () => {
+    const r = await runWithLib([py!, "-c", "l = []\ntry:\n    for i in range(3): l.append(bytearray(4 << 20))\nexcept MemoryError: print('MemoryError')"], {
+      EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_VERBOSE: "1", EXM_MAX_DISK: "10M",
+    });
+    const lines = ours(r.stderr).filter((l) => l.startsWith("the arena cannot serve"));
+    expect(lines).toEqual(["the arena cannot serve 4.0 MiB: it would pass the --max-disk cap of 10.0 MiB (8.0 MiB reserved)"]);
+  });
+
+  test.skipIf(skipUnless(tmpfsAvailable(), "full data directory"))("a request larger than the free space of the data directory: the space left", async () => {
+    await withTmpfs(4 << 20, async (small) => {
+      const r = await runWithLib([py!, "-c", "try:\n    b = bytearray(8 << 20)\nexcept MemoryError: print('MemoryError')"], {
+        EXM_DIR: small, EXM_THRESHOLD: "1M", EXM_VERBOSE: "1",
+      });
+      const lines = ours(r.stderr).filter((l) => l.startsWith("the arena cannot serve"));
+      expect(lines).toEqual([`the arena cannot serve 8.0 MiB: not enough disk space in ${small} (4.0 MiB free)`]);
+    });
+  });
+});
