@@ -251,6 +251,7 @@ static void report(void) {
 }
 
 void exm_stats_setup(void) {
+  exm_warned_publish();   /* not stats, but this is the constructor's one hook here */
   const char *dir = getenv("EXM_STATS_DIR");
   if (dir && dir[0] == '/' && strlen(dir) < sizeof run_dir - 64) {
     memcpy(run_dir, dir, strlen(dir) + 1);

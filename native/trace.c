@@ -11,6 +11,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -109,4 +111,43 @@ void exm_trace_ram(size_t n, const char *why) {
   exm_line_str(&l, " in RAM instead of the arena: ");
   exm_line_str(&l, why);
   tail(&l, k);
+}
+
+/* ---- warnings once per run ----------------------------------------------------
+ * A bad EXM_* value is warned about by every process that loads the library;
+ * through a shim chain (pyenv's python3 is a bash script that runs others)
+ * that is dozens of copies of one line. The names already warned about travel
+ * in EXM_WARNED (space-separated) to the processes started afterwards, which
+ * stay quiet about them. The settings are read inside the first malloc, where
+ * setenv (which allocates) cannot run, so the names are kept here and
+ * published from the constructor. */
+static char warned[512];
+
+static int listed(const char *list, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = list; (p = strstr(p, name)); p += n)
+    if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return 1;
+  return 0;
+}
+
+int exm_warn_first(const char *name) {
+  const char *before = getenv("EXM_WARNED");
+  if ((before && listed(before, name)) || listed(warned, name)) return 0;
+  size_t have = strlen(warned), n = strlen(name);
+  if (have + n + 2 < sizeof warned) {
+    if (have) warned[have++] = ' ';
+    memcpy(warned + have, name, n + 1);
+  }
+  return 1;
+}
+
+void exm_warned_publish(void) {
+  if (!warned[0]) return;
+  const char *before = getenv("EXM_WARNED");
+  char all[1024];
+  size_t b = before ? strlen(before) : 0, w = strlen(warned);
+  if (b + w + 2 > sizeof all) return;
+  if (b) memcpy(all, before, b), all[b++] = ' ';
+  memcpy(all + b, warned, w + 1);
+  setenv("EXM_WARNED", all, 1);   /* constructor time: malloc is ready */
 }

@@ -54,4 +54,15 @@ describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), 
       expect(lines).toEqual([`the arena cannot serve 8.0 MiB: not enough disk space in ${small} (4.0 MiB free)`]);
     });
   });
+
+  test("a bad EXM_* value is warned about once per run, not once per process of a shim chain", async () => {
+    // pyenv-style: a shell script that runs another shell that runs python3, plus a few tools.
+    const chain = `true; bash -c 'sh -c true; env true'; exec ${py} -c pass`;
+    const r = await runWithLib(["bash", "-c", chain], { EXM_DIR: dir, EXM_THRESHOLD: "lots" });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('exm: ignoring EXM_THRESHOLD="lots": expected a size such as 4096, 512K, 64M or 1.5GiB; using the default (64M)\n');
+    // A second bad variable later in the chain is still told, once.
+    const r2 = await runWithLib(["bash", "-c", `EXM_ADVICE=odd bash -c 'true; true'`], { EXM_DIR: dir, EXM_THRESHOLD: "lots" });
+    expect(r2.stderr.split("\n").filter(Boolean).map((l) => l.slice(0, 28))).toEqual(["exm: ignoring EXM_THRESHOLD=", "exm: ignoring EXM_ADVICE=\"od"]);
+  });
 });
