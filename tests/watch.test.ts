@@ -88,7 +88,7 @@ describe.skipIf(skipUnless(existsOrReason() ?? libAvailable() ?? (py ? null : "p
     expect([first.majorFaultsPerSecond, first.readBytesPerSecond, first.writtenBytesPerSecond]).toEqual([null, null, null]);
     for (const k of ["majorFaultsPerSecond", "readBytesPerSecond", "writtenBytesPerSecond"]) expect(typeof second[k]).toBe("number");
     expect(Date.parse(second.time)).toBeGreaterThan(Date.parse(first.time));
-    p.stdin!.end();
+    (p.stdin as import("bun").FileSink).end();
     await p.exited;
     expect(await w.exited).toBe(0);
     expect(await new Response(w.stderr).text()).toBe("");
@@ -104,14 +104,15 @@ describe.skipIf(skipUnless(existsOrReason() ?? libAvailable() ?? (py ? null : "p
   test.skipIf(skipUnless(ensureTmux(), "--watch on a terminal"))("on a terminal (tmux): the view is redrawn in place", async () => {
     const p = await target(32);
     const session = `exm-watch-${process.pid}`;
+    const tmux = (...args: string[]) => ["tmux", "-L", session, ...args]; // a server of our own: other tests may use tmux
     try {
-      const start = spawnSync(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", `${EXM} --inspect ${p.pid} --watch 0.2`], { env: cleanEnv({}) });
+      const start = spawnSync(tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", `${EXM} --inspect ${p.pid} --watch 0.2`), { env: cleanEnv({}) });
       expect(start.exitCode).toBe(0);
       // Wait for the second look: its rates line holds numbers instead of "-".
       let screen = "";
       for (let i = 0; i < 600 && !/rates +\d+ faults\/s, read [\d.]+ MB\/s/.test(screen); i++) {
         await Bun.sleep(100);
-        screen = spawnSync(["tmux", "capture-pane", "-p", "-t", session]).stdout.toString();
+        screen = spawnSync(tmux("capture-pane", "-p", "-t", session)).stdout.toString();
       }
       expect(screen).toMatch(/rates +\d+ faults\/s, read [\d.]+ MB\/s, written [\d.]+ MB\/s/);
       const headers = screen.split("\n").filter((l) => l.startsWith("exm --watch: pid "));
@@ -119,7 +120,7 @@ describe.skipIf(skipUnless(existsOrReason() ?? libAvailable() ?? (py ? null : "p
       expect(headers[0]).toMatch(new RegExp(`^exm --watch: pid ${p.pid} \\(.*python3.*\\), every 0\\.2 s, \\d\\d:\\d\\d:\\d\\d UTC$`));
       expect(screen).toMatch(/\n {2}arena {7}[\d.]+ (GiB|TiB) virtual, 3\d(\.\d)? MiB resident, 3\d(\.\d)? MiB on disk\n/);
     } finally {
-      spawnSync(["tmux", "kill-session", "-t", session]);
+      spawnSync(tmux("kill-server"));
       p.kill("SIGKILL");
       await p.exited;
     }
