@@ -135,7 +135,7 @@ export function programEnv(environ: Buffer[], s: Settings, library: string, runD
  * line is missing (the kernel reports the interpreter's absence as the
  * script's). Undefined when that is not it.
  */
-export function missingInterpreter(path: Buffer): string | undefined {
+export function missingInterpreter(path: Buffer): { interp: string; elf: boolean } | undefined {
   let head: Buffer;
   try {
     const fd = openSync(path, "r");
@@ -148,18 +148,56 @@ export function missingInterpreter(path: Buffer): string | undefined {
   } catch {
     return undefined;
   }
-  if (head[0] !== 0x23 || head[1] !== 0x21) return undefined; // "#!"
-  const line = head.subarray(2, head.indexOf(0x0a) < 0 ? head.length : head.indexOf(0x0a)).toString("latin1");
-  const interp = line.trim().split(/[ \t]+/)[0];
+  let interp: string | undefined;
+  const script = head[0] === 0x23 && head[1] === 0x21;
+  if (script) {
+    // "#!": the interpreter is the first word of the line.
+    const line = head.subarray(2, head.indexOf(0x0a) < 0 ? head.length : head.indexOf(0x0a)).toString("latin1");
+    interp = line.trim().split(/[ \t]+/)[0];
+  } else {
+    interp = elfInterpreter(path);
+  }
   if (!interp || statOrNull(interp)) return undefined;
-  return interp;
+  return { interp, elf: !script };
+}
+
+/** PT_INTERP of a 64-bit little-endian ELF file (the dynamic loader it names), if any. */
+function elfInterpreter(path: Buffer): string | undefined {
+  try {
+    const fd = openSync(path, "r");
+    try {
+      const h = Buffer.alloc(64);
+      if (readSync(fd, h, 0, 64, 0) < 64 || h.readUInt32BE(0) !== 0x7f454c46 || h[4] !== 2 || h[5] !== 1) return undefined;
+      const phoff = Number(h.readBigUInt64LE(0x20));
+      const size = h.readUInt16LE(0x36);
+      const count = h.readUInt16LE(0x38);
+      const ph = Buffer.alloc(size * count);
+      readSync(fd, ph, 0, ph.length, phoff);
+      for (let i = 0; i < count; i++) {
+        if (ph.readUInt32LE(i * size) !== 3 /* PT_INTERP */) continue;
+        const off = Number(ph.readBigUInt64LE(i * size + 8));
+        const len = Math.min(Number(ph.readBigUInt64LE(i * size + 32)), 4096);
+        const name = Buffer.alloc(len);
+        readSync(fd, name, 0, len, off);
+        return name.subarray(0, name.indexOf(0) < 0 ? len : name.indexOf(0)).toString("latin1");
+      }
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // unreadable: nothing to explain
+  }
+  return undefined;
 }
 
 /** The one-line error for a program that could not be started. */
 function cannotRun(program: Buffer, resolved: Buffer, err: number): ExmError {
   if (err === 2 /* ENOENT */) {
-    const interp = missingInterpreter(resolved);
-    if (interp) return new ExmError(`${show(program)}: cannot run: its interpreter ${interp} (from its #! line) does not exist`, EXIT_NOT_FOUND);
+    const missing = missingInterpreter(resolved);
+    if (missing) {
+      const from = missing.elf ? "its ELF loader: built for another system?" : "from its #! line";
+      return new ExmError(`${show(program)}: cannot run: its interpreter ${missing.interp} (${from}) does not exist`, EXIT_NOT_FOUND);
+    }
     return new ExmError(`${show(program)}: cannot run: ${strerror(err)}`, EXIT_NOT_FOUND);
   }
   return new ExmError(`${show(program)}: cannot run: ${strerror(err)}`, EXIT_CANNOT_RUN);

@@ -308,9 +308,23 @@ function writeReport(path: string, text: string): void {
       // A terminal, /dev/stderr, a pipe: written in place, never replaced.
       writeFileSync(path, text, { flag: "a" });
     } else {
-      const tmp = `${path}.tmp.${process.pid}`;
-      writeFileSync(tmp, text, { mode: 0o644, flag: "wx" });
-      renameSync(tmp, path);
+      // A fresh name of ours (O_EXCL, random: nobody can plant it), renamed into place.
+      for (let attempt = 0; ; attempt++) {
+        const tmp = `${path}.tmp.${process.pid}.${Math.floor(Math.random() * 1e9)}`;
+        try {
+          writeFileSync(tmp, text, { mode: 0o644, flag: "wx" });
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === "EEXIST" && attempt < 20) continue;
+          throw e;
+        }
+        try {
+          renameSync(tmp, path);
+        } catch (e) {
+          rmSync(tmp, { force: true });
+          throw e;
+        }
+        break;
+      }
     }
   } catch (e) {
     stderr(`exm: cannot write statistics to ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);

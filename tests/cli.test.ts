@@ -408,6 +408,14 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     // The same with --stats, where exm starts the program as its child.
     const bis = await exm(["--stats", interp]);
     expect([bis.code, bis.stderr]).toEqual([127, bi.stderr]);
+    // A binary whose ELF loader is missing (made for another system): the loader is named.
+    const foreign = join(scratch, "foreign-true");
+    const elf = readFileSync("/bin/true");
+    const loader = /\/lib[\w/.-]*\/ld-[\w.-]+\.so\.\d/.exec(elf.toString("latin1"))![0];
+    const fake = `${loader.slice(0, loader.lastIndexOf("/") + 1)}ld-exm-missing`.padEnd(loader.length, "x");
+    writeFileSync(foreign, Buffer.from(elf.toString("latin1").replace(loader, fake), "latin1"), { mode: 0o755 });
+    const fe = await exm([foreign]);
+    expect([fe.code, fe.stderr]).toEqual([127, `exm: ${foreign}: cannot run: its interpreter ${fake} (its ELF loader: built for another system?) does not exist\n`]);
   });
 
   test.skipIf(skipUnless(tmpfsAvailable(), "unwritable data directory (read-only mount)"))(
