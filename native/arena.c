@@ -140,16 +140,7 @@ static void own_create(void) {
   exm_own.kind = ARENA_OWN;
   if (exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL) exm_os_madvise(base, cap, exm_cfg.advice);
   __atomic_store_n(&own_state, 1, __ATOMIC_RELEASE);
-  if (exm_cfg.verbose) {
-    exm_line_t l = { .n = 0 };
-    exm_line_str(&l, "exm: pid ");
-    exm_line_u64(&l, (uint64_t)getpid());
-    exm_line_str(&l, ": file-backed arena of ");
-    exm_line_size(&l, cap);
-    exm_line_str(&l, " in ");
-    exm_line_value(&l, exm_cfg.dir);
-    exm_line_emit(&l);
-  }
+  exm_trace_arena(cap);
 }
 
 /* At start-up: an unusable data directory is reported once, up front. */

@@ -1,7 +1,8 @@
 /*
  * trace.c: what --verbose (EXM_VERBOSE=1) tells of the library's decisions:
- * where each large block went and why, a request the arena could not serve,
- * a request that went to RAM instead of the arena.
+ * the arena's size (address space) against the disk it may use, where each
+ * large block went and why, a request the arena could not serve, a request
+ * that went to RAM instead of the arena.
  *
  * At a rate a person can read: of each kind of message the first 8 are
  * printed, then only the 16th, 32nd, 64th... (each saying which one it is),
@@ -99,6 +100,31 @@ void exm_trace_block(const void *p, size_t n, int err) {
     }
   }
   tail(&l, k);
+}
+
+/* The arena's size is address space, not disk: say what the disk has. */
+void exm_trace_arena(size_t cap) {
+  if (!exm_cfg.verbose) return;
+  exm_line_t l = { .n = 0 };
+  head(&l);
+  exm_line_str(&l, "file-backed arena of ");
+  exm_line_size(&l, cap);
+  exm_line_str(&l, " in ");
+  exm_line_value(&l, exm_cfg.dir);
+  struct statvfs vfs;
+  exm_line_str(&l, " (address space; disk is taken only by live blocks");
+  if (statvfs(exm_cfg.dir, &vfs) == 0) {
+    exm_line_str(&l, ", and ");
+    exm_line_size(&l, (uint64_t)vfs.f_bavail * vfs.f_frsize);
+    exm_line_str(&l, " is free there");
+  }
+  if (exm_cfg.max_disk) {
+    exm_line_str(&l, "; at most ");
+    exm_line_size(&l, exm_cfg.max_disk);
+    exm_line_str(&l, " by --max-disk");
+  }
+  exm_line_str(&l, ")");
+  exm_line_emit(&l);
 }
 
 void exm_trace_ram(size_t n, const char *why) {

@@ -22,7 +22,7 @@ describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), 
     });
     expect(r.code).toBe(0);
     const lines = ours(r.stderr);
-    expect(lines[0]).toMatch(new RegExp(`^file-backed arena of [\\d.]+ (GiB|TiB) in ${dir}$`));
+    expect(lines[0]).toMatch(new RegExp(`^file-backed arena of [\\d.]+ (GiB|TiB) in ${dir} \\(address space; disk is taken only by live blocks, and [\\d.]+ (MiB|GiB|TiB) is free there\\)$`));
     const blocks = lines.filter((l) => l.includes(" file-backed at offset "));
     const want = (k: number, off: string) =>
       `2.0 MiB file-backed at offset ${off} of the arena in ${dir} (at or above the threshold of 1.0 MiB)` +
@@ -43,6 +43,7 @@ describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), 
     });
     const lines = ours(r.stderr).filter((l) => l.startsWith("the arena cannot serve"));
     expect(lines).toEqual(["the arena cannot serve 4.0 MiB: it would pass the --max-disk cap of 10.0 MiB (8.0 MiB reserved)"]);
+    expect(ours(r.stderr)[0]).toMatch(/ is free there; at most 10\.0 MiB by --max-disk\)$/);
   });
 
   test.skipIf(skipUnless(tmpfsAvailable(), "full data directory"))("a request larger than the free space of the data directory: the space left", async () => {
@@ -52,6 +53,8 @@ describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), 
       });
       const lines = ours(r.stderr).filter((l) => l.startsWith("the arena cannot serve"));
       expect(lines).toEqual([`the arena cannot serve 8.0 MiB: not enough disk space in ${small} (4.0 MiB free)`]);
+      // The 8 TiB (or so) of the arena is address space; the disk's size is told next to it.
+      expect(ours(r.stderr)[0]).toMatch(new RegExp(`^file-backed arena of [\\d.]+ (GiB|TiB) in ${small} \\(address space; disk is taken only by live blocks, and 4\\.0 MiB is free there\\)$`));
     });
   });
 
