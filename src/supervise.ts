@@ -29,7 +29,9 @@
  * /proc (resident memory, arena resident and disk, faults, bytes read and
  * written), which `exm --plot` draws. Samples start every 250 ms; past 600
  * samples every other one is dropped and the interval doubles, so a run of
- * any length keeps a few hundred points.
+ * any length keeps a few hundred points. A sample that took long (smaps of a
+ * process with gigabytes resident) pushes the next one out to 20 times its
+ * cost, so sampling stays under 5 % of a core.
  */
 
 import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -387,8 +389,11 @@ export async function supervise(req: SuperviseRequest, defaults: number[]): Prom
     }
     if (status !== undefined) break;
     if (timeline && Date.now() >= next) {
+      const began = Date.now();
       sample();
-      next = Date.now() + interval;
+      // Sampling must stay cheap next to the program: smaps of a process with
+      // gigabytes resident takes tens of ms to read, so wait 20 times as long.
+      next = Date.now() + Math.max(interval, 20 * (Date.now() - began));
     }
     await Bun.sleep(0); // lets the signal handlers above run
   }
