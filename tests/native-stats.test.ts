@@ -197,4 +197,9 @@ describe.skipIf(skipUnless(noExm ?? libAvailable(), "exm --stats"))("exm --stats
       rmSync(dir, { recursive: true, force: true });
     },
   );
+
+  test("a statistics file that cannot be written: one line, the program's status kept", async () => {
+    const r = await exm(["--stats-file", "/dev/full", "sh", "-c", "exit 3"]);
+    expect([r.code, r.stderr]).toEqual([3, "exm: cannot write statistics to /dev/full: ENOSPC\n"]);
+  });
 });

@@ -68,4 +68,12 @@ describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), 
     const r2 = await runWithLib(["bash", "-c", `EXM_ADVICE=odd bash -c 'true; true'`], { EXM_DIR: dir, EXM_THRESHOLD: "lots" });
     expect(r2.stderr.split("\n").filter(Boolean).map((l) => l.slice(0, 28))).toEqual(["exm: ignoring EXM_THRESHOLD=", "exm: ignoring EXM_ADVICE=\"od"]);
   });
+
+  test("a request that goes to RAM because the arena is unusable says so, after the one line about the directory", async () => {
+    const r = await runWithLib([py!, "-c", "b = bytearray(100 << 20)"], { EXM_DIR: "/nonexistent/exm-data", EXM_THRESHOLD: "1M", EXM_VERBOSE: "1" });
+    expect(r.code).toBe(0);
+    const lines = r.stderr.split("\n").filter(Boolean);
+    expect(lines[0]).toBe("exm: unusable data directory /nonexistent/exm-data: No such file or directory; allocations stay in RAM");
+    expect(ours(r.stderr)).toEqual(["100.0 MiB in RAM instead of the arena: the arena is unusable (see the line above)"]);
+  });
 });
