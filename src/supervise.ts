@@ -352,16 +352,24 @@ export async function supervise(req: SuperviseRequest, defaults: number[]): Prom
   becomeSubreaper();
   const startWall = Date.now();
   const t0 = process.hrtime.bigint();
-  const [err, pid] = spawn(req.path, req.argv, req.envp, defaults);
+  // Handlers first: a signal between the spawn and them would kill exm and orphan the program.
+  let pid = 0;
+  const early: string[] = [];
+  const forward = (name: string) => () => {
+    if ((TERMINAL_SIGNALS as readonly string[]).includes(name) && inTerminalForeground()) return;
+    if (pid > 0) kill(pid, SIGNALS[name]!);
+    else early.push(name);
+  };
+  const handlers = [...ALWAYS_FORWARD, ...TERMINAL_SIGNALS].map((name) => [name, forward(name)] as const);
+  for (const [name, h] of handlers) process.on(name as NodeJS.Signals, h);
+  const [err, child] = spawn(req.path, req.argv, req.envp, defaults);
   if (err) {
+    for (const [name, h] of handlers) process.off(name as NodeJS.Signals, h);
     rmSync(req.runDir, { recursive: true, force: true });
     return err;
   }
-  const forward = (name: string) => () => {
-    if ((TERMINAL_SIGNALS as readonly string[]).includes(name) && inTerminalForeground()) return;
-    kill(pid, SIGNALS[name]!);
-  };
-  for (const name of [...ALWAYS_FORWARD, ...TERMINAL_SIGNALS]) process.on(name as NodeJS.Signals, forward(name));
+  pid = child;
+  for (const name of early) kill(pid, SIGNALS[name]!);
 
   const timeline = req.stats !== "1";
   let interval = 250;
