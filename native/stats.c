@@ -17,7 +17,14 @@
  *   execs R: same pid): the first library to see EXM_STATS records its pid
  *   in EXM_STATS_PID, and a library in any other process stays quiet.
  *
- * Reported from atexit and at_quick_exit (Bun ends scripts with quick_exit).
+ * Reported from atexit and at_quick_exit (Bun ends scripts with quick_exit),
+ * and from _exit and _Exit, which this library defines (a program's calls
+ * reach them first): dash, Python's os._exit and R's forked workers leave
+ * that way. Not in a vfork child, which shares its parent's memory (it would
+ * report the parent's numbers and mark the parent as reported): only a
+ * process whose pid is the one recorded at start-up or by the fork handler
+ * reports from _exit. glibc's own calls of _exit (posix_spawn, system) bind
+ * inside libc and never come here.
  * No signal handler is installed: a program's signal dispositions are its
  * own (Python's KeyboardInterrupt relies on finding SIGINT at its default),
  * so a process killed by a signal leaves no record; the launcher still
@@ -34,14 +41,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 static int reported;
 static pid_t owner_pid;   /* by hand: the one process that reports (not its forked children) */
+static pid_t self_pid;    /* this process as of start-up or its fork: a vfork child is not it */
+static int hooked;        /* atexit registered: _exit reports too */
 /* EXM_STATS_DIR: the launcher's private directory for per-process records. */
 static char run_dir[EXM_PATH_MAX];
 
@@ -250,8 +261,19 @@ static void report(void) {
   }
 }
 
+static void after_fork_child(void) { self_pid = getpid(); }
+
+/* _exit and _Exit: report, then leave as glibc's _exit does. */
+__attribute__((noreturn)) static void leave(int status) {
+  if (hooked && getpid() == __atomic_load_n(&self_pid, __ATOMIC_RELAXED)) report();
+  for (;;) syscall(SYS_exit_group, status);
+}
+EXM_API void _exit(int status) { leave(status); }
+EXM_API void _Exit(int status) { leave(status); }
+
 void exm_stats_setup(void) {
   exm_warned_publish();   /* not stats, but this is the constructor's one hook here */
+  self_pid = getpid();
   const char *dir = getenv("EXM_STATS_DIR");
   if (dir && dir[0] == '/' && strlen(dir) < sizeof run_dir - 64) {
     memcpy(run_dir, dir, strlen(dir) + 1);
@@ -271,4 +293,6 @@ void exm_stats_setup(void) {
   }
   atexit(report);
   at_quick_exit(report);   /* Bun ends scripts with quick_exit */
+  pthread_atfork(NULL, NULL, after_fork_child);
+  hooked = 1;
 }
