@@ -15,7 +15,7 @@
  * Only a process without libexm at all is an error.
  */
 
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { ExmError, usageError } from "./errors";
 import { formatSize } from "./options";
 
@@ -194,8 +194,29 @@ export function renderInspect(r: InspectReport): string {
 
 export const NO_ARENA_YET = "none yet (no allocation has reached the threshold)";
 
-/** Throws when libexm is not in the process at all. */
+/** The children of `pid` when it is an exm launcher (the same executable as ours), else []. */
+function launcherChildren(pid: number): number[] {
+  try {
+    if (readlinkSync(`/proc/${pid}/exe`) !== readlinkSync("/proc/self/exe")) return [];
+    return readdirSync("/proc").filter((n) => /^\d+$/.test(n)).filter((n) => {
+      try {
+        const st = readFileSync(`/proc/${n}/stat`, "latin1");
+        return Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[1]) === pid;
+      } catch {
+        return false;
+      }
+    }).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Throws when libexm is not in the process at all (pointing at the program when the pid is exm's own). */
 export function requireLibrary(r: InspectReport): void {
   if (r.library || r.arenas.length > 0) return;
+  const kids = launcherChildren(r.pid);
+  if (kids.length) {
+    throw new ExmError(`pid ${r.pid} is exm itself, running the program as pid ${kids.join(", ")} (with --stats or --stats-file): inspect that one`);
+  }
   throw new ExmError(`pid ${r.pid} (${r.command[0] ?? "?"}) has no exm arena: libexm is not loaded in it`);
 }

@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { spawn, spawnSync } from "bun";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { cleanEnv, EXM, freshDir, libAvailable, python3, run, skipUnless } from "./support/sys";
 
 setDefaultTimeout(120_000);
@@ -92,6 +92,25 @@ describe.skipIf(skipUnless(existsOrReason() ?? libAvailable() ?? (py ? null : "p
     await p.exited;
     expect(await w.exited).toBe(0);
     expect(await new Response(w.stderr).text()).toBe("");
+  });
+
+  test("the pid of an exm --stats launcher points at the program it runs", async () => {
+    const p = spawn([EXM, "--stats", "sleep", "60"], { env: cleanEnv({}), stdout: "ignore", stderr: "ignore", stdin: "ignore" });
+    let child: string | undefined;
+    try {
+      let r = await run([EXM, "--inspect", String(p.pid)]);
+      for (let i = 0; i < 100 && !r.stderr.includes("exm itself"); i++) {
+        await Bun.sleep(20); // until exm has started the program
+        r = await run([EXM, "--inspect", String(p.pid)]);
+      }
+      child = /running the program as pid (\d+)/.exec(r.stderr)?.[1];
+      expect([r.code, r.stderr]).toEqual([1, `exm: pid ${p.pid} is exm itself, running the program as pid ${child} (with --stats or --stats-file): inspect that one\n`]);
+      expect(readFileSync(`/proc/${child}/cmdline`, "latin1")).toBe("sleep\x0060\x00");
+    } finally {
+      if (child) process.kill(Number(child), "SIGKILL");
+      p.kill("SIGKILL");
+      await p.exited;
+    }
   });
 
   test("bad intervals and --watch without --inspect are refused", async () => {
