@@ -95,7 +95,10 @@ describe.skipIf(skipUnless(existsOrReason() ?? libAvailable() ?? (py ? null : "p
   });
 
   test("the pid of an exm --stats launcher points at the program it runs", async () => {
-    const p = spawn([EXM, "--stats", "sleep", "60"], { env: cleanEnv({}), stdout: "ignore", stderr: "ignore", stdin: "ignore" });
+    // Its own data directory: exm is SIGKILLed below and cannot remove its run's directory there.
+    const dir = freshDir();
+    dirs.push(dir);
+    const p = spawn([EXM, "--stats", "--dir", dir, "sleep", "60"], { env: cleanEnv({}), stdout: "ignore", stderr: "ignore", stdin: "ignore" });
     let child: string | undefined;
     try {
       let r = await run([EXM, "--inspect", String(p.pid)]);
