@@ -30,6 +30,8 @@ const MALLOC_FAMILY = [
   "valloc", "pvalloc", "malloc_usable_size",
   "mallinfo", "mallinfo2", "malloc_stats", "malloc_info", "malloc_trim",
 ];
+/** native/stats.c: a process leaving with _exit (dash, Python's os._exit, R's forked workers) still reports. */
+const EXIT_HOOKS = ["_exit", "_Exit"];
 /** Defined by the linker in every shared object on some binutils; not ours to judge. */
 const LINKER_SYMBOLS = new Set(["_init", "_fini", "__bss_start", "_edata", "_end"]);
 
@@ -118,7 +120,7 @@ function publish(path: string): void {
 async function checkExports(library: string): Promise<void> {
   step("check exported symbols");
   const header = readFileSync(HEADER, "utf8");
-  const expected = new Set([...MALLOC_FAMILY, ...declaredFunctions(header)]);
+  const expected = new Set([...MALLOC_FAMILY, ...EXIT_HOOKS, ...declaredFunctions(header)]);
   const out = await sh(["nm", "-D", "--defined-only", library], "nm");
   const exported = new Set(
     out.split("\n").map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 3).map((f) => f[2]!.replace(/@.*$/, ""))

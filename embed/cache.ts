@@ -224,9 +224,51 @@ const TEMP_MAX_AGE_MS = 10 * 60 * 1000;
  * cache location that passes the checks. Returns one line per removed file
  * or skipped location.
  */
+/**
+ * Files of the cache mapped by a running process, with one pid and its name
+ * for each (/proc/PID/maps of the processes we may read). A library still
+ * mapped is in use: its program's children that exec would preload it by path.
+ */
+export function mappedLibraries(dirs: string[]): Map<string, string> {
+  const inUse = new Map<string, string>();
+  let pids: string[] = [];
+  try {
+    pids = readdirSync("/proc").filter((n) => /^\d+$/.test(n));
+  } catch {
+    return inUse;
+  }
+  for (const pid of pids) {
+    let maps: string;
+    try {
+      maps = readFileSync(`/proc/${pid}/maps`, "latin1");
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    for (const dir of dirs) {
+      let at = maps.indexOf(` ${dir}/libexm-`);
+      while (at >= 0) {
+        const end = maps.indexOf("\n", at);
+        const path = maps.slice(at + 1, end < 0 ? undefined : end).replace(/ \(deleted\)$/, "");
+        if (!inUse.has(path)) {
+          let comm = "?";
+          try {
+            comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+          } catch {
+            // ended meanwhile
+          }
+          inUse.set(path, `pid ${pid} (${comm})`);
+        }
+        at = maps.indexOf(` ${dir}/libexm-`, at + 1);
+      }
+    }
+  }
+  return inUse;
+}
+
 export function pruneCache(env: Env, uid: number): string[] {
   const report: string[] = [];
   const current = cachedName();
+  const inUse = mappedLibraries(cacheCandidates(env, uid).map((c) => c.dir));
   for (const c of cacheCandidates(env, uid)) {
     const st = lstatOrNull(c.dir);
     if (!st) continue;
@@ -244,6 +286,11 @@ export function pruneCache(env: Env, uid: number): string[] {
         stale = age > TEMP_MAX_AGE_MS;
       }
       if (!old && !stale) continue;
+      const user = old ? inUse.get(path) : undefined;
+      if (user) {
+        report.push(`kept ${path}: in use by ${user}`);
+        continue;
+      }
       try {
         unlinkSync(path);
         report.push(`removed ${path}`);

@@ -141,16 +141,7 @@ static void own_create(void) {
   exm_own.kind = ARENA_OWN;
   if (exm_cfg.advice >= EXM_ADVICE_SEQUENTIAL) exm_os_madvise(base, cap, exm_cfg.advice);
   __atomic_store_n(&own_state, 1, __ATOMIC_RELEASE);
-  if (exm_cfg.verbose) {
-    exm_line_t l = { .n = 0 };
-    exm_line_str(&l, "exm: pid ");
-    exm_line_u64(&l, (uint64_t)getpid());
-    exm_line_str(&l, ": file-backed arena of ");
-    exm_line_size(&l, cap);
-    exm_line_str(&l, " in ");
-    exm_line_value(&l, exm_cfg.dir);
-    exm_line_emit(&l);
-  }
+  exm_trace_arena(cap);
 }
 
 /* At start-up: an unusable data directory is reported once, up front. */
@@ -347,6 +338,7 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   if (!p && own_state < 0) *served = 0;    /* lost its file just now: RAM instead */
   pthread_mutex_unlock(&exm_own.lock);
   if (unlikely(!tc.registered) && !timed) cache_arm();
+  if (*served) exm_trace_block(p, n, *err);
   if (p && zero && dirty) memset(p, 0, n);
   /* A new block starts with the kernel's default advice: MADV_SEQUENTIAL
    * would make a copy that reads back what it just wrote (bytearray * n,

@@ -235,7 +235,7 @@ void exm_options_load(void) {
         exm_line_str(&l, o->def);
         exm_line_str(&l, ")");
       }
-      exm_line_emit(&l);
+      if (exm_warn_first(o->env)) exm_line_emit(&l);
       if (*o->def) o->apply(o->def);
     }
   }

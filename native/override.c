@@ -133,6 +133,7 @@ static void *from_arena(size_t n, size_t align, int zero) {
     return NULL;
   }
   if (served) tell_ram(n, err ? err : ENOMEM);   /* not served: the arena is unusable, said already */
+  exm_trace_ram(n, served ? "the arena could not serve it (the line above says why)" : "the arena is unusable (see the line above)");
   return p;
 }
 

@@ -1,68 +1,161 @@
 /*
- * stats.c: EXM_STATS. "1" prints one summary on stderr when the process
- * exits; a path gets the statistics as JSON, written to a temporary file
- * and renamed into place. exit and quick_exit (Bun ends scripts with it)
- * are covered, and so are SIGTERM, SIGINT, SIGHUP and SIGQUIT when the
- * program leaves them at their default: the handler reports, restores the
- * default and raises the signal again.
+ * stats.c: the statistics a process reports at exit.
  *
- * Only the process the variable was given to reports, also after it execs
- * another program (a wrapper such as Rscript execs R: same pid): the first
- * library to see EXM_STATS records its pid in EXM_STATS_PID, and a library
- * in any other process (children, forked or exec'd) stays quiet.
+ * Two ways in:
+ * - Under `exm --stats` / `--stats-file`, the launcher stays the program's
+ *   parent and names a private directory in EXM_STATS_DIR. Every process of
+ *   the tree that used the arena (allocated from it, failed, or fell back to
+ *   RAM) leaves one JSON record there at exit: `<pid>-<n>.json`, written to
+ *   a temporary name and renamed, so the launcher never reads half of one.
+ *   The launcher adds them up with what the kernel knows of the whole tree
+ *   (wait status, rusage of its children) and reports. Writing a file needs
+ *   no stderr, so programs that close fd 2 before exit (gnulib's
+ *   close_stdout: sort, ls, env) are counted too.
+ * - By hand (LD_PRELOAD, -lexm) with EXM_STATS: "1" prints one summary on
+ *   stderr, a path gets the same JSON record. Only the process the variable
+ *   was given to reports, also after it execs another program (Rscript
+ *   execs R: same pid): the first library to see EXM_STATS records its pid
+ *   in EXM_STATS_PID, and a library in any other process stays quiet.
+ *
+ * Reported from atexit and at_quick_exit (Bun ends scripts with quick_exit),
+ * and from _exit and _Exit, which this library defines (a program's calls
+ * reach them first): dash, Python's os._exit and R's forked workers leave
+ * that way. Not in a vfork child, which shares its parent's memory (it would
+ * report the parent's numbers and mark the parent as reported): only a
+ * process whose pid is the one recorded at start-up or by the fork handler
+ * reports from _exit. glibc's own calls of _exit (posix_spawn, system) bind
+ * inside libc and never come here.
+ * No signal handler is installed: a program's signal dispositions are its
+ * own (Python's KeyboardInterrupt relies on finding SIGINT at its default),
+ * so a process killed by a signal leaves no record; the launcher still
+ * reports the tree, with the signal. The numbers are read without the arena
+ * lock: exit may be called from a signal handler that interrupted a thread
+ * holding it, and counters read a moment early are better than a deadlock.
+ * (So chunks still in the exiting thread's small-object cache count as live.)
+ *
+ * The record's names follow the Bun API's stats() (camelCase).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <stdio.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 static int reported;
+static pid_t owner_pid;   /* by hand: the one process that reports (not its forked children) */
+static pid_t self_pid;    /* this process as of start-up or its fork: a vfork child is not it */
+static int hooked;        /* atexit registered: _exit reports too */
+/* EXM_STATS_DIR: the launcher's private directory for per-process records. */
+static char run_dir[EXM_PATH_MAX];
 
-static void json_field(exm_line_t *l, const char *name, uint64_t v, int last) {
-  exm_line_str(l, "  \"");
-  exm_line_str(l, name);
-  exm_line_str(l, "\": ");
-  exm_line_u64(l, v);
-  exm_line_str(l, last ? "\n" : ",\n");
+/* ---- a JSON builder on a fixed buffer (no malloc, no stdio) ------------------ */
+
+typedef struct jbuf {
+  char b[8192];
+  size_t n;
+} jbuf_t;
+
+static void j_raw(jbuf_t *j, const char *s) {
+  while (*s && j->n < sizeof j->b - 8) j->b[j->n++] = *s++;
 }
 
-static void write_file(const char *path, const char *buf, size_t len);
-
-static void write_json(const exm_stats_t *s) {
-  exm_line_t l = { .n = 0 };
-  exm_line_str(&l, "{\n");
-  json_field(&l, "pid", (uint64_t)getpid(), 0);
-  json_field(&l, "threshold", exm_cfg.threshold, 0);
-  json_field(&l, "live_bytes", s->live_bytes, 0);
-  json_field(&l, "peak_live_bytes", s->peak_live_bytes, 0);
-  json_field(&l, "live_blocks", s->live_blocks, 0);
-  json_field(&l, "total_allocs", s->total_allocs, 0);
-  json_field(&l, "total_frees", s->total_frees, 0);
-  json_field(&l, "disk_reserved", s->disk_reserved, 0);
-  json_field(&l, "peak_disk_reserved", s->peak_disk_reserved, 0);
-  json_field(&l, "bytes_punched", s->bytes_punched, 0);
-  json_field(&l, "arena_size", s->arena_size, 0);
-  json_field(&l, "fallbacks", s->fallbacks, 0);
-  json_field(&l, "failures", s->failures, 0);
-  json_field(&l, "forks", s->forks, 0);
-  json_field(&l, "alloc_ns", s->alloc_ns, 1);
-  exm_line_str(&l, "}\n");
-  write_file(exm_cfg.stats, l.buf, l.n);
+static void j_u64(jbuf_t *j, uint64_t v) {
+  char d[24];
+  int n = 0;
+  do d[n++] = (char)('0' + v % 10), v /= 10; while (v);
+  while (n && j->n < sizeof j->b - 8) j->b[j->n++] = d[--n];
 }
 
-/* Write the statistics to `path`. A regular file (or a new one) is replaced
+/* A JSON string of at most `max` bytes of s (escaped; invalid UTF-8 is the
+ * reader's to replace). */
+static void j_str(jbuf_t *j, const char *s, size_t len) {
+  j_raw(j, "\"");
+  for (size_t i = 0; i < len && j->n < sizeof j->b - 16; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      j->b[j->n++] = '\\';
+      j->b[j->n++] = (char)c;
+    } else if (c < 0x20 || c == 0x7f) {
+      char esc[7] = { '\\', 'u', '0', '0', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15], 0 };
+      j_raw(j, esc);
+    } else {
+      j->b[j->n++] = (char)c;
+    }
+  }
+  j_raw(j, "\"");
+}
+
+static void j_field(jbuf_t *j, const char *name, uint64_t v) {
+  j_raw(j, ",\n  \"");
+  j_raw(j, name);
+  j_raw(j, "\": ");
+  j_u64(j, v);
+}
+
+/* "command": the process's argv from /proc/self/cmdline (what ps shows). */
+static void j_command(jbuf_t *j) {
+  static char cmd[4096];
+  int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read(fd, cmd, sizeof cmd);
+  if (fd >= 0) close(fd);
+  j_raw(j, ",\n  \"command\": [");
+  for (ssize_t i = 0, first = 1; i < n; first = 0) {
+    size_t len = strnlen(cmd + i, (size_t)(n - i));
+    if (!first) j_raw(j, ", ");
+    j_str(j, cmd + i, len);
+    i += (ssize_t)len + 1;
+  }
+  j_raw(j, "]");
+}
+
+static uint64_t tv_ns(struct timeval tv) { return (uint64_t)tv.tv_sec * 1000000000u + (uint64_t)tv.tv_usec * 1000u; }
+
+static void build_record(jbuf_t *j, const exm_stats_t *s, const struct rusage *ru) {
+  j_raw(j, "{\n  \"pid\": ");
+  j_u64(j, (uint64_t)getpid());
+  j_field(j, "ppid", (uint64_t)getppid());
+  j_command(j);
+  j_field(j, "threshold", exm_cfg.threshold);
+  j_field(j, "liveBytes", s->live_bytes);
+  j_field(j, "peakLiveBytes", s->peak_live_bytes);
+  j_field(j, "liveBlocks", s->live_blocks);
+  j_field(j, "totalAllocs", s->total_allocs);
+  j_field(j, "totalFrees", s->total_frees);
+  j_field(j, "diskReserved", s->disk_reserved);
+  j_field(j, "peakDiskReserved", s->peak_disk_reserved);
+  j_field(j, "bytesPunched", s->bytes_punched);
+  j_field(j, "arenaSize", s->arena_size);
+  j_field(j, "fallbacks", s->fallbacks);
+  j_field(j, "failures", s->failures);
+  j_field(j, "forks", s->forks);
+  j_field(j, "allocNs", s->alloc_ns);
+  /* The kernel's account of this process alone (its children have their
+   * own records): faults, and file-system blocks read and dirtied, in
+   * 512-byte units. */
+  j_field(j, "majorFaults", (uint64_t)ru->ru_majflt);
+  j_field(j, "minorFaults", (uint64_t)ru->ru_minflt);
+  j_field(j, "readBytes", (uint64_t)ru->ru_inblock * 512);
+  j_field(j, "writtenBytes", (uint64_t)ru->ru_oublock * 512);
+  j_field(j, "maxResident", (uint64_t)ru->ru_maxrss * 1024);
+  j_field(j, "cpuNs", tv_ns(ru->ru_utime) + tv_ns(ru->ru_stime));
+  j_raw(j, "\n}\n");
+}
+
+/* Write `buf` to `path`. A regular file (or a new one) is replaced
  * atomically: a temporary name of ours (O_EXCL, so nobody can plant it) is
  * renamed into place. Anything else (a terminal, /dev/stderr, a pipe) is
  * written in place, never replaced; a pipe with no reader is an error, not
- * a hang. */
-static void write_file(const char *path, const char *buf, size_t len) {
+ * a hang. `quiet_enoent`: the launcher's directory is gone (a process that
+ * outlived the run): nothing to say. */
+static void write_file(const char *path, const char *buf, size_t len, int quiet_enoent) {
   struct stat st;
   if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
     int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
@@ -91,17 +184,20 @@ static void write_file(const char *path, const char *buf, size_t len) {
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     err = fd < 0 ? errno : 0;
   }
-  if (fd < 0) return exm_warn("cannot write statistics to ", path, err);
+  if (fd < 0) {
+    if (!(quiet_enoent && err == ENOENT)) exm_warn("cannot write statistics to ", path, err);
+    return;
+  }
   err = exm_os_write_all(fd, buf, len);
   if (close(fd) && !err) err = errno;
   if (!err && rename(tmp, path)) err = errno;
   if (err) {
     unlink(tmp);
-    exm_warn("cannot write statistics to ", path, err);
+    if (!(quiet_enoent && err == ENOENT)) exm_warn("cannot write statistics to ", path, err);
   }
 }
 
-static void print_summary(const exm_stats_t *s) {
+static void print_summary(const exm_stats_t *s, const struct rusage *ru) {
   exm_line_t l = { .n = 0 };
   exm_line_str(&l, "exm: pid ");
   exm_line_u64(&l, (uint64_t)getpid());
@@ -122,49 +218,81 @@ static void print_summary(const exm_stats_t *s) {
   exm_line_u64(&l, s->fallbacks);
   exm_line_str(&l, " fallbacks, ");
   exm_line_u64(&l, s->alloc_ns / 1000000);
-  exm_line_str(&l, " ms in the allocator");
+  exm_line_str(&l, " ms in the allocator; ");
+  exm_line_u64(&l, (uint64_t)ru->ru_majflt);
+  exm_line_str(&l, ru->ru_majflt == 1 ? " major fault, " : " major faults, ");
+  exm_line_size(&l, (uint64_t)ru->ru_inblock * 512);
+  exm_line_str(&l, " read from disk, ");
+  exm_line_size(&l, (uint64_t)ru->ru_oublock * 512);
+  exm_line_str(&l, " written");
   exm_line_emit(&l);
 }
 
-static void report_now(int in_signal) {
-  if (!exm_cfg.stats[0] || __atomic_exchange_n(&reported, 1, __ATOMIC_ACQ_REL)) return;
+static void report(void) {
+  if (!exm_cfg.stats[0] && !run_dir[0]) return;
+  if (!run_dir[0] && getpid() != owner_pid) return;
+  if (__atomic_exchange_n(&reported, 1, __ATOMIC_ACQ_REL)) return;
   exm_stats_t s;
-  exm_arena_stats(&s, in_signal);
-  if (!strcmp(exm_cfg.stats, "1")) print_summary(&s);
-  else write_json(&s);
+  exm_arena_stats(&s, 1);   /* no lock: see the top of the file */
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru)) memset(&ru, 0, sizeof ru);
+  if (run_dir[0]) {
+    if (!s.total_allocs && !s.failures && !s.fallbacks) return;   /* nothing of exm's to tell */
+    static jbuf_t j;
+    build_record(&j, &s, &ru);
+    char path[EXM_PATH_MAX + 64];
+    exm_line_t name = { .n = 0 };
+    exm_line_str(&name, "/");
+    exm_line_u64(&name, (uint64_t)getpid());
+    exm_line_str(&name, "-");
+    exm_line_u64(&name, exm_os_now_ns());
+    exm_line_str(&name, ".json");
+    size_t n = strlen(run_dir);
+    memcpy(path, run_dir, n);
+    memcpy(path + n, name.buf, name.n);
+    path[n + name.n] = 0;
+    write_file(path, j.b, j.n, 1);
+  } else if (!strcmp(exm_cfg.stats, "1")) {
+    print_summary(&s, &ru);
+  } else {
+    static jbuf_t j;
+    build_record(&j, &s, &ru);
+    write_file(exm_cfg.stats, j.b, j.n, 0);
+  }
 }
 
-static void report(void) { report_now(0); }
+static void after_fork_child(void) { self_pid = getpid(); }
 
-static void on_signal(int sig) {
-  report_now(1);
-  signal(sig, SIG_DFL);
-  raise(sig);
+/* _exit and _Exit: report, then leave as glibc's _exit does. */
+__attribute__((noreturn)) static void leave(int status) {
+  if (hooked && getpid() == __atomic_load_n(&self_pid, __ATOMIC_RELAXED)) report();
+  for (;;) syscall(SYS_exit_group, status);
 }
+EXM_API void _exit(int status) { leave(status); }
+EXM_API void _Exit(int status) { leave(status); }
 
 void exm_stats_setup(void) {
-  if (!exm_cfg.stats[0]) return;
-  exm_line_t pid = { .n = 0 };
-  exm_line_u64(&pid, (uint64_t)getpid());
-  pid.buf[pid.n] = 0;
-  const char *owner = getenv("EXM_STATS_PID");
-  if (!owner) {
-    setenv("EXM_STATS_PID", pid.buf, 1);   /* constructor time: malloc is ready */
-  } else if (strcmp(owner, pid.buf)) {
-    exm_cfg.stats[0] = 0;
-    return;
+  exm_warned_publish();   /* not stats, but this is the constructor's one hook here */
+  self_pid = getpid();
+  const char *dir = getenv("EXM_STATS_DIR");
+  if (dir && dir[0] == '/' && strlen(dir) < sizeof run_dir - 64) {
+    memcpy(run_dir, dir, strlen(dir) + 1);
+  } else {
+    if (!exm_cfg.stats[0]) return;
+    exm_line_t pid = { .n = 0 };
+    exm_line_u64(&pid, (uint64_t)getpid());
+    pid.buf[pid.n] = 0;
+    const char *owner = getenv("EXM_STATS_PID");
+    if (!owner) {
+      setenv("EXM_STATS_PID", pid.buf, 1);   /* constructor time: malloc is ready */
+    } else if (strcmp(owner, pid.buf)) {
+      exm_cfg.stats[0] = 0;
+      return;
+    }
+    owner_pid = getpid();
   }
   atexit(report);
   at_quick_exit(report);   /* Bun ends scripts with quick_exit */
-  static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
-  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
-    struct sigaction old;
-    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
-      struct sigaction sa;
-      memset(&sa, 0, sizeof sa);
-      sa.sa_handler = on_signal;
-      sa.sa_flags = SA_RESETHAND;
-      sigaction(sigs[i], &sa, NULL);
-    }
-  }
+  pthread_atfork(NULL, NULL, after_fork_child);
+  hooked = 1;
 }

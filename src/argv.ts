@@ -63,6 +63,9 @@ export interface SplitArgs {
   program: Buffer[];
   /** Options seen, by flag name (last one wins), for callers that skip citty. */
   seen: Map<string, string | true>;
+  /** The last option took its value from the next argument, and nothing followed:
+   *  that value may have been meant as the program (`exm --threshold true`). */
+  lastValue?: { flag: string; value: string };
 }
 
 /** Separates exm's options from the program and its arguments. */
@@ -70,12 +73,21 @@ export function splitArgs(args: Buffer[]): SplitArgs {
   const own: string[] = [];
   const seen = new Map<string, string | true>();
   let i = 0;
+  let lastValue: { flag: string; value: string } | undefined;
   const take = (spec: OptionSpec, inline: string | undefined, given: string) => {
     let value: string | true = true;
-    if (spec.value) {
+    lastValue = undefined;
+    if (spec.valueDefault !== undefined && inline === undefined) {
+      // An optional value: the next argument only if it looks like one (a number).
+      const next = args[i + 1]?.toString();
+      value = next !== undefined && /^\d+(\.\d+)?$/.test(next) ? (i++, next) : spec.valueDefault;
+      own.push(`--${spec.flag}=${value}`);
+    } else if (spec.value) {
       if (inline !== undefined) value = inline;
-      else if (i + 1 < args.length) value = args[++i]!.toString();
-      else throw usageError(`option ${given} needs a value (${spec.value})`, true);
+      else if (i + 1 < args.length) {
+        value = args[++i]!.toString();
+        lastValue = { flag: spec.flag, value };
+      } else throw usageError(`option ${given} needs a value (${spec.value})`, true);
       own.push(`--${spec.flag}=${value}`);
     } else {
       if (inline !== undefined) throw usageError(`option --${spec.flag} takes no value`, true);
@@ -106,5 +118,5 @@ export function splitArgs(args: Buffer[]): SplitArgs {
     if (a === "-") throw usageError("unknown option '-'", true);
     break;
   }
-  return { own, program: args.slice(i), seen };
+  return { own, program: args.slice(i), seen, ...(i >= args.length && lastValue ? { lastValue } : {}) };
 }

@@ -6,12 +6,15 @@
 
 import { parseArgs, type ArgsDef } from "citty";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { pruneCache } from "../embed/cache";
 import { EMBEDDED_HEADER_PATH, EMBEDDED_LIBRARY_PATH, LIBRARY } from "../embed/library";
 import pkg from "../package.json" with { type: "json" };
 import { rawArgs, rawEnviron, splitArgs } from "./argv";
 import { ExmError, oneLine, usageError } from "./errors";
-import { inspect, parsePid, renderInspect, requireArena } from "./inspect";
+import { inspect, parsePid, renderInspect, requireLibrary } from "./inspect";
+import { plot } from "./plot";
+import { parseInterval, watch } from "./watch";
 import { OPTIONS, renderHelp, resolveSettings, type SettingFlags } from "./options";
 import { stderr, stdout } from "./out";
 import { run } from "./run";
@@ -33,7 +36,8 @@ function writeAtomic(path: string, data: Uint8Array, mode: number): void {
 }
 
 function extract(dirArg: string): void {
-  const dir = dirArg.startsWith("/") ? dirArg : `${process.cwd()}/${dirArg}`;
+  if (dirArg === "") throw usageError("--extract: empty directory name");
+  const dir = resolve(process.cwd(), dirArg); // "./lib" prints as /home/me/lib, not /home/me/./lib
   try {
     mkdirSync(dir, { recursive: true });
     writeAtomic(`${dir}/libexm.so`, readFileSync(EMBEDDED_LIBRARY_PATH), 0o755);
@@ -53,7 +57,7 @@ function extract(dirArg: string): void {
   );
 }
 
-function main(): number {
+async function main(): Promise<number> {
   const split = splitArgs(rawArgs());
   const parsed = parseArgs(split.own, ARGS) as Record<string, unknown>;
   // A repeated flag: the last one wins.
@@ -73,6 +77,7 @@ function main(): number {
     throw usageError(`--${action} takes no program (got '${split.program[0]!.toString()}')`);
   }
   if (get("json") && action !== "inspect") throw usageError("--json goes with --inspect");
+  if (get("watch") !== undefined && action !== "inspect") throw usageError("--watch goes with --inspect");
 
   switch (action) {
     case "version":
@@ -82,11 +87,16 @@ function main(): number {
       extract(String(get("extract")));
       return 0;
     case "inspect": {
-      const report = inspect(parsePid(String(get("inspect"))));
-      requireArena(report);
+      const pid = parsePid(String(get("inspect")));
+      if (get("watch") !== undefined) return await watch(pid, parseInterval(String(get("watch"))));
+      const report = inspect(pid);
+      requireLibrary(report);
       stdout(get("json") ? `${JSON.stringify(report, null, 2)}\n` : `${renderInspect(report)}\n`);
       return 0;
     }
+    case "plot":
+      stdout(plot(String(get("plot"))));
+      return 0;
     case "prune-cache": {
       const lines = pruneCache(process.env, process.geteuid?.() ?? 0);
       stdout(lines.length ? `${lines.join("\n")}\n` : "nothing to prune\n");
@@ -94,20 +104,38 @@ function main(): number {
     }
   }
 
-  if (split.program.length === 0) throw usageError("missing program to run", true);
   const flags: SettingFlags = {};
   for (const o of OPTIONS) if (o.kind === "setting") flags[o.flag] = get(o.flag);
+  if (split.program.length === 0) {
+    // `exm --threshold true`: the value was left out and the program taken for it.
+    // A value that is bad for its option says so, and why no program is left.
+    const last = split.lastValue;
+    if (last) {
+      try {
+        resolveSettings(flags, process.env, process.cwd());
+      } catch (e) {
+        if (e instanceof ExmError && e.message.startsWith(`--${last.flag}`)) {
+          throw usageError(`${e.message}; no program follows, so was the value of --${last.flag} left out?`, true);
+        }
+        throw e;
+      }
+    }
+    throw usageError("missing program to run", true);
+  }
   const settings = resolveSettings(flags, process.env, process.cwd());
-  run({ settings, program: split.program, environ: rawEnviron() });
+  return await run({ settings, program: split.program, environ: rawEnviron() });
 }
 
-try {
-  process.exitCode = main();
-} catch (e) {
-  if (e instanceof ExmError) {
-    stderr(`exm: ${oneLine(e.message)}${e.showHint ? " (see exm --help)" : ""}\n`);
-    process.exit(e.status);
-  }
-  stderr(`exm: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-}
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof ExmError) {
+      stderr(`exm: ${oneLine(e.message)}${e.showHint ? " (see exm --help)" : ""}\n`);
+      process.exit(e.status);
+    }
+    stderr(`exm: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -9,9 +9,13 @@
  * are grouped by device and inode. Resident bytes come from smaps, disk use
  * from st_blocks of the file through a /proc/PID/fd link (or map_files), and
  * the settings from the process's initial environment.
+ *
+ * A process under exm that has no arena yet (nothing reached the threshold)
+ * is an answer, not an error: a monitor can poll a process that just started.
+ * Only a process without libexm at all is an error.
  */
 
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { ExmError, usageError } from "./errors";
 import { formatSize } from "./options";
 
@@ -36,6 +40,11 @@ export interface InspectReport {
   library: string | null;
   settings: Record<string, string>;
   processRss: number | null;
+  /** Major faults of the process so far (its own, from /proc/PID/stat). */
+  majorFaults: number;
+  /** Bytes read from and written to storage so far (/proc/PID/io), or null if not readable. */
+  readBytes: number | null;
+  writtenBytes: number | null;
   arenas: ArenaReport[];
 }
 
@@ -123,6 +132,18 @@ export function inspect(pid: number): InspectReport {
   let processRss: number | null = null;
   const rssLine = /^VmRSS:\s+(\d+) kB/m.exec(readProc(pid, "status"));
   if (rssLine) processRss = Number(rssLine[1]) * 1024;
+  const stat = readProc(pid, "stat");
+  const majorFaults = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[9] ?? 0);
+  let readBytes: number | null = null;
+  let writtenBytes: number | null = null;
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, "utf8");
+    const v = (k: string) => Number(new RegExp(`^${k}: (\\d+)`, "m").exec(io)?.[1] ?? 0);
+    readBytes = v("read_bytes");
+    writtenBytes = Math.max(0, v("write_bytes") - v("cancelled_write_bytes"));
+  } catch {
+    // another user's process: its io file is not ours to read
+  }
 
   const byFile = new Map<string, Mapping[]>();
   for (const m of smaps.filter(looksLikeArena)) {
@@ -144,7 +165,7 @@ export function inspect(pid: number): InspectReport {
       mappings: maps.map((m) => ({ start: `0x${m.start.toString(16)}`, end: `0x${m.end.toString(16)}`, perms: m.perms })),
     });
   }
-  return { pid, command, library, settings, processRss, arenas };
+  return { pid, command, library, settings, processRss, majorFaults, readBytes, writtenBytes, arenas };
 }
 
 export function parsePid(text: string): number {
@@ -167,12 +188,35 @@ export function renderInspect(r: InspectReport): string {
     lines.push(`    resident:     ${formatSize(a.resident)}`);
     lines.push(`    disk used:    ${a.disk === null ? "unknown (backing file not reachable)" : formatSize(a.disk)}`);
   });
+  if (r.arenas.length === 0 && r.library) lines.push(`  arena: ${NO_ARENA_YET}`);
   return lines.join("\n");
 }
 
-/** Throws when the process has no arena, with what was found instead. */
-export function requireArena(r: InspectReport): void {
-  if (r.arenas.length > 0) return;
-  const why = r.library ? "libexm is loaded but has no arena yet (no allocation reached the threshold)" : "libexm is not loaded in it";
-  throw new ExmError(`pid ${r.pid} (${r.command[0] ?? "?"}) has no exm arena: ${why}`);
+export const NO_ARENA_YET = "none yet (no allocation has reached the threshold)";
+
+/** The children of `pid` when it is an exm launcher (the same executable as ours), else []. */
+function launcherChildren(pid: number): number[] {
+  try {
+    if (readlinkSync(`/proc/${pid}/exe`) !== readlinkSync("/proc/self/exe")) return [];
+    return readdirSync("/proc").filter((n) => /^\d+$/.test(n)).filter((n) => {
+      try {
+        const st = readFileSync(`/proc/${n}/stat`, "latin1");
+        return Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[1]) === pid;
+      } catch {
+        return false;
+      }
+    }).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Throws when libexm is not in the process at all (pointing at the program when the pid is exm's own). */
+export function requireLibrary(r: InspectReport): void {
+  if (r.library || r.arenas.length > 0) return;
+  const kids = launcherChildren(r.pid);
+  if (kids.length) {
+    throw new ExmError(`pid ${r.pid} is exm itself, running the program as pid ${kids.join(", ")} (with --stats or --stats-file): inspect that one`);
+  }
+  throw new ExmError(`pid ${r.pid} (${r.command[0] ?? "?"}) has no exm arena: libexm is not loaded in it`);
 }

@@ -8,7 +8,7 @@
 
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 
-const { i32, u64, ptr: p, cstring } = FFIType;
+const { i32, i64, u64, ptr: p, cstring } = FFIType;
 
 let handle: ReturnType<typeof open> | undefined;
 
@@ -21,6 +21,18 @@ function open() {
     statvfs: { args: [p, p], returns: i32 },
     getrlimit: { args: [i32, p], returns: i32 },
     setrlimit: { args: [i32, p], returns: i32 },
+    posix_spawn: { args: [p, p, p, p, p, p], returns: i32 },
+    posix_spawnattr_init: { args: [p], returns: i32 },
+    posix_spawnattr_setflags: { args: [p, i32], returns: i32 },
+    posix_spawnattr_setsigdefault: { args: [p, p], returns: i32 },
+    posix_spawnattr_setsigmask: { args: [p, p], returns: i32 },
+    syscall: { args: [i64, i64, i64], returns: i64 },
+    poll: { args: [p, u64, i32], returns: i32 },
+    waitpid: { args: [i32, p, i32], returns: i32 },
+    kill: { args: [i32, i32], returns: i32 },
+    getpid: { args: [], returns: i32 },
+    getrusage: { args: [i32, p], returns: i32 },
+    prctl: { args: [i32, u64, u64, u64, u64], returns: i32 },
     __errno_location: { args: [], returns: p },
     strerror: { args: [i32], returns: cstring },
   });
@@ -41,6 +53,15 @@ export const SIGXFSZ = 25;
 export const ST_NOEXEC = 8n;
 export const ENOEXEC = 8;
 export const RLIMIT_NOFILE = 7;
+export const RLIMIT_CORE = 4;
+export const EINTR = 4;
+export const ECHILD = 10;
+export const WNOHANG = 1;
+const POSIX_SPAWN_SETSIGDEF = 0x04;
+const POSIX_SPAWN_SETSIGMASK = 0x08;
+const PR_SET_CHILD_SUBREAPER = 36;
+const SYS_PIDFD_OPEN = 434; // the same number on x86-64 and arm64
+const RUSAGE_CHILDREN = -1;
 
 export function errno(): number {
   return read.i32(libc().__errno_location() as Pointer, 0);
@@ -118,4 +139,93 @@ export function getRlimit(resource: number): [bigint, bigint] | undefined {
 export function setRlimit(resource: number, soft: bigint, hard: bigint): boolean {
   const lim = new BigUint64Array([soft, hard]);
   return libc().setrlimit(resource, ptr(lim)) === 0;
+}
+
+/** A glibc sigset_t (128 bytes) holding `signals`. */
+function sigset(signals: number[]): Uint8Array {
+  const set = new BigUint64Array(16);
+  for (const sig of signals) set[0]! |= 1n << BigInt(sig - 1);
+  return new Uint8Array(set.buffer);
+}
+
+/**
+ * posix_spawn(3) of `path` with `argv` and `envp`, in which `defaults` are
+ * set back to SIG_DFL and no signal is blocked. Returns [0, pid] or [errno, 0].
+ * glibc's posix_spawn runs the child on a vfork-like clone and reports the
+ * exec's failure, so no JavaScript ever runs in the child.
+ */
+export function spawn(path: Buffer, argv: Buffer[], envp: Buffer[], defaults: number[]): [number, number] {
+  const cPath = cString(path);
+  const cArgv = argv.map(cString);
+  const cEnvp = envp.map(cString);
+  const av = cArray(cArgv);
+  const ev = cArray(cEnvp);
+  const attr = new Uint8Array(1024); // sizeof(posix_spawnattr_t) is 336 in glibc
+  const dfl = sigset(defaults);
+  const none = sigset([]);
+  const c = libc();
+  c.posix_spawnattr_init(ptr(attr));
+  c.posix_spawnattr_setsigdefault(ptr(attr), ptr(dfl));
+  c.posix_spawnattr_setsigmask(ptr(attr), ptr(none));
+  c.posix_spawnattr_setflags(ptr(attr), POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  const pid = new Int32Array(1);
+  const err = c.posix_spawn(ptr(pid), ptr(cPath), null, ptr(attr), ptr(av), ptr(ev));
+  void [cPath, cArgv, cEnvp, av, ev, attr, dfl, none];
+  return err ? [err, 0] : [0, pid[0]!];
+}
+
+/** A pidfd for `pid` (readable once it has exited), or -1 (kernels before 5.3). */
+export function pidfdOpen(pid: number): number {
+  return Number(libc().syscall(SYS_PIDFD_OPEN, pid, 0));
+}
+
+/** Waits up to `ms` for `fd` to become readable: 1 ready, 0 timeout, -1 interrupted or failed. */
+export function pollReadable(fd: number, ms: number): number {
+  const pfd = new Int32Array([fd, 1 /* POLLIN */]);
+  return libc().poll(fd < 0 ? null : ptr(pfd), fd < 0 ? 0 : 1, Math.max(0, Math.round(ms)));
+}
+
+/** waitpid(2): [pid or 0 or -1, raw status, errno]. */
+export function waitPid(pid: number, options: number): [number, number, number] {
+  const st = new Int32Array(1);
+  const r = libc().waitpid(pid, ptr(st), options);
+  return [r, st[0]!, r < 0 ? errno() : 0];
+}
+
+export function kill(pid: number, sig: number): number {
+  return libc().kill(pid, sig);
+}
+
+export function getPid(): number {
+  return libc().getpid();
+}
+
+/** Orphaned descendants are re-parented to us, so their usage is counted when reaped. */
+export function becomeSubreaper(): void {
+  libc().prctl(PR_SET_CHILD_SUBREAPER, 1n, 0n, 0n, 0n);
+}
+
+export interface ChildUsage {
+  cpuNs: number;
+  maxResident: number;
+  minorFaults: number;
+  majorFaults: number;
+  readBytes: number;
+  writtenBytes: number;
+}
+
+/** getrusage(RUSAGE_CHILDREN): the waited-for descendants, summed by the kernel. */
+export function childUsage(): ChildUsage {
+  // struct rusage: two timevals, then 14 longs (maxrss, ixrss, idrss, isrss, minflt, majflt, nswap, inblock, oublock, ...)
+  const ru = new BigInt64Array(18);
+  libc().getrusage(RUSAGE_CHILDREN, ptr(ru));
+  const n = (i: number) => Number(ru[i]!);
+  return {
+    cpuNs: (n(0) + n(2)) * 1e9 + (n(1) + n(3)) * 1e3,
+    maxResident: n(4) * 1024,
+    minorFaults: n(8),
+    majorFaults: n(9),
+    readBytes: n(11) * 512,
+    writtenBytes: n(12) * 512,
+  };
 }

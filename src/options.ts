@@ -23,6 +23,8 @@ export interface OptionSpec {
   readonly short?: string;
   /** Placeholder of the flag's value; absent for a switch. */
   readonly value?: string;
+  /** The value may be left out (`--watch` or `--watch 5`): then it is this. */
+  readonly valueDefault?: string;
   /** EXM_* variable that sets the same thing, as shown in the table. */
   readonly env?: string;
   readonly default: string;
@@ -54,6 +56,10 @@ export const OPTIONS: readonly OptionSpec[] = [
     meaning: "report the arena of running process PID (size, resident, disk, settings) and exit" },
   { flag: "json", default: "", kind: "info",
     meaning: "with --inspect: print JSON instead of text" },
+  { flag: "watch", value: "[SECONDS]", valueDefault: "2", default: "", kind: "info",
+    meaning: "with --inspect: report again every SECONDS (default 2) until the process ends: in place on a terminal, else one JSON line each time" },
+  { flag: "plot", value: "FILE", default: "", kind: "action",
+    meaning: "draw the timeline of a --stats-file JSON (resident, disk, faults over time) as SVG on stdout and exit" },
   { flag: "prune-cache", default: "", kind: "action",
     meaning: "remove cached library versions other than this exm's and exit" },
   { flag: "help", short: "h", default: "", kind: "action", meaning: "show this help and exit" },
@@ -235,7 +241,8 @@ export function renderHelp(version: string): string {
     `exm ${version}: run a program with its large allocations served from a file-backed arena`,
     "",
     "Usage: exm [options] <program> [args...]",
-    "       exm --extract DIR | --inspect PID [--json] | --prune-cache | --help | --version",
+    "       exm --extract DIR | --inspect PID [--json] [--watch [SECONDS]] | --plot FILE",
+    "       exm --prune-cache | --help | --version",
     "",
     "exm's options end at the first argument that is not one, or at `--`; everything",
     "after that is the program's, untouched. Flags override EXM_* variables.",

@@ -26,7 +26,7 @@
  * library's fallback to the next malloc.
  */
 
-import { accessSync, constants, readdirSync, readFileSync, readlinkSync, statSync, type Stats } from "node:fs";
+import { accessSync, closeSync, constants, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
 import { installLibrary } from "../embed/cache";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
 import {
@@ -36,6 +36,7 @@ import {
 import { formatSize, type Settings, settingsEnv } from "./options";
 import { stderr } from "./out";
 import { linkKind, resolveProgram, secureModeReason, show } from "./program";
+import { makeRunDir, supervise } from "./supervise";
 
 function say(line: string): void {
   stderr(`exm: ${line}\n`);
@@ -81,6 +82,9 @@ export function checkStatsFile(s: Settings): void {
 /** The variables exm sets; any value the program would have inherited is replaced. */
 const EXM_NAMES = new Set([
   "EXM_THRESHOLD", "EXM_DIR", "EXM_CHILD", "EXM_ADVICE", "EXM_MAX_DISK", "EXM_STATS", "EXM_VERBOSE",
+  // The library's reporting protocol (native/stats.c): who reports by hand, and
+  // where the records of an exm --stats run go. A run of ours sets its own.
+  "EXM_STATS_PID",
 ]);
 
 function envName(entry: Buffer): string {
@@ -106,12 +110,12 @@ function preloadEntries(value: Buffer): Buffer[] {
  * LD_PRELOAD (theirs kept after it, in their order; a second copy of ours
  * dropped).
  */
-export function programEnv(environ: Buffer[], s: Settings, library: string): Buffer[] {
+export function programEnv(environ: Buffer[], s: Settings, library: string, runDir?: string): Buffer[] {
   const out: Buffer[] = [];
   let preload: Buffer | undefined;
   for (const entry of environ) {
     const name = envName(entry);
-    if (EXM_NAMES.has(name)) continue;
+    if (EXM_NAMES.has(name) || (runDir && name === "EXM_STATS_DIR")) continue;
     if (name === "LD_PRELOAD") {
       preload = entry.subarray(name.length + 1);
       continue;
@@ -121,8 +125,82 @@ export function programEnv(environ: Buffer[], s: Settings, library: string): Buf
   const ours = Buffer.from(library);
   const theirs = preload ? preloadEntries(preload).filter((e) => !e.equals(ours)) : [];
   out.push(Buffer.concat([Buffer.from("LD_PRELOAD="), ...[ours, ...theirs].flatMap((e, i) => (i ? [Buffer.from(":"), e] : [e]))]));
-  for (const [k, v] of settingsEnv(s)) out.push(Buffer.from(`${k}=${v}`));
+  for (const [k, v] of settingsEnv(s)) out.push(Buffer.from(k === "EXM_STATS" && runDir ? "EXM_STATS=0" : `${k}=${v}`));
+  if (runDir) out.push(Buffer.from(`EXM_STATS_DIR=${runDir}`));
   return out;
+}
+
+/**
+ * Why execve said ENOENT of a file that exists: the interpreter of its #!
+ * line is missing (the kernel reports the interpreter's absence as the
+ * script's). Undefined when that is not it.
+ */
+export function missingInterpreter(path: Buffer): { interp: string; elf: boolean } | undefined {
+  let head: Buffer;
+  try {
+    const fd = openSync(path, "r");
+    try {
+      head = Buffer.alloc(256);
+      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  let interp: string | undefined;
+  const script = head[0] === 0x23 && head[1] === 0x21;
+  if (script) {
+    // "#!": the interpreter is the first word of the line.
+    const line = head.subarray(2, head.indexOf(0x0a) < 0 ? head.length : head.indexOf(0x0a)).toString("latin1");
+    interp = line.trim().split(/[ \t]+/)[0];
+  } else {
+    interp = elfInterpreter(path);
+  }
+  if (!interp || statOrNull(interp)) return undefined;
+  return { interp, elf: !script };
+}
+
+/** PT_INTERP of a 64-bit little-endian ELF file (the dynamic loader it names), if any. */
+function elfInterpreter(path: Buffer): string | undefined {
+  try {
+    const fd = openSync(path, "r");
+    try {
+      const h = Buffer.alloc(64);
+      if (readSync(fd, h, 0, 64, 0) < 64 || h.readUInt32BE(0) !== 0x7f454c46 || h[4] !== 2 || h[5] !== 1) return undefined;
+      const phoff = Number(h.readBigUInt64LE(0x20));
+      const size = h.readUInt16LE(0x36);
+      const count = h.readUInt16LE(0x38);
+      const ph = Buffer.alloc(size * count);
+      readSync(fd, ph, 0, ph.length, phoff);
+      for (let i = 0; i < count; i++) {
+        if (ph.readUInt32LE(i * size) !== 3 /* PT_INTERP */) continue;
+        const off = Number(ph.readBigUInt64LE(i * size + 8));
+        const len = Math.min(Number(ph.readBigUInt64LE(i * size + 32)), 4096);
+        const name = Buffer.alloc(len);
+        readSync(fd, name, 0, len, off);
+        return name.subarray(0, name.indexOf(0) < 0 ? len : name.indexOf(0)).toString("latin1");
+      }
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // unreadable: nothing to explain
+  }
+  return undefined;
+}
+
+/** The one-line error for a program that could not be started. */
+function cannotRun(program: Buffer, resolved: Buffer, err: number): ExmError {
+  if (err === 2 /* ENOENT */) {
+    const missing = missingInterpreter(resolved);
+    if (missing) {
+      const from = missing.elf ? "its ELF loader: built for another system?" : "from its #! line";
+      return new ExmError(`${show(program)}: cannot run: its interpreter ${missing.interp} (${from}) does not exist`, EXIT_NOT_FOUND);
+    }
+    return new ExmError(`${show(program)}: cannot run: ${strerror(err)}`, EXIT_NOT_FOUND);
+  }
+  return new ExmError(`${show(program)}: cannot run: ${strerror(err)}`, EXIT_CANNOT_RUN);
 }
 
 /** Object types of Bun's own event loop, which must not leak into the program. */
@@ -181,8 +259,11 @@ export interface RunRequest {
   environ: Buffer[];
 }
 
-/** Runs the program in place of exm. Returns only by throwing. */
-export function run(req: RunRequest): never {
+/**
+ * Runs the program in place of exm (execve), or, with statistics, as exm's
+ * child (supervise.ts). Returns only by throwing.
+ */
+export async function run(req: RunRequest): Promise<never> {
   const { settings: s, program, environ } = req;
   checkDataDir(s);
   checkStatsFile(s);
@@ -204,18 +285,29 @@ export function run(req: RunRequest): never {
       `child ${s.child}, advice ${s.advice}, max disk ${s.maxDisk ? formatSize(s.maxDisk) : "no cap"}`);
   }
 
+  restoreFileLimit();
+  passInheritedFds();
+  // As execvp does: a file without a #! line is a shell script.
+  const asScript = (): [Buffer, Buffer[]] => [Buffer.from("/bin/sh"), [Buffer.from("/bin/sh"), resolved, ...program.slice(1)]];
+
+  if (s.stats !== "0") {
+    const outerDir = environ.find((e) => envName(e) === "EXM_STATS_DIR")?.subarray("EXM_STATS_DIR=".length).toString();
+    const runDir = makeRunDir(s.dir);
+    const envp = programEnv(environ, s, lib.path, runDir);
+    const req = { path: resolved, argv: program, envp, stats: s.stats, threshold: s.threshold, dir: s.dir, runDir, outerDir };
+    let err = await supervise(req, [SIGPIPE, SIGXFSZ]);
+    if (err === ENOEXEC) {
+      const [path, argv] = asScript();
+      err = await supervise({ ...req, runDir: makeRunDir(s.dir), path, argv }, [SIGPIPE, SIGXFSZ]);
+    }
+    throw cannotRun(program[0]!, resolved, err);
+  }
+
   const envp = programEnv(environ, s, lib.path);
   resetSignal(SIGPIPE);
   resetSignal(SIGXFSZ);
   unblockAllSignals();
-  restoreFileLimit();
-  passInheritedFds();
-
   let err = execve(resolved, program, envp);
-  if (err === ENOEXEC) {
-    // As execvp does: a file without a #! line is a shell script.
-    err = execve(Buffer.from("/bin/sh"), [Buffer.from("/bin/sh"), resolved, ...program.slice(1)], envp);
-  }
-  const status = err === 2 /* ENOENT, e.g. a missing #! interpreter */ ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
-  throw new ExmError(`${show(program[0]!)}: cannot run: ${strerror(err)}`, status);
+  if (err === ENOEXEC) err = execve(...asScript(), envp);
+  throw cannotRun(program[0]!, resolved, err);
 }

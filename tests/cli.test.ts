@@ -269,17 +269,24 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(e.EXM_DIR).toBe(join(cwd, "data"));
     expect(e.EXM_CHILD).toBe("shared");
     expect(e.EXM_ADVICE).toBe("random");
-    expect(e.EXM_STATS).toBe(join(cwd, "s.json"));
+    // With statistics exm stays the parent: the program's libraries leave
+    // records in a private directory of the run, not in the file itself.
+    expect(e.EXM_STATS).toBe("0");
+    expect(e.EXM_STATS_DIR).toMatch(new RegExp(`^${join(cwd, "data")}/\\.exm-stats-\\w+$`));
+    expect(existsSync(e.EXM_STATS_DIR!)).toBe(false); // removed when the run ended
+    expect(JSON.parse(readFileSync(join(cwd, "s.json"), "utf8")).exitCode).toBe(0);
     expect(e.EXM_VERBOSE).toBe("1");
 
     const r2 = await exm(ENV_AT_EXEC, { ...env, TMPDIR: "/var/tmp" });
     const e2 = envLines(r2.stdout);
     expect(e2.EXM_THRESHOLD).toBe(String(GiB));
     expect(e2.EXM_DIR).toBe("/tmp");
-    expect(e2.EXM_STATS).toBe("1");
+    expect(e2.EXM_STATS).toBe("0");
+    expect(e2.EXM_STATS_DIR).toMatch(/^\/tmp\/\.exm-stats-/);
+    expect(r2.stderr).toMatch(/^exm: pid \d+ \(cat\) exited 0 after /);
     const r3 = await exm(["--stats", ...ENV_AT_EXEC], { TMPDIR: "/var/tmp" });
     expect(envLines(r3.stdout).EXM_DIR).toBe("/var/tmp");
-    expect(envLines(r3.stdout).EXM_STATS).toBe("1");
+    expect(envLines(r3.stdout).EXM_STATS_DIR).toMatch(/^\/var\/tmp\/\.exm-stats-/);
   });
 
   test("a .env, bunfig.toml, package.json or tsconfig.json in the working directory is not read by exm", async () => {
@@ -353,6 +360,9 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
   test("bad input: a value-taking option at the end, no program, actions misused", async () => {
     const cases: [string[], number, RegExp][] = [
       [["--threshold"], 2, /option --threshold needs a value \(SIZE\)/],
+      [["--threshold", "true"], 2, /^exm: --threshold: not a size: 'true' \(use bytes or a number with K, M, G or T, e\.g\. 512M, 1\.5G\); no program follows, so was the value of --threshold left out\? \(see exm --help\)\n$/],
+      [["--child", "python3"], 2, /^exm: --child: 'python3' is not one of cow, shared, duplicate; no program follows, so was the value of --child left out\? \(see exm --help\)\n$/],
+      [["--dir", "/tmp"], 2, /^exm: missing program to run \(see exm --help\)\n$/],
       [[], 2, /missing program/],
       [["--verbose"], 2, /missing program/],
       [["--version", "true"], 2, /--version takes no program/],
@@ -394,7 +404,18 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     writeFileSync(interp, "#!/nonexistent/interpreter\n", { mode: 0o755 });
     const bi = await exm([interp]);
     expect(bi.code).toBe(127);
-    expect(bi.stderr).toMatch(/cannot run/);
+    expect(bi.stderr).toBe(`exm: ${interp}: cannot run: its interpreter /nonexistent/interpreter (from its #! line) does not exist\n`);
+    // The same with --stats, where exm starts the program as its child.
+    const bis = await exm(["--stats", interp]);
+    expect([bis.code, bis.stderr]).toEqual([127, bi.stderr]);
+    // A binary whose ELF loader is missing (made for another system): the loader is named.
+    const foreign = join(scratch, "foreign-true");
+    const elf = readFileSync("/bin/true");
+    const loader = /\/lib[\w/.-]*\/ld-[\w.-]+\.so\.\d/.exec(elf.toString("latin1"))![0];
+    const fake = `${loader.slice(0, loader.lastIndexOf("/") + 1)}ld-exm-missing`.padEnd(loader.length, "x");
+    writeFileSync(foreign, Buffer.from(elf.toString("latin1").replace(loader, fake), "latin1"), { mode: 0o755 });
+    const fe = await exm([foreign]);
+    expect([fe.code, fe.stderr]).toEqual([127, `exm: ${foreign}: cannot run: its interpreter ${fake} (its ELF loader: built for another system?) does not exist\n`]);
   });
 
   test.skipIf(skipUnless(tmpfsAvailable(), "unwritable data directory (read-only mount)"))(
@@ -598,6 +619,28 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(readdirSync(dir)).toEqual([lib.slice(dir.length + 1)]);
   });
 
+  test("--prune-cache keeps an old version that a running program maps, naming the process", async () => {
+    const h = home();
+    const lib = (await sh([EXM, "printenv", "LD_PRELOAD"], h.env)).stdout.trim();
+    const dir = join(h.cache, "exm");
+    // Another exm version's library, in use: a program preloading it.
+    const other = join(dir, "libexm-00000000000000000000.so");
+    writeFileSync(other, readFileSync(lib), { mode: 0o755 });
+    const user = spawn(["sleep", "60"], { env: cleanEnv({ LD_PRELOAD: other }), stdout: "ignore", stderr: "ignore", stdin: "ignore" });
+    try {
+      for (let i = 0; i < 100 && !readFileSync(`/proc/${user.pid}/maps`, "latin1").includes(other); i++) await Bun.sleep(20);
+      const r = await sh([EXM, "--prune-cache"], h.env);
+      expectOk(r);
+      expect(r.stdout).toBe(`kept ${other}: in use by pid ${user.pid} (sleep)\n`);
+      expect(existsSync(other)).toBe(true);
+    } finally {
+      user.kill("SIGKILL");
+      await user.exited;
+    }
+    const r2 = await sh([EXM, "--prune-cache"], h.env);
+    expect(r2.stdout).toBe(`removed ${other}\n`);
+  });
+
   // ---- --extract and --inspect ------------------------------------------------------------
 
   test("--extract writes a library that links (-lexm) and dlopens, and its header", async () => {
@@ -605,6 +648,10 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     const r = await exm(["--extract", out]);
     expectOk(r);
     expect(r.stdout).toContain(`${out}/libexm.so`);
+    // A relative directory is shown normalised: no "/./" or "/../" in the path.
+    const rel = await exm(["--extract", "./extracted/../extracted/sub/"], {}, scratch);
+    expectOk(rel);
+    expect(rel.stdout.split("\n")[0]).toBe(`wrote ${out}/libexm.so (libexm ${/libexm (\S+)\)/.exec(r.stdout)![1]}) and ${out}/exm.h`);
     expect(readFileSync(join(out, "libexm.so")).equals(readFileSync(DIST_LIB))).toBe(true);
     expect(readFileSync(join(out, "exm.h"), "utf8")).toContain("exm_version");
 

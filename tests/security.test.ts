@@ -349,7 +349,7 @@ describe.skipIf(noUsers)("the statistics file", () => {
     // and the statistics still arrived, as the user's own file
     const st = lstatSync(stats);
     expect({ file: st.isFile(), uid: st.uid }).toEqual({ file: true, uid: VICTIM_UID });
-    expect(JSON.parse(readFileSync(stats, "utf8")).total_allocs).toBeGreaterThanOrEqual(2);
+    expect(JSON.parse(readFileSync(stats, "utf8")).totalAllocs).toBeGreaterThanOrEqual(2);
   }, 30_000);
 
   test("a statistics path that is a device node is written, not replaced", async () => {

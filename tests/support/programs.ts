@@ -143,6 +143,8 @@ export interface ServedResult extends RunResult {
 const ARENA_LINE = /^exm: pid \d+: file-backed arena of [^\n]* in [^\n]*$/;
 /** --verbose news of the advisor switching a block's advice: information, not a complaint. */
 const ADVICE_LINE = /^exm: advice for a block of [^\n]*: (random|sequential)$/;
+/** --verbose telling where a large block went (native/trace.c): expected, not a problem. */
+const BLOCK_LINE = /^exm: pid \d+: [\d.]+ [KMGT]?i?B file-backed at offset [^\n]* of the arena in [^\n]*$/;
 
 /** Splits exm's lines out of a stderr text. */
 export function splitExmLines(stderr: string): { arenas: number; exmLines: string[]; rest: string } {
@@ -153,7 +155,7 @@ export function splitExmLines(stderr: string): { arenas: number; exmLines: strin
   const last = lines.pop(); // "" after a final newline
   for (const line of lines) {
     if (ARENA_LINE.test(line)) arenas++;
-    else if (ADVICE_LINE.test(line)) continue;
+    else if (ADVICE_LINE.test(line) || BLOCK_LINE.test(line)) continue;
     else if (line.startsWith("exm: ")) exmLines.push(line);
     else rest.push(line);
   }
