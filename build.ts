@@ -116,8 +116,8 @@ function step(title: string): void {
 }
 
 /** Runs a command; on failure shows its output and fails the build. */
-async function sh(argv: string[], what: string, cwd = ROOT): Promise<string> {
-  const proc = Bun.spawn(argv, { cwd, stdout: "pipe", stderr: "pipe" });
+async function sh(argv: string[], what: string, cwd = ROOT, env?: Record<string, string | undefined>): Promise<string> {
+  const proc = Bun.spawn(argv, { cwd, stdout: "pipe", stderr: "pipe", env: env ? { ...process.env, ...env } : undefined });
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   if (code !== 0) {
     throw new BuildError(`${what} failed (exit ${code}):\n$ ${argv.join(" ")}\n${out}${err}`);
@@ -359,14 +359,20 @@ function stage(libDir: string, stageDir: string): void {
   for (const f of ["libexm.so", "exm.h", "libexm.json"]) copyFileSync(`${libDir}/${f}`, `${stageDir}/build/${f}`);
 }
 
-/** True when this machine can run the target's binaries (natively or through qemu's binfmt handler). */
-function canRun(t: Target): boolean {
-  if (t.arch === process.arch) return true;
+/**
+ * How this machine runs the target's binaries: natively, or through qemu's
+ * binfmt handler with the cross toolchain's libraries as the target's root
+ * (QEMU_LD_PREFIX: the binary's loader is /lib/ld-linux-aarch64.so.1 there);
+ * null when it cannot.
+ */
+function runEnv(t: Target): Record<string, string> | null {
+  if (t.arch === process.arch) return {};
   try {
-    return readFileSync(`/proc/sys/fs/binfmt_misc/qemu-${t.triplet.split("-")[0]}`, "utf8").startsWith("enabled");
+    if (!readFileSync(`/proc/sys/fs/binfmt_misc/qemu-${t.triplet.split("-")[0]}`, "utf8").startsWith("enabled")) return null;
   } catch {
-    return false;
+    return null;
   }
+  return existsSync(`/usr/${t.triplet}/lib`) ? { QEMU_LD_PREFIX: `/usr/${t.triplet}` } : null;
 }
 
 /**
@@ -394,12 +400,13 @@ async function release(nativeDir: string): Promise<void> {
       `bun build --compile --target=${t.bunTarget}`,
     );
     await checkMachine({ cc: "", nm: "", ar: "", readelf: "readelf" }, tmp(`${RELEASE}/${file}`), t);
-    if (canRun(t)) {
-      const v = (await sh([tmp(`${RELEASE}/${file}`), "--version"], `running ${file} --version`)).trim();
+    const env = runEnv(t);
+    if (env) {
+      const v = (await sh([tmp(`${RELEASE}/${file}`), "--version"], `running ${file} --version`, ROOT, env)).trim();
       if (!v.includes(t.name)) throw new BuildError(`${file} --version does not name its target ${t.name}: ${v}`);
       step(`${file}: ${v}`);
     } else {
-      step(`${file}: not run (this machine cannot run ${t.name} binaries: no qemu-${t.triplet.split("-")[0]} binfmt handler)`);
+      step(`${file}: not run (this machine cannot run ${t.name} binaries: no qemu-${t.triplet.split("-")[0]} binfmt handler, or no /usr/${t.triplet})`);
     }
     publish(`${RELEASE}/${file}`);
     built.push(file);

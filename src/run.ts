@@ -35,7 +35,9 @@ import {
 } from "./libc";
 import { formatSize, type Settings, settingsEnv } from "./options";
 import { stderr } from "./out";
-import { linkKind, resolveProgram, secureModeReason, show } from "./program";
+import { release } from "node:os";
+import { LIBRARY } from "../embed/library";
+import { kernelGaps, kernelUnserved, resolveProgram, show, unserved } from "./program";
 
 function say(line: string): void {
   stderr(`exm: ${line}\n`);
@@ -190,11 +192,10 @@ export function run(req: RunRequest): never {
   const pathEntry = environ.find((e) => envName(e) === "PATH");
   const resolved = resolveProgram(program[0]!, pathEntry?.subarray(5));
 
-  const secure = secureModeReason(resolved);
-  if (secure) say(`${show(resolved)} is ${secure}: the loader ignores LD_PRELOAD for it, so it runs without exm`);
-  else if (s.verbose && linkKind(resolved) === "static") {
-    say(`${show(resolved)} is statically linked: LD_PRELOAD cannot reach it, so it runs without exm`);
-  }
+  // Told at once, one line: a program exm cannot serve still runs, unserved (program.ts).
+  const cannot = kernelUnserved(release()) ?? unserved(resolved, LIBRARY.target);
+  if (cannot) say(cannot.line);
+  if (s.verbose) for (const line of kernelGaps(release()).soft) say(line);
 
   const uid = process.geteuid?.() ?? 0;
   const lib = installLibrary(process.env, uid, (line) => say(`warning: ${line}`));
@@ -204,7 +205,7 @@ export function run(req: RunRequest): never {
       `child ${s.child}, advice ${s.advice}, max disk ${s.maxDisk ? formatSize(s.maxDisk) : "no cap"}`);
   }
 
-  const envp = programEnv(environ, s, lib.path);
+  const envp = cannot?.dropPreload ? environ : programEnv(environ, s, lib.path);
   resetSignal(SIGPIPE);
   resetSignal(SIGXFSZ);
   unblockAllSignals();
