@@ -10,6 +10,7 @@
  *                                dist/release/exm-linux-x64, exm-linux-arm64 and
  *                                SHA256SUMS, each binary with the library built
  *                                for its own architecture (see release() below)
+ *   bun build.ts glibc-floor SO  only the glibc symbol-version check, on any shared object
  *   bun build.ts readme          rewrite the README's option table from src/options.ts
  *
  * The library must load on glibc 2.17 and later (GLIBC_FLOOR), whatever glibc
@@ -434,6 +435,11 @@ async function updateReadme(): Promise<void> {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (args[0] === "readme") return updateReadme();
+  if (args[0] === "glibc-floor") {
+    if (!args[1]) throw new BuildError("glibc-floor needs a shared object");
+    const glibc = await checkGlibcFloor({ cc: "", nm: "", ar: "", readelf: "readelf" }, args[1]);
+    return step(`${args[1]} needs glibc ${glibc} or later`);
+  }
   let nativeDir = `${ROOT}/native`;
   const i = args.indexOf("--native");
   if (i >= 0) {
@@ -471,7 +477,7 @@ if (import.meta.main) {
   try {
     await main();
   } catch (e) {
-    if (process.argv[2] !== "readme") removeOutputs(process.argv[2] === "release");
+    if (process.argv[2] !== "readme" && process.argv[2] !== "glibc-floor") removeOutputs(process.argv[2] === "release");
     console.error(`build: FAILED: ${e instanceof BuildError ? e.message : (e as Error).stack ?? String(e)}`);
     process.exit(1);
   }

@@ -111,6 +111,37 @@ export function ensureRoot(arch: DebArch): { root: string } | { skip: string } {
     if (q) return { skip: q };
   }
   mkdirSync(ROOTS_DIR, { recursive: true });
+  // One builder at a time (two test runs, or two checkouts, on one machine): the others wait for it.
+  const lock = `${dir}.lock`;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(`${lock}/pid`, String(process.pid));
+      break;
+    } catch {
+      let holder = 0;
+      try {
+        holder = Number(readFileSync(`${lock}/pid`, "utf8"));
+      } catch {
+        // just created, pid not written yet
+      }
+      if (holder && !existsSync(`/proc/${holder}`)) rmSync(lock, { recursive: true, force: true });
+      else Bun.sleepSync(2000);
+    }
+  }
+  try {
+    return buildRoot(arch, dir, want);
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+function buildRoot(arch: DebArch, dir: string, want: string): { root: string } | { skip: string } {
+  try {
+    if (readFileSync(join(dir, MARKER), "utf8") === want) return { root: dir };
+  } catch {
+    // still to build
+  }
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   const foreign = arch !== (process.arch === "arm64" ? "arm64" : "amd64");
@@ -134,23 +165,15 @@ export function ensureRoot(arch: DebArch): { root: string } | { skip: string } {
     return { skip: `the ${arch} root has no /usr/bin/python3 after debootstrap` };
   }
   writeFileSync(join(tmp, MARKER), want);
-  // An incomplete or stale root of another recipe goes; a root another run finished meanwhile wins.
-  try {
-    if (readFileSync(join(dir, MARKER), "utf8") === want) {
-      rmSync(tmp, { recursive: true, force: true });
-      return { root: dir };
-    }
-  } catch {
-    // none there
-  }
+  // An incomplete root, or one of another recipe, goes.
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
   return { root: dir };
 }
 
-/** Old half-built roots of killed runs. */
+/** Half-built roots of killed runs. */
 export function removeStaleTemporaries(): void {
-  const r = sh(["sh", "-c", `ls -d ${ROOTS_DIR}/*.tmp-* 2>/dev/null`]);
+  const r = sh(["sh", "-c", `ls -d ${ROOTS_DIR}/*.tmp-[0-9]* 2>/dev/null`]);
   for (const p of r.out.split("\n").filter(Boolean)) {
     const pid = Number(p.slice(p.lastIndexOf("-") + 1));
     if (pid && !existsSync(`/proc/${pid}`)) rmSync(p, { recursive: true, force: true });
