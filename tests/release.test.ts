@@ -15,10 +15,10 @@
  * - programs exm cannot serve on this machine (musl, another architecture,
  *   an old kernel's gaps) are told in one line and still run.
  *
- * Costs: the release build (~30 s) runs when a binary is missing or older
- * than the sources; the roots are built once (amd64 ~2.5 min, arm64 ~10 min
+ * Costs: the release build (30 s, 50 s with the runtimes downloaded) runs when a binary is missing or older
+ * than the sources; the roots are built once (amd64 2.5 min, arm64 26 min
  * on the 2-core test machine, see tests/support/roots.ts) and cached in
- * /var/cache/exm-test-roots; then the file takes ~1 min. Without root,
+ * /var/cache/exm-test-roots; then the file takes ~85 s. Without root,
  * debootstrap, qemu or cgroups the parts that need them skip, saying why.
  */
 import { afterAll, describe, expect, test } from "bun:test";
