@@ -27,6 +27,7 @@
  */
 
 import { accessSync, constants, readdirSync, readFileSync, readlinkSync, statSync, type Stats } from "node:fs";
+import { release } from "node:os";
 import { installLibrary } from "../embed/cache";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
 import {
@@ -35,7 +36,6 @@ import {
 } from "./libc";
 import { formatSize, type Settings, settingsEnv } from "./options";
 import { stderr } from "./out";
-import { release } from "node:os";
 import { LIBRARY } from "../embed/library";
 import { kernelGaps, kernelUnserved, resolveProgram, show, unserved } from "./program";
 
@@ -201,7 +201,7 @@ export function run(req: RunRequest): never {
   const lib = installLibrary(process.env, uid, (line) => say(`warning: ${line}`));
   if (s.verbose) {
     for (const line of lib.skipped) say(`skipped cache location ${line}`);
-    say(`running ${show(resolved)} with ${lib.path}: threshold ${formatSize(s.threshold)}, data in ${s.dir}, ` +
+    if (!cannot?.dropPreload) say(`running ${show(resolved)} with ${lib.path}: threshold ${formatSize(s.threshold)}, data in ${s.dir}, ` +
       `child ${s.child}, advice ${s.advice}, max disk ${s.maxDisk ? formatSize(s.maxDisk) : "no cap"}`);
   }
 
