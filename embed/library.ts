@@ -18,6 +18,10 @@ export interface LibraryManifest {
   size: number;
   /** Version from exm.h's EXM_VERSION_* macros (what exm_version() returns). */
   version: string;
+  /** The machine it was built for (build.ts TARGETS: linux-x64, linux-arm64). */
+  target: string;
+  /** The newest glibc symbol version it needs, e.g. "2.17": it loads on that glibc and later. */
+  glibc: string;
 }
 
 export const LIBRARY: LibraryManifest = manifest;

@@ -17,6 +17,7 @@
  * child always finds consistent structures, even with threads allocating.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -807,11 +808,14 @@ static __thread uint64_t fork_took[FORK_DEPTH];   /* per depth: the locks that f
 
 extern void _IO_list_lock(void);      /* exported by glibc (GLIBC_2.2.5) */
 extern void _IO_list_unlock(void);
-extern char __libc_single_threaded __attribute__((weak));   /* <sys/single_threaded.h>, glibc 2.32 */
+/* glibc 2.32's __libc_single_threaded, looked up at start-up (a link-time
+ * reference would need glibc 2.32 to load); NULL on older glibc, whose fork
+ * takes the list lock whatever the thread count. */
+static const char *libc_single_threaded;
 
 static uint64_t fork_lock_all(void) {
   uint64_t took = TOOK_INIT | TOOK_OWN;
-  if (&__libc_single_threaded && !__libc_single_threaded) {
+  if (!libc_single_threaded || !*libc_single_threaded) {
     _IO_list_lock();
     took |= TOOK_LIST;
   }
@@ -929,6 +933,7 @@ void exm_arena_setup(void) {
   pthread_mutex_lock(&exm_own.lock);
   if (own_state == 0) check_dir();
   pthread_mutex_unlock(&exm_own.lock);
+  libc_single_threaded = dlsym(RTLD_DEFAULT, "__libc_single_threaded");
   pthread_atfork(fork_prepare, fork_parent, fork_child);
   if (!pthread_key_create(&tc_exit_key, cache_exit)) tc_exit_ready = 1;
 }

@@ -25,7 +25,7 @@ const ARGS: ArgsDef = Object.fromEntries(
 ) as ArgsDef;
 
 function versionText(): string {
-  return `exm ${pkg.version} (libexm ${LIBRARY.version}, bun ${Bun.version})`;
+  return `exm ${pkg.version} (libexm ${LIBRARY.version}, bun ${Bun.version}) for ${LIBRARY.target}; the library needs glibc ${LIBRARY.glibc} or later`;
 }
 
 /** Writes a file via a temporary name and rename, so readers never see half of it. */

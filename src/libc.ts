@@ -35,6 +35,7 @@ function open() {
     prctl: { args: [i32, u64, u64, u64, u64], returns: i32 },
     __errno_location: { args: [], returns: p },
     strerror: { args: [i32], returns: cstring },
+    getxattr: { args: [p, p, p, u64], returns: i64 },
   });
 }
 
@@ -127,6 +128,13 @@ export function mountFlags(path: string): bigint | undefined {
   const cPath = cString(path);
   if (libc().statvfs(ptr(cPath), ptr(buf)) !== 0) return undefined;
   return buf[9];
+}
+
+/** True when the file has the extended attribute (e.g. security.capability); false also when it cannot be read. */
+export function hasXattr(path: Uint8Array | string, name: string): boolean {
+  const cPath = cString(path);
+  const cName = cString(name);
+  return Number(libc().getxattr(ptr(cPath), ptr(cName), null, 0)) >= 0;
 }
 
 /** [soft, hard] of a resource limit, or undefined when the call fails. */

@@ -27,6 +27,7 @@
  */
 
 import { accessSync, closeSync, constants, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
+import { release } from "node:os";
 import { installLibrary } from "../embed/cache";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
 import {
@@ -35,7 +36,8 @@ import {
 } from "./libc";
 import { formatSize, type Settings, settingsEnv } from "./options";
 import { stderr } from "./out";
-import { linkKind, resolveProgram, secureModeReason, show } from "./program";
+import { LIBRARY } from "../embed/library";
+import { kernelGaps, kernelUnserved, resolveProgram, show, unserved } from "./program";
 import { makeRunDir, supervise } from "./supervise";
 
 function say(line: string): void {
@@ -271,17 +273,16 @@ export async function run(req: RunRequest): Promise<never> {
   const pathEntry = environ.find((e) => envName(e) === "PATH");
   const resolved = resolveProgram(program[0]!, pathEntry?.subarray(5));
 
-  const secure = secureModeReason(resolved);
-  if (secure) say(`${show(resolved)} is ${secure}: the loader ignores LD_PRELOAD for it, so it runs without exm`);
-  else if (s.verbose && linkKind(resolved) === "static") {
-    say(`${show(resolved)} is statically linked: LD_PRELOAD cannot reach it, so it runs without exm`);
-  }
+  // Told at once, one line: a program exm cannot serve still runs, unserved (program.ts).
+  const cannot = kernelUnserved(release()) ?? unserved(resolved, LIBRARY.target);
+  if (cannot) say(cannot.line);
+  if (s.verbose) for (const line of kernelGaps(release()).soft) say(line);
 
   const uid = process.geteuid?.() ?? 0;
   const lib = installLibrary(process.env, uid, (line) => say(`warning: ${line}`));
   if (s.verbose) {
     for (const line of lib.skipped) say(`skipped cache location ${line}`);
-    say(`running ${show(resolved)} with ${lib.path}: threshold ${formatSize(s.threshold)}, data in ${s.dir}, ` +
+    if (!cannot?.dropPreload) say(`running ${show(resolved)} with ${lib.path}: threshold ${formatSize(s.threshold)}, data in ${s.dir}, ` +
       `child ${s.child}, advice ${s.advice}, max disk ${s.maxDisk ? formatSize(s.maxDisk) : "no cap"}`);
   }
 
@@ -293,7 +294,7 @@ export async function run(req: RunRequest): Promise<never> {
   if (s.stats !== "0") {
     const outerDir = environ.find((e) => envName(e) === "EXM_STATS_DIR")?.subarray("EXM_STATS_DIR=".length).toString();
     const runDir = makeRunDir(s.dir);
-    const envp = programEnv(environ, s, lib.path, runDir);
+    const envp = cannot?.dropPreload ? environ : programEnv(environ, s, lib.path, runDir);
     const req = { path: resolved, argv: program, envp, stats: s.stats, threshold: s.threshold, dir: s.dir, runDir, outerDir };
     let err = await supervise(req, [SIGPIPE, SIGXFSZ]);
     if (err === ENOEXEC) {
@@ -303,7 +304,7 @@ export async function run(req: RunRequest): Promise<never> {
     throw cannotRun(program[0]!, resolved, err);
   }
 
-  const envp = programEnv(environ, s, lib.path);
+  const envp = cannot?.dropPreload ? environ : programEnv(environ, s, lib.path);
   resetSignal(SIGPIPE);
   resetSignal(SIGXFSZ);
   unblockAllSignals();
