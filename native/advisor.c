@@ -111,17 +111,23 @@ static void track_sweep(void) {
   }
 }
 
+/* The start of a /proc file in buf, NUL-terminated; 0 when it cannot be read. */
+static int read_proc(const char *path, char *buf, size_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, size - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  return 1;
+}
+
 /* Are we the only thread left? /proc/self/stat: field 3 is the state of the
  * main thread (Z once it ended with pthread_exit; it still counts), field 20
  * the number of threads. */
 static int alone(void) {
   char buf[1024];
-  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
+  if (!read_proc("/proc/self/stat", buf, sizeof buf)) return 0;
   char *p = strrchr(buf, ')');   /* the command name may hold spaces */
   if (!p || p[1] != ' ') return 0;
   char state = p[2];
@@ -140,12 +146,7 @@ static uint64_t major_faults(void) {
  * Only a reason to look; what the look finds in our own blocks decides. */
 static uint64_t reclaim_scans(void) {
   static char buf[16384];   /* the advisor's thread only */
-  int fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
+  if (!read_proc("/proc/vmstat", buf, sizeof buf)) return 0;
   uint64_t sum = 0;
   for (char *p = buf; (p = strstr(p, "pgscan_")); p++) {
     if (p != buf && p[-1] != '\n') continue;
