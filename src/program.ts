@@ -11,7 +11,7 @@
  * something does but cannot be run.
  */
 
-import { accessSync, closeSync, constants, openSync, readSync, statSync, type Stats } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { hasXattr } from "./libc";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError } from "./errors";
 
@@ -193,7 +193,9 @@ export function unserved(path: Buffer, target: string): Unserved | null {
     return { line: `${p} is built for ${theirs} and exm's library for ${want.what}, so it runs without exm`, dropPreload: true };
   }
   const loader = elf.interp?.slice(elf.interp.lastIndexOf("/") + 1) ?? "";
-  if (loader !== want.loader) {
+  // A loader that is not there: the program cannot start at all, and run.ts
+  // says so by name (no word about C libraries first).
+  if (loader !== want.loader && elf.interp && existsSync(elf.interp)) {
     const libc = /^ld-musl-/.test(loader) ? "musl" : "not glibc";
     return {
       line: `${p} is linked against another C library (${libc}: its loader is ${elf.interp}), which cannot load exm's glibc-built library, so it runs without exm`,
