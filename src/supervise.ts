@@ -35,6 +35,7 @@
  */
 
 import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import type { ExmStats } from "./bun/api";
 import { inspect } from "./inspect";
 import {
   becomeSubreaper, childUsage, ECHILD, getPid, kill, pidfdOpen, pollReadable, resetSignal, RLIMIT_CORE, setRlimit,
@@ -56,25 +57,12 @@ export function signalName(sig: number): string {
 const ALWAYS_FORWARD = ["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM"] as const;
 const TERMINAL_SIGNALS = ["SIGINT", "SIGQUIT", "SIGHUP"] as const;
 
-/** The library's record of one process (native/stats.c), camelCase as the Bun API's stats(). */
-export interface ProcessRecord {
+/** The library's record of one process (native/stats.c): the Bun API's stats() fields, and the process's own. */
+export interface ProcessRecord extends ExmStats {
   pid: number;
   ppid: number;
   command: string[];
   threshold: number;
-  liveBytes: number;
-  peakLiveBytes: number;
-  liveBlocks: number;
-  totalAllocs: number;
-  totalFrees: number;
-  diskReserved: number;
-  peakDiskReserved: number;
-  bytesPunched: number;
-  arenaSize: number;
-  fallbacks: number;
-  failures: number;
-  forks: number;
-  allocNs: number;
   majorFaults: number;
   minorFaults: number;
   readBytes: number;
