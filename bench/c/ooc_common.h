@@ -7,7 +7,13 @@
  *   write  fill the region sequentially, 8-byte words of a known pattern;
  *   seq    read it back sequentially and check the sum;
  *   rand   R random 4 KiB reads (page-aligned offsets, the whole page read),
- *          stopped early after --rand-seconds; reported as reads/s.
+ *          stopped early after --rand-seconds; reported as reads/s;
+ *   randT  with --threads T (T >= 2): R more random reads shared by T threads
+ *          (R/T each, own seeds), stopped after --rand-seconds; reads/s.
+ * write and seq also time each --step-mb (64 MiB) step: the median and the
+ * worst step show a collapse (the page cache filling) that a mean hides.
+ * --write-seconds / --seq-seconds stop a phase early (a slow backend such as
+ * swap): the rate is then that of the part done, and the later phases use it.
  *
  * Policies (--policy NAME), all applied to the region only:
  *   none         nothing (exm: whatever EXM_ADVICE says; raw: kernel default)
@@ -78,7 +84,10 @@ static struct {
   unsigned seed;
   int verbose;
   int anon;     /* ooc.c: plain malloc without exm is fine (anonymous memory) */
-} opt = { (size_t)1 << 30, 20000, 60.0, 60.0, "none", 50, 12345, 0, 0 };
+  int threads;  /* the randT phase: 0 or 1 = not run */
+  double write_seconds;
+  size_t step;  /* bytes per timed step of write and seq */
+} opt = { (size_t)1 << 30, 20000, 60.0, 60.0, "none", 50, 12345, 0, 0, 0, 1e9, (size_t)64 << 20 };
 
 static size_t parse_size(const char *s) {
   char *end;
@@ -96,7 +105,7 @@ static size_t parse_size(const char *s) {
 static void ooc_usage(const char *prog) {
   fprintf(stderr,
           "usage: %s [--size N[KMG]] [--reads R] [--rand-seconds S] [--seq-seconds S]\n"
-          "          [--policy P]\n"
+          "          [--write-seconds S] [--threads T] [--step-mb M] [--policy P]\n"
           "          [--scan-ms MS] [--seed N] [--verbose] [--anon]\n"
           "policies: none normal sequential random seq-rand fadv-random rand-fadv-seq\n"
           "          hugepage auto-switch auto-seq auto-burst\n",
@@ -115,6 +124,9 @@ static void ooc_parse(int argc, char **argv) {
     else if (!strcmp(a, "--reads")) opt.reads = atol(v);
     else if (!strcmp(a, "--rand-seconds")) opt.rand_seconds = atof(v);
     else if (!strcmp(a, "--seq-seconds")) opt.seq_seconds = atof(v);
+    else if (!strcmp(a, "--write-seconds")) opt.write_seconds = atof(v);
+    else if (!strcmp(a, "--threads")) opt.threads = atoi(v);
+    else if (!strcmp(a, "--step-mb")) opt.step = (size_t)atol(v) << 20;
     else if (!strcmp(a, "--policy")) opt.policy = v;
     else if (!strcmp(a, "--scan-ms")) opt.scan_ms = atoi(v);
     else if (!strcmp(a, "--seed")) opt.seed = (unsigned)atol(v);
@@ -122,7 +134,7 @@ static void ooc_parse(int argc, char **argv) {
     i++;
   }
   opt.size &= ~(PAGE - 1);
-  if (opt.size < PAGE) ooc_usage(argv[0]);
+  if (opt.size < PAGE || opt.step < PAGE || opt.threads < 0 || opt.threads > 64) ooc_usage(argv[0]);
 }
 
 static double now_s(void) {
@@ -236,6 +248,57 @@ static void helper_start(ooc_region_t *r, int mode) {
 
 #define PATTERN(i) ((uint64_t)(i) * 0x9E3779B97F4A7C15ULL + 1)
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Prints <name>_step_median_ms, _step_worst_ms, _step_worst_at (its index)
+ * and _steps for n step times; the last, partial step is left out (its
+ * time is not comparable). */
+static void print_steps(const char *name, const double *t, size_t n) {
+  if (n == 0) return;
+  double *s = malloc(n * sizeof *s);
+  if (!s) return;
+  memcpy(s, t, n * sizeof *s);
+  qsort(s, n, sizeof *s, cmp_double);
+  size_t worst = 0;
+  for (size_t i = 1; i < n; i++) if (t[i] > t[worst]) worst = i;
+  printf("%s_steps=%zu\n%s_step_median_ms=%.2f\n%s_step_worst_ms=%.2f\n%s_step_worst_at=%zu\n",
+         name, n, name, (n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2) * 1e3, name,
+         t[worst] * 1e3, name, worst);
+  free(s);
+}
+
+static uint64_t xorshift(uint64_t *x) {
+  *x ^= *x << 13; *x ^= *x >> 7; *x ^= *x << 17;
+  return *x;
+}
+
+/* One reader of the randT phase. */
+typedef struct {
+  ooc_region_t *r;
+  size_t pages;
+  long want, done;
+  uint64_t seed, sum;
+  double t0;
+} reader_t;
+
+static void *reader_main(void *arg) {
+  reader_t *rd = arg;
+  uint64_t x = rd->seed, sum = 0;
+  long n = 0;
+  for (; n < rd->want; n++) {
+    size_t pg = (size_t)(xorshift(&x) % rd->pages);
+    const uint64_t *q = (const uint64_t *)(rd->r->base + pg * PAGE);
+    for (size_t k = 0; k < PAGE / 8; k++) sum += q[k];
+    if ((n & 63) == 63 && now_s() - rd->t0 > opt.rand_seconds) { n++; break; }
+  }
+  rd->done = n;
+  rd->sum = sum;
+  return NULL;
+}
+
 static int ooc_run(ooc_region_t *r) {
   const char *p = opt.policy;
   int started_helper = 0;
@@ -267,39 +330,61 @@ static int ooc_run(ooc_region_t *r) {
     return 1;
   }
 
-  double mb = r->len / 1e6;
-  size_t words = r->len / 8;
+  size_t words = r->len / 8, step = opt.step / 8;
+  size_t nsteps = (words + step - 1) / step;
+  double *wsteps = calloc(nsteps, sizeof *wsteps), *ssteps = calloc(nsteps, sizeof *ssteps);
+  if (!wsteps || !ssteps) {
+    fprintf(stderr, "out of memory for %zu step times\n", nsteps);
+    return 1;
+  }
   uint64_t *w = (uint64_t *)r->base;
 
+  /* Write, step by step; --write-seconds stops it early (the later phases
+   * then use the part written). */
   long f0 = majflt();
-  double t0 = now_s();
-  for (size_t i = 0; i < words; i++) w[i] = PATTERN(i);
+  double t0 = now_s(), tl = t0;
+  size_t written = 0, nw = 0;
+  while (written < words) {
+    size_t end = written + step < words ? written + step : words;
+    for (size_t i = written; i < end; i++) w[i] = PATTERN(i);
+    double t = now_s();
+    if (end - written == step) wsteps[nw++] = t - tl;
+    tl = t;
+    written = end;
+    if (t - t0 > opt.write_seconds) break;
+  }
   double t1 = now_s();
   long f1 = majflt();
+  size_t used = (written * 8) & ~(PAGE - 1);   /* bytes the later phases use */
+  if (used < PAGE) used = PAGE;
 
   /* The scan checks the clock every 1 MiB and stops after --seq-seconds:
    * the checksum then covers the part read. */
   uint64_t sum = 0, expect = 0;
-  size_t done = 0, step = (1 << 20) / 8;
-  while (done < words) {
-    size_t end = done + step < words ? done + step : words;
+  size_t done = 0, mstep = (1 << 20) / 8, ns = 0, rwords = used / 8;
+  double ts = t1;
+  while (done < rwords) {
+    size_t end = done + mstep < rwords ? done + mstep : rwords;
     for (size_t i = done; i < end; i++) sum += w[i];
     done = end;
-    if (now_s() - t1 > opt.seq_seconds) break;
+    double t = now_s();
+    if (done % step == 0) {
+      ssteps[ns++] = t - ts;
+      ts = t;
+    }
+    if (t - t1 > opt.seq_seconds) break;
   }
   double t2 = now_s();
   long f2 = majflt();
   for (size_t i = 0; i < done; i++) expect += PATTERN(i);
-  double seq_mb = done * 8 / 1e6;
 
   if (!strcmp(p, "seq-rand")) ooc_advise(r, MADV_RANDOM);
-  size_t pages = r->len / PAGE;
+  size_t pages = used / PAGE;
   uint64_t x = opt.seed * 2654435761ULL + 88172645463325252ULL, rsum = 0;
   long n = 0;
   double t3 = now_s(), t4 = t3;
   for (; n < opt.reads; n++) {
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    size_t pg = (size_t)(x % pages);
+    size_t pg = (size_t)(xorshift(&x) % pages);
     const uint64_t *q = (const uint64_t *)(r->base + pg * PAGE);
     for (size_t k = 0; k < PAGE / 8; k++) rsum += q[k];
     if ((n & 63) == 63) {
@@ -310,6 +395,32 @@ static int ooc_run(ooc_region_t *r) {
   t4 = now_s();
   long f3 = majflt();
 
+  /* randT: the same number of reads again, shared by T threads (fresh
+   * seeds: pages the single-threaded phase left resident are hit at the same
+   * rate as any other). */
+  long nt = 0, f4 = f3;
+  double t5 = t4, t6 = t4;
+  if (opt.threads >= 2) {
+    reader_t rd[64];
+    pthread_t tid[64];
+    t5 = now_s();
+    for (int i = 0; i < opt.threads; i++) {
+      rd[i] = (reader_t){ r, pages, opt.reads / opt.threads, 0,
+                          (opt.seed + 1000003ULL * (i + 1)) * 2654435761ULL + 88172645463325252ULL, 0, t5 };
+      if (pthread_create(&tid[i], NULL, reader_main, &rd[i])) {
+        perror("pthread_create");
+        return 1;
+      }
+    }
+    for (int i = 0; i < opt.threads; i++) {
+      pthread_join(tid[i], NULL);
+      nt += rd[i].done;
+      rsum += rd[i].sum;
+    }
+    t6 = now_s();
+    f4 = majflt();
+  }
+
   if (started_helper) {
     helper.stop = 1;
     pthread_join(helper.tid, NULL);
@@ -317,9 +428,16 @@ static int ooc_run(ooc_region_t *r) {
 
   printf("policy=%s\n", p);
   printf("size_bytes=%zu\n", r->len);
-  printf("write_s=%.3f\nwrite_mbs=%.1f\n", t1 - t0, mb / (t1 - t0));
-  printf("seq_s=%.3f\nseq_mbs=%.1f\nseq_complete=%d\n", t2 - t1, seq_mb / (t2 - t1), done == words);
+  printf("write_s=%.3f\nwrite_mbs=%.1f\nwrite_complete=%d\n", t1 - t0, written * 8 / 1e6 / (t1 - t0),
+         written == words);
+  printf("seq_s=%.3f\nseq_mbs=%.1f\nseq_complete=%d\n", t2 - t1, done * 8 / 1e6 / (t2 - t1),
+         done == words);
+  print_steps("write", wsteps, nw);
+  print_steps("seq", ssteps, ns);
   printf("rand_reads=%ld\nrand_s=%.3f\nrand_per_s=%.1f\n", n, t4 - t3, n / (t4 - t3));
+  if (opt.threads >= 2)
+    printf("threads=%d\nrandT_reads=%ld\nrandT_s=%.3f\nrandT_per_s=%.1f\nmajflt_randT=%ld\n",
+           opt.threads, nt, t6 - t5, nt / (t6 - t5), f4 - f3);
   printf("majflt_write=%ld\nmajflt_seq=%ld\nmajflt_rand=%ld\n", f1 - f0, f2 - f1, f3 - f2);
   printf("rand_sum=%llu\n", (unsigned long long)rsum);
   if (started_helper)
@@ -328,6 +446,8 @@ static int ooc_run(ooc_region_t *r) {
            helper.scans ? helper.scan_time * 1e3 / helper.scans : 0.0);
   printf("sum_ok=%d\n", sum == expect);
   fflush(stdout);
+  free(wsteps);
+  free(ssteps);
   return sum == expect ? 0 : 2;
 }
 
