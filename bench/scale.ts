@@ -11,7 +11,10 @@
  *   swap    anonymous memory with a swap file on the same disk (created just
  *           before the run and swapoff'd and removed right after it, also on
  *           failure or a signal: never held together with an exm file);
- *   exm     one malloc block served by exm, default settings.
+ *   exm     one malloc block served by exm, default settings;
+ *   exm+L[+L...]  the same with the workload's --lever L,... (a pager's levers,
+ *           tried from the program before the library does them: wb,
+ *           willneed, populate, cold, pageout, dontneed; see ooc_common.h).
  * Rounds run the backends in rotating order; each metric is the median of the
  * rounds (min-max). Slow phases are capped (--swap-seconds for swap's write and
  * scan, --rand-seconds for random reads): the rate is then that of the part
@@ -71,9 +74,11 @@ const DEV_SIZE = arg("device-size", "4G");
 const DEV_S = arg("device-seconds", "8");
 const DIR = arg("dir", "/tmp");
 const OUT = resolve(join(ROOT, "bench", "results"), arg("out", "scale.json"));
+const LEVERS = ["wb", "willneed", "populate", "cold", "pageout", "dontneed"];
 for (const b of BACKENDS)
-  if (!["device", "raw", "swap", "exm"].includes(b)) {
-    console.error(`scale: unknown backend ${b} (device, raw, swap, exm)`);
+  if (!["device", "raw", "swap", "exm"].includes(b) &&
+      !(b.startsWith("exm+") && b.slice(4).split("+").every((l) => LEVERS.includes(l)))) {
+    console.error(`scale: unknown backend ${b} (device, raw, swap, exm, exm+LEVER[+LEVER]: ${LEVERS.join(", ")})`);
     process.exit(2);
   }
 
@@ -183,6 +188,8 @@ function plan(b: string, size: string): { argv: string[]; env: Record<string, st
     "--seq-seconds", "1200"];
   if (b === "raw") return { argv: [raw, "--dir", DIR, ...common, "--policy", "seq-rand"], env: {} };
   if (b === "exm") return { argv: [ooc, ...common], env: { LD_PRELOAD: LIB, EXM_DIR: DIR } };
+  if (b.startsWith("exm+"))
+    return { argv: [ooc, ...common, "--lever", b.slice(4).split("+").join(",")], env: { LD_PRELOAD: LIB, EXM_DIR: DIR } };
   return {
     argv: [ooc, "--anon", ...common, "--write-seconds", SWAP_S, "--seq-seconds", SWAP_S],
     env: {},

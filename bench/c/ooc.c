@@ -11,6 +11,7 @@
  *   LD_PRELOAD=build/libexm.so EXM_THRESHOLD=1G ./ooc --size 4G --policy none
  *   ./ooc --anon --size 4G
  */
+#define _GNU_SOURCE   /* before any system header (sync_file_range in ooc_common.h) */
 #include <dlfcn.h>
 
 #include "ooc_common.h"

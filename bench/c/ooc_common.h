@@ -12,6 +12,16 @@
  *          (R/T each, own seeds), stopped after --rand-seconds; reads/s.
  * write and seq also time each --step-mb (64 MiB) step: the median and the
  * worst step show a collapse (the page cache filling) that a mean hides.
+ * --lever L[,L...]: what a pager could do behind or ahead of a sequential front,
+ * done here by the workload at each step boundary (on the region's mapping
+ * and its backing file), to measure it before the library does it:
+ *   wb        sync_file_range(WRITE) of the step just written: writeback
+ *             starts behind the write front, so reclaim finds clean pages;
+ *   willneed  MADV_WILLNEED on the next step ahead of the scan;
+ *   populate  MADV_POPULATE_READ of the next step ahead of the scan;
+ *   cold      MADV_COLD on the step behind the scan (two steps back);
+ *   pageout   MADV_PAGEOUT on the step behind the scan;
+ *   dontneed  POSIX_FADV_DONTNEED on the backing range of the step behind.
  * --write-seconds / --seq-seconds stop a phase early (a slow backend such as
  * swap): the rate is then that of the part done, and the later phases use it.
  *
@@ -44,7 +54,9 @@
 #ifndef OOC_COMMON_H
 #define OOC_COMMON_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -87,7 +99,33 @@ static struct {
   int threads;  /* the randT phase: 0 or 1 = not run */
   double write_seconds;
   size_t step;  /* bytes per timed step of write and seq */
-} opt = { (size_t)1 << 30, 20000, 60.0, 60.0, "none", 50, 12345, 0, 0, 0, 1e9, (size_t)64 << 20 };
+  int wb, willneed, populate, cold, pageout, dontneed;   /* --lever */
+} opt = { (size_t)1 << 30, 20000, 60.0, 60.0, "none", 50, 12345, 0, 0, 0, 1e9, (size_t)64 << 20,
+          0, 0, 0, 0, 0, 0 };
+
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#endif
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+static void parse_levers(const char *v) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", v);
+  for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+    if (!strcmp(t, "wb")) opt.wb = 1;
+    else if (!strcmp(t, "willneed")) opt.willneed = 1;
+    else if (!strcmp(t, "populate")) opt.populate = 1;
+    else if (!strcmp(t, "cold")) opt.cold = 1;
+    else if (!strcmp(t, "pageout")) opt.pageout = 1;
+    else if (!strcmp(t, "dontneed")) opt.dontneed = 1;
+    else if (strcmp(t, "none")) { fprintf(stderr, "unknown lever %s\n", t); exit(1); }
+  }
+}
 
 static size_t parse_size(const char *s) {
   char *end;
@@ -106,6 +144,7 @@ static void ooc_usage(const char *prog) {
   fprintf(stderr,
           "usage: %s [--size N[KMG]] [--reads R] [--rand-seconds S] [--seq-seconds S]\n"
           "          [--write-seconds S] [--threads T] [--step-mb M] [--policy P]\n"
+          "          [--lever wb,willneed,populate,cold,pageout,dontneed]\n"
           "          [--scan-ms MS] [--seed N] [--verbose] [--anon]\n"
           "policies: none normal sequential random seq-rand fadv-random rand-fadv-seq\n"
           "          hugepage auto-switch auto-seq auto-burst\n",
@@ -127,6 +166,7 @@ static void ooc_parse(int argc, char **argv) {
     else if (!strcmp(a, "--write-seconds")) opt.write_seconds = atof(v);
     else if (!strcmp(a, "--threads")) opt.threads = atoi(v);
     else if (!strcmp(a, "--step-mb")) opt.step = (size_t)atol(v) << 20;
+    else if (!strcmp(a, "--lever")) parse_levers(v);
     else if (!strcmp(a, "--policy")) opt.policy = v;
     else if (!strcmp(a, "--scan-ms")) opt.scan_ms = atoi(v);
     else if (!strcmp(a, "--seed")) opt.seed = (unsigned)atol(v);
@@ -347,6 +387,8 @@ static int ooc_run(ooc_region_t *r) {
   while (written < words) {
     size_t end = written + step < words ? written + step : words;
     for (size_t i = written; i < end; i++) w[i] = PATTERN(i);
+    if (opt.wb && r->fd >= 0)
+      sync_file_range(r->fd, r->off + (off_t)(written * 8), (off_t)((end - written) * 8), SYNC_FILE_RANGE_WRITE);
     double t = now_s();
     if (end - written == step) wsteps[nw++] = t - tl;
     tl = t;
@@ -371,6 +413,19 @@ static int ooc_run(ooc_region_t *r) {
     if (done % step == 0) {
       ssteps[ns++] = t - ts;
       ts = t;
+      size_t at = done * 8, sb = step * 8;   /* bytes: the front, a step */
+      if ((opt.willneed || opt.populate) && at < used) {
+        size_t n = at + sb <= used ? sb : used - at;
+        if (madvise(r->base + at, n, opt.populate ? MADV_POPULATE_READ : MADV_WILLNEED) && opt.verbose)
+          perror("madvise ahead");
+      }
+      if (at >= 2 * sb) {
+        char *behind = r->base + at - 2 * sb;
+        if (opt.cold) madvise(behind, sb, MADV_COLD);
+        if (opt.pageout) madvise(behind, sb, MADV_PAGEOUT);
+        if (opt.dontneed && r->fd >= 0)
+          posix_fadvise(r->fd, r->off + (off_t)(at - 2 * sb), (off_t)sb, POSIX_FADV_DONTNEED);
+      }
     }
     if (t - t1 > opt.seq_seconds) break;
   }
