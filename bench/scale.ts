@@ -12,6 +12,8 @@
  *           before the run and swapoff'd and removed right after it, also on
  *           failure or a signal: never held together with an exm file);
  *   exm     one malloc block served by exm, default settings;
+ *   exm-base  the same through the library given by --base-lib (say, main's
+ *           build: a before/after comparison in the same run);
  *   exm+L[+L...]  the same with the workload's --lever L,... (a pager's levers,
  *           tried from the program before the library does them: wb,
  *           willneed, populate, cold, pageout, dontneed; see ooc_common.h).
@@ -23,7 +25,7 @@
  *   bun bench/scale.ts [--sizes 4G,16G] [--limit 1G] [--rounds 3] [--reads 20000]
  *       [--threads 4] [--backends device,raw,swap,exm] [--rand-seconds 30]
  *       [--swap-seconds 90] [--device-size 4G] [--device-seconds 8] [--dir /tmp]
- *       [--out scale.json]   (relative to bench/results/)
+ *       [--out scale.json]   (relative to bench/results/) [--base-lib PATH]
  *
  * Needs root (cgroups, swapon) and fio (apt-get install fio) for the device.
  */
@@ -73,12 +75,13 @@ const SWAP_S = arg("swap-seconds", "90");
 const DEV_SIZE = arg("device-size", "4G");
 const DEV_S = arg("device-seconds", "8");
 const DIR = arg("dir", "/tmp");
+const BASE_LIB = arg("base-lib", "");
 const OUT = resolve(join(ROOT, "bench", "results"), arg("out", "scale.json"));
 const LEVERS = ["wb", "willneed", "populate", "cold", "pageout", "dontneed"];
 for (const b of BACKENDS)
-  if (!["device", "raw", "swap", "exm"].includes(b) &&
+  if (!["device", "raw", "swap", "exm", ...(BASE_LIB ? ["exm-base"] : [])].includes(b) &&
       !(b.startsWith("exm+") && b.slice(4).split("+").every((l) => LEVERS.includes(l)))) {
-    console.error(`scale: unknown backend ${b} (device, raw, swap, exm, exm+LEVER[+LEVER]: ${LEVERS.join(", ")})`);
+    console.error(`scale: unknown backend ${b} (device, raw, swap, exm, exm-base with --base-lib, exm+LEVER[+LEVER]: ${LEVERS.join(", ")})`);
     process.exit(2);
   }
 
@@ -188,6 +191,7 @@ function plan(b: string, size: string): { argv: string[]; env: Record<string, st
     "--seq-seconds", "1200"];
   if (b === "raw") return { argv: [raw, "--dir", DIR, ...common, "--policy", "seq-rand"], env: {} };
   if (b === "exm") return { argv: [ooc, ...common], env: { LD_PRELOAD: LIB, EXM_DIR: DIR } };
+  if (b === "exm-base") return { argv: [ooc, ...common], env: { LD_PRELOAD: resolve(BASE_LIB), EXM_DIR: DIR } };
   if (b.startsWith("exm+"))
     return { argv: [ooc, ...common, "--lever", b.slice(4).split("+").join(",")], env: { LD_PRELOAD: LIB, EXM_DIR: DIR } };
   return {
