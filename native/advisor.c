@@ -12,10 +12,15 @@
  * the kernel's default advice, and a thread of ours, started with the first
  * such block, watches: when the process is taking major faults, it
  * compares which pages of each large block became resident since its last
- * look (mincore). Many separate new runs, each costing a major fault, mean
- * random access: the block gets MADV_RANDOM. Long runs of new pages while
- * the block also loses pages to reclaim mean a scan out of core:
- * MADV_SEQUENTIAL. Blocks the program advised itself are left alone.
+ * look (mincore; of a block over 1 GiB, a fixed sample of 4096 pages, each
+ * new run checked behind at full resolution, so that a look, and with it
+ * the time to react, costs the same at any size). Many separate new runs,
+ * each costing a major fault, or runs of one page, mean random access: the
+ * block gets MADV_RANDOM. Long runs of new pages while the block also loses
+ * pages to reclaim mean a scan out of core: MADV_SEQUENTIAL. Blocks the
+ * program advised itself are left alone. While the process takes major
+ * faults fast on a block it made random, it counts the time (statistics)
+ * and says once with --verbose why the program is slow.
  *
  * The thread does nothing while there are no major faults and the kernel
  * reclaims nothing (/proc/vmstat), sleeps at least
@@ -39,6 +44,7 @@
 #include "block.h"
 #include "core.h"
 #include "exm.h"
+#include "msg.h"
 #include "options.h"
 #include "os.h"
 
@@ -46,10 +52,28 @@
 #define PERIOD_NS 200000000L             /* between looks */
 #define MAX_TRACKED 64
 #define VEC_PAGES ((size_t)1 << 18)      /* mincore vector: 1 GiB per call */
+/* A look at a block costs about the same whatever its size: a block of up to
+ * VEC_PAGES pages (1 GiB) is looked at whole, in one mincore (~20 ms at
+ * most here); a larger one at SAMPLES pages spread evenly over it (stride =
+ * pages / SAMPLES, at least 64), always the same ones so that two looks can
+ * be compared, one mincore each (~4 us a call here: about the same cost).
+ * (One mincore over a whole 32 GiB block took ~0.6 s; the advisor then
+ * slept four times that while each random fault read a whole read-around
+ * window.) */
+#define SAMPLES ((size_t)4096)
+/* Next to the first new sample of each run (at most PROBES runs per look):
+ * PROBE pages at full resolution on either side, to tell a stream (the
+ * pages just before it are resident too) from isolated one-page faults
+ * (they are not). */
+#define PROBE ((size_t)64)
+#define PROBES 16
 
 typedef struct tracked {
   size_t off, len;        /* the block, by offset in the arena */
-  uint8_t *prev;          /* bitmap: pages resident at the last look */
+  int advice;             /* what the advisor last gave it (0: nothing yet) */
+  size_t stride;          /* pages between two samples (1: every page) */
+  size_t nsamples;
+  uint8_t *prev;          /* bitmap: samples resident at the last look */
   size_t prev_bytes;      /* its mapped size */
   int seen;               /* still live at this look */
 } tracked_t;
@@ -57,25 +81,60 @@ typedef struct tracked {
 static tracked_t track[MAX_TRACKED];
 static int ntrack;
 static unsigned char *vec;
+static unsigned char probe_vec[PROBE];   /* the advisor's thread only */
 static int started;           /* the thread runs (this process) */
 static sigset_t program_mask; /* the mask of the thread that started it */
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+/* For the statistics (the advisor's thread writes, anyone reads): its work,
+ * and the time the process spent taking major faults at RANDOM_RATE or more
+ * while a block had random advice from it (a run slowed by random reads of
+ * file-backed memory), with the faults and bytes read from disk meanwhile. */
+#define RANDOM_RATE 100   /* major faults per second */
+static uint64_t n_looks, n_pages_looked, rnd_ns, rnd_faults, rnd_read;
+static int rnd_told;
 
-/* What one look found for a block. */
-typedef struct look { size_t new_pages, new_runs, gone_pages; } look_t;
+/* What one look found for a block, in samples (pages when stride is 1):
+ * new_runs counts stretches of resident samples holding a new one; of the
+ * probed runs, long_runs had the PROBE pages next to their first new sample
+ * resident (a stream, or read-around), short_runs did not (one-page faults). */
+typedef struct look {
+  size_t new_pages, new_runs, gone_pages, long_runs, short_runs, looked;
+} look_t;
+
+/* Are the PROBE pages just before page `pg` of the block at `start` (a
+ * stream going up), or else just after it (going down), resident? */
+static int probe_stream(char *start, size_t pg, size_t pages, size_t *looked) {
+  for (int side = 0; side < 2; side++) {
+    size_t first = side == 0 ? pg - PROBE : pg + 1;
+    if (side == 0 ? pg < PROBE : pg + 1 + PROBE > pages) continue;
+    if (mincore(start + first * EXM_PAGE, PROBE * EXM_PAGE, probe_vec)) return 0;
+    *looked += PROBE;
+    size_t resident = 0;
+    for (size_t i = 0; i < PROBE; i++) resident += probe_vec[i] & 1;
+    if (resident >= PROBE * 7 / 8) return 1;
+  }
+  return 0;
+}
 
 static look_t look_at(char *base, tracked_t *t) {
-  look_t r = { 0, 0, 0 };
-  size_t pages = t->len / EXM_PAGE;
-  /* A run is a stretch of resident pages holding at least one new page:
-   * pages still resident from an earlier phase do not cut a scan in pieces. */
+  look_t r = { 0, 0, 0, 0, 0, 0 };
+  char *start = base + t->off;
+  /* A run is a stretch of resident samples holding at least one new one:
+   * samples still resident from an earlier phase do not cut a scan in
+   * pieces. */
   int in_stretch = 0, stretch_new = 0;
-  for (size_t first = 0; first < pages; first += VEC_PAGES) {
-    size_t n = pages - first < VEC_PAGES ? pages - first : VEC_PAGES;
-    if (mincore(base + t->off + first * EXM_PAGE, n * EXM_PAGE, vec)) return r;
+  for (size_t first = 0; first < t->nsamples; first += VEC_PAGES) {
+    size_t n = t->nsamples - first < VEC_PAGES ? t->nsamples - first : VEC_PAGES;
+    if (t->stride == 1) {
+      if (mincore(start + first * EXM_PAGE, n * EXM_PAGE, vec)) return r;
+    } else {
+      for (size_t i = 0; i < n; i++)
+        if (mincore(start + (first + i) * t->stride * EXM_PAGE, EXM_PAGE, vec + i)) return r;
+    }
+    r.looked += n;
     for (size_t i = 0; i < n; i++) {
-      size_t pg = first + i;
-      int now = vec[i] & 1, was = (t->prev[pg >> 3] >> (pg & 7)) & 1;
+      size_t s = first + i;
+      int now = vec[i] & 1, was = (t->prev[s >> 3] >> (s & 7)) & 1;
       if (!now) {
         in_stretch = 0;
         r.gone_pages += was;
@@ -83,11 +142,17 @@ static look_t look_at(char *base, tracked_t *t) {
         if (!in_stretch) in_stretch = 1, stretch_new = 0;
         if (!was) {
           r.new_pages++;
-          if (!stretch_new) r.new_runs++, stretch_new = 1;
+          if (!stretch_new) {
+            r.new_runs++, stretch_new = 1;
+            if (t->stride > 1 && r.long_runs + r.short_runs < PROBES) {
+              if (probe_stream(start, s * t->stride, t->len / EXM_PAGE, &r.looked)) r.long_runs++;
+              else r.short_runs++;
+            }
+          }
         }
       }
-      if (now) t->prev[pg >> 3] |= (uint8_t)(1u << (pg & 7));
-      else t->prev[pg >> 3] &= (uint8_t)~(1u << (pg & 7));
+      if (now) t->prev[s >> 3] |= (uint8_t)(1u << (s & 7));
+      else t->prev[s >> 3] &= (uint8_t)~(1u << (s & 7));
     }
   }
   return r;
@@ -97,11 +162,14 @@ static tracked_t *track_find(size_t off, size_t len) {
   for (int i = 0; i < ntrack; i++)
     if (track[i].off == off && track[i].len == len) return &track[i];
   if (ntrack == MAX_TRACKED) return NULL;
-  size_t bytes = (len / EXM_PAGE + 7) / 8;
+  size_t pages = len / EXM_PAGE;
+  size_t stride = pages > VEC_PAGES ? pages / SAMPLES : 1;
+  size_t nsamples = stride == 1 ? pages : SAMPLES;
+  size_t bytes = (nsamples + 7) / 8;
   bytes = (bytes + EXM_PAGE - 1) & ~(EXM_PAGE - 1);
   uint8_t *bm = exm_os_anon(bytes);
   if (!bm) return NULL;
-  track[ntrack] = (tracked_t){ off, len, bm, bytes, 0 };
+  track[ntrack] = (tracked_t){ off, len, 0, stride, nsamples, bm, bytes, 0 };
   return &track[ntrack++];
 }
 
@@ -141,9 +209,25 @@ static int alone(void) {
   return threads == 1 || (threads == 2 && state == 'Z');
 }
 
-static uint64_t major_faults(void) {
+/* The process's major faults; *read: bytes it read from disk. */
+static uint64_t major_faults(uint64_t *read) {
   struct rusage ru;
-  return getrusage(RUSAGE_SELF, &ru) ? 0 : (uint64_t)ru.ru_majflt;
+  if (getrusage(RUSAGE_SELF, &ru)) return *read = 0, 0;
+  *read = (uint64_t)ru.ru_inblock * 512;
+  return (uint64_t)ru.ru_majflt;
+}
+
+/* --verbose, once: the program is held up by random reads from disk. */
+static void tell_random(uint64_t faults_per_s, uint64_t read_per_s, size_t block) {
+  exm_line_t l = { .n = 0 };
+  exm_line_str(&l, "exm: random reads from disk hold this program up: ");
+  exm_line_u64(&l, faults_per_s);
+  exm_line_str(&l, " major faults/s, ");
+  exm_line_size(&l, read_per_s);
+  exm_line_str(&l, "/s read back, in a block of ");
+  exm_line_size(&l, block);
+  exm_line_str(&l, " (random advice: each fault reads a page from the file, at the disk's random-read speed)");
+  exm_line_emit(&l);
 }
 
 /* Pages the kernel scanned for reclaim, machine-wide (/proc/vmstat pgscan_*):
@@ -163,7 +247,8 @@ static uint64_t reclaim_scans(void) {
 
 static void *advisor_main(void *arg) {
   (void)arg;
-  uint64_t faults = major_faults(), scans = reclaim_scans(), look_ns = 0;
+  uint64_t read = 0, faults = major_faults(&read), scans = reclaim_scans(), look_ns = 0;
+  uint64_t last_ns = exm_os_now_ns();
   for (;;) {
     /* A look costs ~20 ms per GiB of watched blocks: sleeping four times
      * that keeps the thread under a fifth of a core. */
@@ -183,10 +268,27 @@ static void *advisor_main(void *arg) {
       pthread_sigmask(SIG_SETMASK, &program_mask, NULL);
       exit(0);
     }
-    uint64_t now = major_faults(), delta = now - faults, scanned = reclaim_scans();
-    uint64_t reclaiming = scanned - scans >= 4096;
+    uint64_t read_now, now = major_faults(&read_now), delta = now - faults, scanned = reclaim_scans();
+    uint64_t reclaiming = scanned - scans >= 4096, read_delta = read_now - read;
+    uint64_t now_ns = exm_os_now_ns(), interval_ns = now_ns - last_ns;
     faults = now;
+    read = read_now;
     scans = scanned;
+    last_ns = now_ns;
+    /* Slowed by random reads: a fast fault rate while a block has random
+     * advice from us (as of the last look). */
+    size_t random_block = 0;
+    for (int i = 0; i < ntrack; i++)
+      if (track[i].advice == EXM_ADVICE_RANDOM && track[i].len > random_block) random_block = track[i].len;
+    if (random_block && interval_ns && delta * 1000000000u >= (uint64_t)RANDOM_RATE * interval_ns) {
+      __atomic_add_fetch(&rnd_ns, interval_ns, __ATOMIC_RELAXED);
+      __atomic_add_fetch(&rnd_faults, delta, __ATOMIC_RELAXED);
+      __atomic_add_fetch(&rnd_read, read_delta, __ATOMIC_RELAXED);
+      if (exm_cfg.verbose && !rnd_told && rnd_ns >= 1000000000u) {
+        rnd_told = 1;
+        tell_random(rnd_faults * 1000000000u / rnd_ns, rnd_read * 1000000000u / rnd_ns, random_block);
+      }
+    }
     if ((delta < 8 && !reclaiming) || exm_cfg.advice != EXM_ADVICE_AUTO) continue;
     /* Which large blocks are there? (offsets and lengths, under the lock) */
     uint64_t t0 = exm_os_now_ns();
@@ -198,14 +300,29 @@ static void *advisor_main(void *arg) {
       if (!t) continue;
       t->seen = 1;
       look_t r = look_at(base, t);
+      __atomic_add_fetch(&n_looks, 1, __ATOMIC_RELAXED);
+      __atomic_add_fetch(&n_pages_looked, r.looked, __ATOMIC_RELAXED);
+      /* in pages (a sample stands for the stride of pages it starts) */
+      size_t new_pages = r.new_pages * t->stride, gone_pages = r.gone_pages * t->stride;
       int advice = -1;
-      /* A scan gets SEQUENTIAL only out of core: while the block loses pages
-       * (reclaim). In RAM it stays as it started, with the kernel's default:
-       * there SEQUENTIAL only makes a copy refault what it just wrote. */
+      /* Random: many separate runs, each costing a major fault (under the
+       * default advice each fault's read-around makes one run of resident
+       * samples), or, sampled, runs whose pages just before are not
+       * resident: one-page faults. A scan gets SEQUENTIAL only out of core:
+       * while the block loses pages (reclaim); in RAM it stays as it
+       * started, with the kernel's default: there SEQUENTIAL only makes a
+       * copy refault what it just wrote. Sampled, the probe must say stream
+       * (a sample stands for many pages, so the pages-per-run test alone
+       * would pass for isolated faults too). */
       if (r.new_runs >= 8 && delta >= r.new_runs / 2) advice = EXM_ADVICE_RANDOM;
-      else if (r.new_pages >= 512 && r.new_pages / (r.new_runs ? r.new_runs : 1) >= 64 && r.gone_pages >= 256)
+      else if (r.short_runs >= 2 && r.short_runs > r.long_runs && delta >= r.short_runs) advice = EXM_ADVICE_RANDOM;
+      else if (new_pages >= 512 && new_pages / (r.new_runs ? r.new_runs : 1) >= 64 && gone_pages >= 256 &&
+               (t->stride == 1 || r.long_runs > r.short_runs))
         advice = EXM_ADVICE_SEQUENTIAL;
-      if (advice >= 0) exm_arena_auto_advise(offs[i], lens[i], advice, 1);
+      if (advice >= 0) {
+        exm_arena_auto_advise(offs[i], lens[i], advice, 1);
+        t->advice = advice;
+      }
     }
     track_sweep();
     look_ns = exm_os_now_ns() - t0;
@@ -242,10 +359,20 @@ void exm_advisor_block(size_t bytes) {
 
 size_t exm_advisor_min(void) { return ADVISOR_MIN; }
 
+void exm_advisor_report(exm_advisor_stats_t *s) {
+  s->looks = __atomic_load_n(&n_looks, __ATOMIC_RELAXED);
+  s->pages_looked = __atomic_load_n(&n_pages_looked, __ATOMIC_RELAXED);
+  s->random_ns = __atomic_load_n(&rnd_ns, __ATOMIC_RELAXED);
+  s->random_faults = __atomic_load_n(&rnd_faults, __ATOMIC_RELAXED);
+  s->random_read = __atomic_load_n(&rnd_read, __ATOMIC_RELAXED);
+}
+
 /* In a forked child: the thread is not there, its state is the parent's. */
 void exm_advisor_after_fork(void) {
   pthread_mutex_init(&start_lock, NULL);
   for (int i = 0; i < ntrack; i++) exm_os_unmap(track[i].prev, track[i].prev_bytes);
   ntrack = 0;
   started = 0;
+  n_looks = n_pages_looked = rnd_ns = rnd_faults = rnd_read = 0;
+  rnd_told = 0;
 }

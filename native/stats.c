@@ -47,6 +47,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "advisor.h"
 #include "arena.h"
 #include "internal.h"
 #include "msg.h"
@@ -151,6 +152,15 @@ static void build_record(jbuf_t *j, const exm_stats_t *s, const struct rusage *r
   j_field(j, "writtenBytes", (uint64_t)ru->ru_oublock * 512);
   j_field(j, "maxResident", (uint64_t)ru->ru_maxrss * 1024);
   j_field(j, "cpuNs", tv_ns(ru->ru_utime) + tv_ns(ru->ru_stime));
+  /* EXM_ADVICE=auto: the advisor's work, and the time the process was held
+   * up by random faults on blocks it gave random advice (advisor.c). */
+  exm_advisor_stats_t a;
+  exm_advisor_report(&a);
+  j_field(j, "advisorLooks", a.looks);
+  j_field(j, "advisorPagesLooked", a.pages_looked);
+  j_field(j, "randomFaultNs", a.random_ns);
+  j_field(j, "randomFaults", a.random_faults);
+  j_field(j, "randomReadBytes", a.random_read);
   j_raw(j, "\n}\n");
 }
 
@@ -230,6 +240,18 @@ static void print_summary(const exm_stats_t *s, const struct rusage *ru) {
   exm_line_str(&l, " read from disk, ");
   exm_line_size(&l, (uint64_t)ru->ru_oublock * 512);
   exm_line_str(&l, " written");
+  exm_advisor_stats_t a;
+  exm_advisor_report(&a);
+  if (a.random_ns >= 1000000000u) {
+    /* why it was slow: random reads of file-backed memory (advisor.c) */
+    exm_line_str(&l, "; held up by random reads from disk for ");
+    exm_line_u64(&l, a.random_ns / 1000000000u);
+    exm_line_str(&l, " s (");
+    exm_line_u64(&l, a.random_faults * 1000000000u / a.random_ns);
+    exm_line_str(&l, " major faults/s, ");
+    exm_line_size(&l, a.random_read * 1000000000u / a.random_ns);
+    exm_line_str(&l, "/s read back)");
+  }
   exm_line_emit(&l);
 }
 

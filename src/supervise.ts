@@ -69,6 +69,10 @@ export interface ProcessRecord extends ExmStats {
   writtenBytes: number;
   maxResident: number;
   cpuNs: number;
+  /** EXM_ADVICE=auto: time held up by random faults on blocks the advisor made random (native/advisor.c). */
+  randomFaultNs?: number;
+  randomFaults?: number;
+  randomReadBytes?: number;
 }
 
 /** Arena counters summed over the processes of the tree. */
@@ -281,7 +285,14 @@ export function summaryLine(r: RunReport): string {
       `${r.fallbacks} fallbacks, ${Math.floor(r.allocNs / 1e6)} ms in the allocator`;
   const io = `${plural(r.majorFaults, "major fault", "major faults")}, ${sizeText(r.readBytes)} read from disk, ` +
     `${sizeText(r.writtenBytes)} written`;
-  return `${head}${arena}; ${io}`;
+  // Why a run was slow, when it was: random reads of file-backed memory (as the library's own line says).
+  const sum = (k: "randomFaultNs" | "randomFaults" | "randomReadBytes") => r.processes.reduce((a, p) => a + (p[k] ?? 0), 0);
+  const ns = sum("randomFaultNs");
+  const held = ns >= 1e9
+    ? `; held up by random reads from disk for ${Math.floor(ns / 1e9)} s (${Math.floor((sum("randomFaults") * 1e9) / ns)} ` +
+      `major faults/s, ${sizeText(Math.floor((sum("randomReadBytes") * 1e9) / ns))}/s read back)`
+    : "";
+  return `${head}${arena}; ${io}${held}`;
 }
 
 // ---- writing the JSON ------------------------------------------------------------

@@ -3,11 +3,17 @@
  * flags the kernel holds for the block's mapping (VmFlags in smaps). A
  * 768 MiB block is filled, read at random, then scanned, inside a 256 MiB
  * memory cgroup so that reads fault; the advice must follow the phases.
- * Speed is for bench/, not here: only the flags are asserted.
+ * An 8 GiB block, mostly untouched, shows that the advisor's look is bounded
+ * whatever the block's size (pages looked at, counted in its statistics) and
+ * its reaction with it (random reads and MiB of scan before each switch);
+ * and a run held up by random faults is said so (--verbose, statistics).
+ * Speed is for bench/, not here: only flags and counts are asserted.
  */
 import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { LIB_MISSING, assertOk, withDataDir } from "./support/native";
-import { LIB, cProgram, cgroupAvailable, kv, runInCgroup, skipUnless } from "./support/sys";
+import { EXM, LIB, cProgram, cgroupAvailable, fsAvail, kv, runInCgroup, skipUnless } from "./support/sys";
 
 const MiB = 1 << 20;
 const skip = !!LIB_MISSING || skipUnless(cgroupAvailable(), "advisor tests (memory cgroup)");
@@ -33,5 +39,66 @@ describe.skipIf(skip)("EXM_ADVICE=auto under a 256 MiB cgroup", () => {
   test("EXM_ADVICE=normal leaves the block alone", async () => {
     const o = await phases("normal", 2);
     expect([o.after_fill, o.after_random, o.after_scan]).toEqual(["--", "--", "--"]);
+  }, 150_000);
+});
+
+/* The big block takes BIG_MIB of disk while it lives (exm reserves a block's
+ * disk at allocation; its pages stay unwritten extents, read as zeros without
+ * I/O): skipped where the data directory's file system has less than twice that. */
+const BIG_MIB = 8192;
+const bigSkip = skip || skipUnless(
+  fsAvail(process.env.TMPDIR || "/tmp") < 2 * BIG_MIB * MiB ? `less than ${(2 * BIG_MIB) / 1024} GiB free in the data directory` : null,
+  "advisor test on an 8 GiB block",
+);
+
+/** advisor_big under a 256 MiB cgroup: its key=value output, its stderr and its statistics record. */
+async function big(more: number, env: Record<string, string> = {}) {
+  return withDataDir(async (dir) => {
+    const stats = join(dir, "..", `advisor-big-${process.pid}-${more}.json`);
+    const r = await runInCgroup(256 * MiB, [cProgram("advisor_big"), String(BIG_MIB), "20000", "1024", String(more)], {
+      env: { LD_PRELOAD: LIB, EXM_TEST_REQUIRE_LIB: "1", EXM_DIR: dir, EXM_STATS: stats, ...env },
+      timeoutMs: 120_000,
+    });
+    assertOk(r, "advisor_big ok");
+    const record = JSON.parse(readFileSync(stats, "utf8"));
+    return { o: kv(r.stdout), stderr: r.stderr, record };
+  });
+}
+
+describe.skipIf(bigSkip)("EXM_ADVICE=auto on an 8 GiB block, mostly untouched, under a 256 MiB cgroup", () => {
+  test("each look at the block is bounded (not its 2 M pages): random reads switch it within a few hundred reads, a scan back within 64 MiB", async () => {
+    // 60 000 reads more once random: the cgroup is full when the scan starts
+    const { o, record } = await big(60_000);
+    expect([o.at_start, o.after_random, o.after_scan]).toEqual(["--", "rr", "sr"]);
+    // the old advisor looked at all 2 097 152 pages each time (and slept 4x that look)
+    expect(record.advisorLooks).toBeGreaterThan(0);
+    expect(record.advisorPagesLooked / record.advisorLooks).toBeLessThanOrEqual(4096 + 16 * 2 * 64);
+    expect(Number(o.reads_until_random)).toBeLessThanOrEqual(400);
+    // (the old advisor, one mincore over all 8 GiB and a sleep of four times
+    // that, took 290-330 MiB of scan here, one page per fault)
+    expect(Number(o.scan_mib_until_sequential)).toBeLessThanOrEqual(64);
+  }, 150_000);
+
+  test("a run held up by random faults is told so: --verbose once, and the statistics count it", async () => {
+    const { o, stderr, record } = await big(200_000, { EXM_VERBOSE: "1" });
+    expect(o.after_random).toBe("rr");
+    const told = stderr.split("\n").filter((l) => l.startsWith("exm: random reads from disk hold this program up: "));
+    expect(told.length, stderr).toBe(1);
+    expect(told[0]).toMatch(/: \d+ major faults\/s, [\d.]+ (B|KiB|MiB|GiB)\/s read back, in a block of 8\.0 GiB \(/);
+    // nearly all of the 200 000 reads after the switch were major faults counted as held up
+    expect(record.randomFaults).toBeGreaterThanOrEqual(100_000);
+    expect(record.randomFaults).toBeLessThanOrEqual(record.majorFaults);
+    expect(record.randomFaultNs).toBeGreaterThanOrEqual(1e9);
+  }, 150_000);
+
+  test.skipIf(!existsSync(EXM))("exm --stats says a run was held up by random reads, and for how long", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runInCgroup(256 * MiB, [EXM, "--stats", "--dir", dir, cProgram("advisor_big"), String(BIG_MIB), "20000", "1024", "200000"], {
+        timeoutMs: 120_000,
+      });
+      assertOk(r, "advisor_big ok");
+      const line = r.stderr.split("\n").find((l) => l.startsWith("exm: pid ")) ?? r.stderr;
+      expect(line).toMatch(/; held up by random reads from disk for \d+ s \(\d+ major faults\/s, [\d.]+ (B|KiB|MiB|GiB)\/s read back\)$/);
+    });
   }, 150_000);
 });
