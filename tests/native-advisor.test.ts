@@ -102,3 +102,13 @@ describe.skipIf(bigSkip)("EXM_ADVICE=auto on an 8 GiB block, mostly untouched, u
     });
   }, 150_000);
 });
+
+// Suspected, not reproduced here (bench/results/scale-after-32g.json: single-threaded random reads
+// 1 288/s under exm against 4 349/s on the raw mapping with MADV_RANDOM, 4 threads 12 082/s): the
+// random rule wants 8 new runs in one look (200 ms). After a scan the block is SEQUENTIAL and each
+// random fault reads a whole read-ahead window (16 MiB here); on a busy disk (~300 MB/s) one reader
+// makes ~4 such faults per look, so the rule may not fire until more threads read. Reproduction: a
+// 32 GiB block written and scanned under a 1 GiB cgroup (bench/c/ooc.c --size 32G), then one thread
+// of random reads while the disk is shared; expected: "rr" within a second. Fix to try: sum runs
+// and faults over consecutive looks that each see at least 3 new runs.
+test.todo("one random reader on a SEQUENTIAL 32 GiB block switches it to RANDOM within a second on a slow disk");
