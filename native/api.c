@@ -11,6 +11,7 @@
 #include "internal.h"
 #include "msg.h"
 #include "options.h"
+#include "override.h"
 
 EXM_API const char *exm_version(void) { return "0.1.0"; }
 
@@ -22,6 +23,7 @@ EXM_API size_t exm_get_threshold(void) {
 EXM_API int exm_set_threshold(size_t bytes) {
   exm_ensure_init();
   __atomic_store_n(&exm_cfg.threshold, bytes, __ATOMIC_RELAXED);
+  exm_threshold_changed();
   return 0;
 }
 

@@ -128,6 +128,7 @@ static void own_create(void) {
     close(fd);
     return mark_unusable("cannot use a backing file in ", EIO);
   }
+  exm_span_add(base, cap);
   exm_core_init(&exm_own.core, base, cap, &(exm_host_t){ 0 });
   exm_arena_set_host(&exm_own);
   exm_core_set_max_commit(&exm_own.core, exm_cfg.max_disk);
@@ -145,6 +146,16 @@ static void check_dir(void) {
   struct statvfs vfs;
   if (!statvfs(exm_cfg.dir, &vfs) && vfs.f_bavail == 0 && vfs.f_blocks)
     mark_unusable("no space left in data directory ", 0);
+}
+
+uintptr_t exm_span_lo = UINTPTR_MAX, exm_span_hi = 0;
+
+/* Widens the span by one arena's range (under the own arena's lock: no two
+ * callers race; an inherited arena keeps the range its parent added). */
+void exm_span_add(const void *base, size_t cap) {
+  uintptr_t lo = (uintptr_t)base, hi = lo + cap;
+  if (lo < exm_span_lo) __atomic_store_n(&exm_span_lo, lo, __ATOMIC_RELAXED);
+  if (hi > exm_span_hi) __atomic_store_n(&exm_span_hi, hi, __ATOMIC_RELAXED);
 }
 
 exm_arena_t *exm_arena_of_inherited(const void *p) {

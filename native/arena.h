@@ -24,8 +24,22 @@ typedef struct exm_arena {
 
 enum { ARENA_OWN = 0, ARENA_COW = 1, ARENA_SHARED = 2 };
 
-/* The arena whose range holds p, or NULL. Inline: free() asks it of every
- * pointer, and most are glibc's. */
+/* Every arena's range (the process's own, inherited ones) lies in
+ * [exm_span_lo, exm_span_hi), which only ever widens (exm_span_add, before
+ * the arena hands out a block): the fast paths of free and realloc are these
+ * two compares; a pointer outside is glibc's. Read relaxed: a lo and a hi
+ * seen from different moments still make a sub-range of the newest span, and
+ * a block of an arena added since can only have reached this thread with an
+ * ordering of its own. Inside the span, exm_arena_of tells (a glibc mapping
+ * may lie between two arenas). */
+extern uintptr_t exm_span_lo EXM_HIDDEN, exm_span_hi EXM_HIDDEN;
+static inline int exm_in_span(const void *p) {
+  return (uintptr_t)p >= __atomic_load_n(&exm_span_lo, __ATOMIC_RELAXED) &&
+         (uintptr_t)p < __atomic_load_n(&exm_span_hi, __ATOMIC_RELAXED);
+}
+void exm_span_add(const void *base, size_t cap);
+
+/* The arena whose range holds p, or NULL. */
 extern exm_arena_t exm_own;
 extern int exm_n_inherited;
 exm_arena_t *exm_arena_of_inherited(const void *p);

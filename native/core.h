@@ -16,7 +16,8 @@
  * Free page extents are CLEAN (no disk behind them, read as zeros) or DIRTY
  * (disk still reserved, old contents). Small frees go to DIRTY so that a
  * malloc/free loop costs no system call; DIRTY bytes are bounded by
- * dirty_limit, past which they are all released (punched) at once.
+ * dirty_limit, past which the largest DIRTY extents are released (punched)
+ * until half the limit is left (the rest stays for reuse).
  *
  * Not thread-safe: the caller holds a lock.
  */

@@ -13,6 +13,7 @@
 #include "fork.h"
 #include "init.h"
 #include "options.h"
+#include "override.h"
 #include "tcache.h"
 
 int exm_ready;
@@ -22,6 +23,7 @@ void exm_init(void) {
   pthread_mutex_lock(&exm_init_lock);
   if (!exm_ready) {
     exm_options_load();
+    exm_threshold_changed();
     __atomic_store_n(&exm_ready, 1, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&exm_init_lock);

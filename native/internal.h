@@ -11,6 +11,10 @@
 #define EXM_INTERNAL_H
 
 #define EXM_API __attribute__((visibility("default")))
+/* On a declaration: the symbol is the library's own, so code reaches it
+ * PC-relative in one instruction, not through the GOT (-fvisibility=hidden
+ * only marks definitions). For what the malloc fast paths read. */
+#define EXM_HIDDEN __attribute__((visibility("hidden")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 

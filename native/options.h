@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "internal.h"
+
 #define EXM_PATH_MAX 4096
 
 typedef struct exm_config {
@@ -19,7 +21,7 @@ typedef struct exm_config {
   int verbose;                 /* EXM_VERBOSE */
 } exm_config_t;
 
-extern exm_config_t exm_cfg;
+extern exm_config_t exm_cfg EXM_HIDDEN;
 void exm_options_load(void);
 
 #endif

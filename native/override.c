@@ -3,9 +3,11 @@
  *
  * Requests below the threshold go to glibc's allocator through its
  * __libc_* entry points (no dlsym, so this works from the very first call,
- * made by ld.so or a constructor). When glibc returns NULL, the arena gets
- * a try before the caller sees ENOMEM, as the original exm did. Requests at
- * or above the threshold go to the arena.
+ * made by ld.so or a constructor). When glibc returns NULL for a request
+ * of EXM_SMALL_MAX or more, the arena gets a try before the caller sees
+ * ENOMEM, as the original exm did (a smaller one fails as it would without
+ * exm: its fast path is a tail call). Requests at or above the threshold go
+ * to the arena.
  *
  * Never worse than without exm: a request the arena cannot serve (its data
  * directory is unusable or full, the --max-disk cap, the arena's own size,
@@ -17,7 +19,8 @@
  * NULL and errno follow glibc 2.36 for every entry point, alignment and
  * size (its own tests check them: tests/glibc.test.ts).
  *
- * Pointers are told apart by address: one range check per arena.
+ * Pointers are told apart by address: one range check over the span of
+ * all arenas, then one per arena inside it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +38,7 @@
 #include "internal.h"
 #include "msg.h"
 #include "options.h"
+#include "override.h"
 #include "stats.h"
 #include "trace.h"
 
@@ -43,6 +47,15 @@ extern void __libc_free(void *);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
+
+size_t exm_fast_below;
+
+void exm_threshold_changed(void) {
+  size_t t = __atomic_load_n(&exm_cfg.threshold, __ATOMIC_RELAXED);
+  __atomic_store_n(&exm_fast_below, t < EXM_SMALL_MAX ? t : EXM_SMALL_MAX, __ATOMIC_RELAXED);
+}
+
+static inline size_t fast_below(void) { return __atomic_load_n(&exm_fast_below, __ATOMIC_RELAXED); }
 
 static inline size_t threshold(void) {
   exm_ensure_init();
@@ -55,13 +68,17 @@ static inline size_t threshold(void) {
  * resets the lock of every stream) before any atfork handler has run, while
  * the child still shares the arena's pages with its parent; in the arena
  * those writes would unlock the parent's streams under the threads that
- * hold them. */
+ * hold them. Asked only on the slow paths (a size at or above a threshold
+ * below EXM_SMALL_MAX). */
 static uintptr_t libc_text, libc_text_end;
 
-static inline size_t threshold_for(const void *caller) {
+/* The slow paths' test: does a request of n bytes from `caller` go to
+ * glibc? (After exm_init, with the threshold it set.) */
+static inline int to_glibc(size_t n, const void *caller) {
   size_t t = threshold();
-  if (unlikely(t < EXM_SMALL_MAX) && (uintptr_t)caller - libc_text < libc_text_end - libc_text) return EXM_SMALL_MAX;
-  return t;
+  if (n < t) return 1;
+  return unlikely(t < EXM_SMALL_MAX) && n < EXM_SMALL_MAX &&
+         (uintptr_t)caller - libc_text < libc_text_end - libc_text;
 }
 
 static int find_text(struct dl_phdr_info *info, size_t size, void *want) {
@@ -156,35 +173,55 @@ static void *fallback(size_t n, size_t align, int zero) {
   return p;
 }
 
-EXM_API void *malloc(size_t n) {
-  if (likely(n < threshold_for(__builtin_return_address(0)))) {
+/* The fast paths: a request below exm_fast_below, a glibc pointer to free,
+ * is one relaxed load and compare, then a tail call into glibc (no stack
+ * frame; the disassembly is in the README). Below EXM_SMALL_MAX a NULL from
+ * glibc goes to the program as it would without exm; everything else is out
+ * of line. The caller's address is taken here and passed on: the slow
+ * path's own would be malloc's. */
+static __attribute__((noinline)) void *malloc_slow(size_t n, const void *caller) {
+  if (to_glibc(n, caller)) {
     void *p = __libc_malloc(n);
     return likely(p != NULL) ? p : fallback(n, 16, 0);
   }
   return from_arena(n, 16, 0);
 }
 
-EXM_API void free(void *p) {
-  exm_arena_t *a = exm_arena_of(p);    /* NULL for NULL: __libc_free(NULL) does nothing */
-  if (likely(!a)) __libc_free(p);
-  else {
-    exm_enter();
-    exm_arena_free(a, p, "free");
-    exm_leave();
-  }
+EXM_API void *malloc(size_t n) {
+  if (likely(n < fast_below())) return __libc_malloc(n);
+  return malloc_slow(n, __builtin_return_address(0));
 }
 
-EXM_API void *calloc(size_t count, size_t size) {
+static __attribute__((noinline)) void free_slow(void *p) {
+  exm_arena_t *a = exm_arena_of(p);
+  if (!a) return __libc_free(p);   /* between two arenas: glibc's */
+  exm_enter();
+  exm_arena_free(a, p, "free");
+  exm_leave();
+}
+
+EXM_API void free(void *p) {
+  if (likely(!exm_in_span(p))) return __libc_free(p);   /* NULL too: __libc_free(NULL) does nothing */
+  free_slow(p);
+}
+
+static __attribute__((noinline)) void *calloc_slow(size_t count, size_t size, const void *caller) {
   size_t n;
   if (__builtin_mul_overflow(count, size, &n)) {
     errno = ENOMEM;
     return NULL;
   }
-  if (likely(n < threshold_for(__builtin_return_address(0)))) {
+  if (to_glibc(n, caller)) {
     void *p = __libc_calloc(count, size);
     return likely(p != NULL) ? p : fallback(n, 16, 1);
   }
   return from_arena(n, 16, 1);
+}
+
+EXM_API void *calloc(size_t count, size_t size) {
+  size_t n;
+  if (likely(!__builtin_mul_overflow(count, size, &n) && n < fast_below())) return __libc_calloc(count, size);
+  return calloc_slow(count, size, __builtin_return_address(0));
 }
 
 static size_t usable_size(void *p, exm_arena_t *a, const char *who) {
@@ -211,7 +248,7 @@ static void *move_block(void *p, exm_arena_t *a, size_t n) {
   return q;
 }
 
-EXM_API void *realloc(void *p, size_t n) {
+static __attribute__((noinline)) void *realloc_slow(void *p, size_t n) {
   if (!p) return malloc(n);
   if (n == 0) {            /* glibc frees and returns NULL */
     free(p);
@@ -235,6 +272,14 @@ EXM_API void *realloc(void *p, size_t n) {
     if (r == 0) return p;
   }
   return move_block(p, a, n);
+}
+
+/* Fast: a glibc block, or NULL, resized below exm_fast_below. glibc's
+ * realloc(NULL, n) is its malloc(n) and realloc(p, 0) frees p and returns
+ * NULL, as the slow path would. */
+EXM_API void *realloc(void *p, size_t n) {
+  if (likely(n < fast_below() && !exm_in_span(p))) return __libc_realloc(p, n);
+  return realloc_slow(p, n);
 }
 
 EXM_API void *reallocarray(void *p, size_t count, size_t size) {

@@ -82,8 +82,8 @@ function mtimeOr0(p: string): number {
 /**
  * Compiles one C file with gcc -O1 -g -Wall -Werror -pthread -I build and
  * returns the executable's path. Cached by the source's mtime (and those of
- * the headers it may include, and the flags); throws with the compiler's
- * output on failure.
+ * the headers it may include, of the files linked in, and the flags); throws
+ * with the compiler's output on failure.
  */
 export function compileC(srcPath: string, opts: CompileOptions = {}): string {
   const src = resolve(srcPath);
@@ -97,7 +97,7 @@ export function compileC(srcPath: string, opts: CompileOptions = {}): string {
       .map((f) => join(dirname(src), f)),
   ];
   const key = createHash("sha256")
-    .update(JSON.stringify([src, mtimeOr0(src), headers.map(mtimeOr0), flags, link]))
+    .update(JSON.stringify([src, mtimeOr0(src), headers.map(mtimeOr0), flags, link, link.map(mtimeOr0)]))
     .digest("hex")
     .slice(0, 16);
   const out = opts.out ?? join(CACHE_DIR, `${basename(src, ".c")}-${key}`);
