@@ -129,19 +129,9 @@ static void build_record(jbuf_t *j, const exm_stats_t *s, const struct rusage *r
   j_field(j, "ppid", (uint64_t)getppid());
   j_command(j);
   j_field(j, "threshold", exm_cfg.threshold);
-  j_field(j, "liveBytes", s->live_bytes);
-  j_field(j, "peakLiveBytes", s->peak_live_bytes);
-  j_field(j, "liveBlocks", s->live_blocks);
-  j_field(j, "totalAllocs", s->total_allocs);
-  j_field(j, "totalFrees", s->total_frees);
-  j_field(j, "diskReserved", s->disk_reserved);
-  j_field(j, "peakDiskReserved", s->peak_disk_reserved);
-  j_field(j, "bytesPunched", s->bytes_punched);
-  j_field(j, "arenaSize", s->arena_size);
-  j_field(j, "fallbacks", s->fallbacks);
-  j_field(j, "failures", s->failures);
-  j_field(j, "forks", s->forks);
-  j_field(j, "allocNs", s->alloc_ns);
+#define STAT_FIELD(field, json) j_field(j, #json, s->field);
+  EXM_STATS_FIELDS(STAT_FIELD)
+#undef STAT_FIELD
   /* The kernel's account of this process alone (its children have their
    * own records): faults, and file-system blocks read and dirtied, in
    * 512-byte units. */
