@@ -21,8 +21,8 @@
  * Every step fails loudly: its output is shown and the build exits non-zero,
  * and the previous outputs are removed so that nothing stale looks current.
  * Outputs are written under temporary names and renamed into place, so a
- * test running while someone rebuilds never sees half a file. EXM_CFLAGS adds compiler flags (e.g. a
- * debug build: EXM_CFLAGS="-O0 -DEXM_DEBUG=1"); CC picks the compiler.
+ * test running while someone rebuilds never sees half a file. EXM_CFLAGS adds compiler flags (e.g. an
+ * unoptimized build for a debugger: EXM_CFLAGS=-O0); CC picks the compiler.
  */
 
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -434,7 +434,7 @@ async function release(nativeDir: string): Promise<void> {
 export const README_END = "<!-- options:end -->";
 
 async function updateReadme(): Promise<void> {
-  const { renderOptionsMarkdown } = await import("./src/options");
+  const { renderOptionsMarkdown } = await import("./src/help");
   const path = `${ROOT}/README.md`;
   const text = readFileSync(path, "utf8");
   const a = text.indexOf(README_BEGIN);

@@ -1,9 +1,13 @@
 /*
- * api.c: the exm_* functions of exm.h, thin wrappers over arena.c and
- * options.c. Return 0 or an errno value; never set errno.
+ * api.c: the exm_* functions of exm.h, thin wrappers over arena.c and the
+ * settings (exm_parse_size is in options.c). Those returning int return 0 or
+ * an errno value and never set errno; exm_alloc sets errno to ENOMEM when it
+ * returns NULL, as malloc does. The checks below hold exm.h's tables
+ * (EXM_FUNCTIONS, EXM_STATS_FIELDS) to its declarations at compile time.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "arena.h"
@@ -13,7 +17,26 @@
 #include "options.h"
 #include "override.h"
 
-EXM_API const char *exm_version(void) { return "0.1.0"; }
+#define CHECK_FUNCTION(ret, name, params)                                         \
+  _Static_assert(__builtin_types_compatible_p(__typeof__(&exm_##name), ret(*) params), \
+                 "EXM_FUNCTIONS: exm_" #name " is declared otherwise in exm.h");
+EXM_FUNCTIONS(CHECK_FUNCTION)
+
+/* The table lists every field of exm_stats_t, in order, and no other. */
+enum {
+#define STAT_INDEX(field, json) STAT_##field,
+  EXM_STATS_FIELDS(STAT_INDEX)
+  STAT_COUNT
+};
+#define CHECK_FIELD(field, json)                                                  \
+  _Static_assert(offsetof(exm_stats_t, field) == STAT_##field * sizeof(uint64_t), \
+                 "EXM_STATS_FIELDS: " #field " is not where exm.h puts it");
+EXM_STATS_FIELDS(CHECK_FIELD)
+_Static_assert(sizeof(exm_stats_t) == STAT_COUNT * sizeof(uint64_t), "EXM_STATS_FIELDS: exm_stats_t has other fields");
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+EXM_API const char *exm_version(void) { return STR(EXM_VERSION_MAJOR) "." STR(EXM_VERSION_MINOR) "." STR(EXM_VERSION_PATCH); }
 
 EXM_API size_t exm_get_threshold(void) {
   exm_ensure_init();

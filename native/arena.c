@@ -18,8 +18,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statvfs.h>
-#include <unistd.h>
 
 #include "advisor.h"
 #include "arena_int.h"
@@ -121,11 +119,11 @@ static void own_create(void) {
   size_t cap;
   char *base = exm_os_map_file(fd, &cap);
   if (!base) {
-    close(fd);
+    exm_os_close(fd);
     return mark_unusable("cannot map a backing file in ", ENOMEM);
   }
   if (exm_os_file_id(fd, &exm_own.dev, &exm_own.ino)) {
-    close(fd);
+    exm_os_close(fd);
     return mark_unusable("cannot use a backing file in ", EIO);
   }
   exm_span_add(base, cap);
@@ -143,8 +141,9 @@ static void own_create(void) {
 static void check_dir(void) {
   int err = exm_os_dir_usable(exm_cfg.dir);
   if (err) return mark_unusable("unusable data directory ", err);
-  struct statvfs vfs;
-  if (!statvfs(exm_cfg.dir, &vfs) && vfs.f_bavail == 0 && vfs.f_blocks)
+  uint64_t free_bytes;
+  int full;
+  if (!exm_os_disk_space(exm_cfg.dir, &free_bytes, &full) && full)
     mark_unusable("no space left in data directory ", 0);
 }
 

@@ -8,7 +8,8 @@
  * bitmap to find the first non-empty bin at or above a size (TLSF-style good
  * fit). Live blocks and segments are found by their offset in an
  * open-addressing hash table, which is also the always-on validity check of
- * a pointer handed to free.
+ * a page block handed to free (a small chunk's is its segment's bitmap of
+ * live chunk starts, below).
  *
  * Small allocator. dlmalloc's chunk format: each chunk starts with the size
  * of the previous chunk (only meaningful while that one is free) and its own
@@ -1008,7 +1009,7 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
 }
 
 int exm_core_check(exm_core_t *c, char *msg, size_t msglen) {
-  size_t off = c->top, nused = 0, nfree = 0, dirty = 0, committed = 0, live = 0, blocks = 0;
+  size_t off = c->top, nused = 0, nfree = 0, dirty = 0, committed = 0, live = 0;
   size_t sfree = 0, sempty = 0, nseg = 0;
   exm_ext_t *e = c->last;
   if (c->top > c->cap) FAIL("top beyond capacity:", c->top);
@@ -1029,12 +1030,10 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen) {
       if (hash_get(c, e->off) != e) FAIL("live extent missing from hash at offset", e->off);
       nused++;
       committed += e->len;
-      if (e->state == EXT_USED) live += e->len, blocks++;
+      if (e->state == EXT_USED) live += e->len;
       else {
         nseg++;
-        size_t before = sfree;
         if (check_segment(c, e, &live, &sfree, &sempty, msg, msglen)) return -1;
-        (void)before;
       }
     }
     off = e->off;
@@ -1070,6 +1069,5 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen) {
     }
   }
   if (schunks != sfree) FAIL("free chunks missing from small bins:", sfree - schunks);
-  (void)blocks;
   return 0;
 }

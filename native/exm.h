@@ -130,6 +130,50 @@ int exm_get_stats(exm_stats_t *out);
  * EFAULT (after one line on stderr) when not. Costs O(blocks). */
 int exm_check(void);
 
+/* ---- Tables ---------------------------------------------------------------
+ * The functions above and the fields of exm_stats_t, in declaration order,
+ * as X-macros: the C bindings (rpkg/src/rexm.c, tests/c/common.h) and the
+ * library's JSON record build their tables from them, and tests/tables.test.ts
+ * checks the other copies (Bun, Python, the launcher) against them.
+ * EXM_FUNCTIONS: X(return type, name without exm_, (parameter types)).
+ * EXM_STATS_FIELDS: X(field, camelCase name in JSON and the Bun API). */
+
+#define EXM_FUNCTIONS(X)                                  \
+  X(const char *, version, (void))                        \
+  X(int, parse_size, (const char *, size_t *))            \
+  X(size_t, get_threshold, (void))                        \
+  X(int, set_threshold, (size_t))                         \
+  X(int, get_dir, (char *, size_t))                       \
+  X(int, set_dir, (const char *))                         \
+  X(exm_child_mode_t, get_child_mode, (void))             \
+  X(int, set_child_mode, (exm_child_mode_t))              \
+  X(exm_advice_t, get_advice, (void))                     \
+  X(int, set_advice, (exm_advice_t))                      \
+  X(size_t, get_max_disk, (void))                         \
+  X(int, set_max_disk, (size_t))                          \
+  X(void *, alloc, (size_t))                              \
+  X(void, free, (void *))                                 \
+  X(int, is_file_backed, (const void *))                  \
+  X(int, lookup, (const void *, exm_block_info_t *))      \
+  X(int, advise, (void *, exm_advice_t))                  \
+  X(int, get_stats, (exm_stats_t *))                      \
+  X(int, check, (void))
+
+#define EXM_STATS_FIELDS(X)                   \
+  X(live_bytes, liveBytes)                    \
+  X(peak_live_bytes, peakLiveBytes)           \
+  X(live_blocks, liveBlocks)                  \
+  X(total_allocs, totalAllocs)                \
+  X(total_frees, totalFrees)                  \
+  X(disk_reserved, diskReserved)              \
+  X(peak_disk_reserved, peakDiskReserved)     \
+  X(bytes_punched, bytesPunched)              \
+  X(arena_size, arenaSize)                    \
+  X(fallbacks, fallbacks)                     \
+  X(failures, failures)                       \
+  X(forks, forks)                             \
+  X(alloc_ns, allocNs)
+
 #ifdef __cplusplus
 }
 #endif

@@ -122,8 +122,8 @@ static void copy_make(void) {
 }
 
 static void copy_close(void) {
-  if (copy_fd >= 0) close(copy_fd);
-  if (copy_mem >= 0) close(copy_mem);
+  if (copy_fd >= 0) exm_os_close(copy_fd);
+  if (copy_mem >= 0) exm_os_close(copy_mem);
   copy_fd = copy_mem = -1;
 }
 
@@ -131,9 +131,9 @@ static void copy_parent(void) {
   if (copy_pipe[1] >= 0) {
     copy_make();
     /* the read end is still open here: no SIGPIPE if the child is gone */
-    while (write(copy_pipe[1], &copy_result, 1) < 0 && errno == EINTR) {}
-    close(copy_pipe[0]);
-    close(copy_pipe[1]);
+    exm_os_write_all(copy_pipe[1], &copy_result, 1);
+    exm_os_close(copy_pipe[0]);
+    exm_os_close(copy_pipe[1]);
     copy_pipe[0] = copy_pipe[1] = -1;
   }
   copy_close();
@@ -159,13 +159,13 @@ static int map_segment(void *ctx, size_t off, size_t len, int state) {
  * child has the whole copy as its own arena. */
 static int copy_child(void) {
   if (copy_pipe[0] >= 0) {
-    close(copy_pipe[1]);
+    exm_os_close(copy_pipe[1]);
     copy_result = exm_os_wait_pipe(copy_pipe[0]);   /* 0: the parent died first */
-    close(copy_pipe[0]);
+    exm_os_close(copy_pipe[0]);
     copy_pipe[0] = copy_pipe[1] = -1;
   }
   if (copy_result == 'a' && !exm_os_remap(exm_own.core.base, exm_own.core.cap, copy_fd, 0)) {
-    if (exm_own.fd >= 0) close(exm_own.fd);
+    if (exm_own.fd >= 0) exm_os_close(exm_own.fd);
     exm_own.fd = copy_fd;
     exm_os_file_id(copy_fd, &exm_own.dev, &exm_own.ino);
     copy_fd = -1;

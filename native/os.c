@@ -1,15 +1,22 @@
 /*
- * os.c: the only file that talks to the kernel. Every function returns 0 or
- * an errno value (or NULL), and none allocates: they run inside malloc.
+ * os.c: the kernel primitives of the arena: backing files, mappings, disk
+ * reservation and punching, the copies fork makes, and the file I/O of the
+ * statistics. Most return 0 or an errno value with outputs by pointer (some a
+ * pointer, NULL on failure, or a value that cannot fail), and none allocates:
+ * they run inside malloc. advisor.c (mincore, /proc, its thread) and
+ * override.c (sysconf, dlsym) still make system calls of their own.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -271,4 +278,71 @@ uint64_t exm_os_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int exm_os_close(int fd) { return close(fd) ? errno : 0; }
+
+int exm_os_disk_space(const char *dir, uint64_t *free_bytes, int *full) {
+  struct statvfs vfs;
+  if (statvfs(dir, &vfs)) return errno;
+  *free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+  *full = vfs.f_bavail == 0 && vfs.f_blocks;
+  return 0;
+}
+
+int exm_os_read_file(const char *path, char *buf, size_t len, size_t *got) {
+  *got = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  ssize_t n = read(fd, buf, len);
+  int err = n < 0 ? errno : 0;
+  close(fd);
+  if (n > 0) *got = (size_t)n;
+  return err;
+}
+
+int exm_os_write_file(const char *path, const char *buf, size_t len) {
+  struct stat st;
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    /* a pipe with no reader is an error, not a hang */
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return errno;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    int err = exm_os_write_all(fd, buf, len);
+    close(fd);
+    return err;
+  }
+  char tmp[EXM_PATH_MAX + 64];
+  size_t n = strlen(path);
+  if (n + 48 > sizeof tmp) return ENAMETOOLONG;
+  int fd = -1, err = EEXIST;
+  for (int attempt = 0; attempt < 20 && err == EEXIST; attempt++) {
+    exm_line_t suffix = { .n = 0 };
+    exm_line_str(&suffix, ".tmp.");
+    exm_line_u64(&suffix, (uint64_t)getpid());
+    exm_line_str(&suffix, ".");
+    exm_line_u64(&suffix, exm_os_now_ns() % 1000000007u);
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, suffix.buf, suffix.n);
+    tmp[n + suffix.n] = 0;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    err = fd < 0 ? errno : 0;
+  }
+  if (fd < 0) return err;
+  err = exm_os_write_all(fd, buf, len);
+  if (close(fd) && !err) err = errno;
+  if (!err && rename(tmp, path)) err = errno;
+  if (err) unlink(tmp);
+  return err;
+}
+
+int exm_os_rusage(struct rusage *ru) {
+  if (!getrusage(RUSAGE_SELF, ru)) return 0;
+  int err = errno;
+  memset(ru, 0, sizeof *ru);
+  return err;
+}
+
+void exm_os_exit(int status) {
+  for (;;) syscall(SYS_exit_group, status);
 }

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 
 int exm_os_tmpfile(const char *dir, int *fd);
 void *exm_os_map_file(int fd, size_t *cap);
@@ -29,5 +30,19 @@ int exm_os_pipe(int fds[2]);
 char exm_os_wait_pipe(int fd);
 int exm_os_write_all(int fd, const char *buf, size_t len);
 uint64_t exm_os_now_ns(void);
+int exm_os_close(int fd);
+/* Free space of the filesystem holding dir: bytes a user may take, and
+ * whether it is full (no block left, on a filesystem that counts blocks). */
+int exm_os_disk_space(const char *dir, uint64_t *free_bytes, int *full);
+/* Up to len bytes of a file (from its start) into buf; *got says how many. */
+int exm_os_read_file(const char *path, char *buf, size_t len, size_t *got);
+/* Write buf as the whole content of path: in place when path exists and is
+ * not a regular file (a pipe, a terminal), else through a fresh temporary
+ * file next to it renamed over it, so no reader sees half of it. */
+int exm_os_write_file(const char *path, const char *buf, size_t len);
+/* The process's resource usage (zeros when the kernel will not tell). */
+int exm_os_rusage(struct rusage *ru);
+/* Leave at once, as glibc's _exit does. */
+void exm_os_exit(int status) __attribute__((noreturn));
 
 #endif

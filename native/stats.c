@@ -109,9 +109,9 @@ static void j_field(jbuf_t *j, const char *name, uint64_t v) {
 /* "command": the process's argv from /proc/self/cmdline (what ps shows). */
 static void j_command(jbuf_t *j) {
   static char cmd[4096];
-  int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-  ssize_t n = fd < 0 ? -1 : read(fd, cmd, sizeof cmd);
-  if (fd >= 0) close(fd);
+  size_t got;
+  exm_os_read_file("/proc/self/cmdline", cmd, sizeof cmd, &got);
+  ssize_t n = (ssize_t)got;
   j_raw(j, ",\n  \"command\": [");
   for (ssize_t i = 0, first = 1; i < n; first = 0) {
     size_t len = strnlen(cmd + i, (size_t)(n - i));
@@ -130,19 +130,9 @@ static void build_record(jbuf_t *j, const exm_stats_t *s, const struct rusage *r
   j_field(j, "ppid", (uint64_t)getppid());
   j_command(j);
   j_field(j, "threshold", exm_cfg.threshold);
-  j_field(j, "liveBytes", s->live_bytes);
-  j_field(j, "peakLiveBytes", s->peak_live_bytes);
-  j_field(j, "liveBlocks", s->live_blocks);
-  j_field(j, "totalAllocs", s->total_allocs);
-  j_field(j, "totalFrees", s->total_frees);
-  j_field(j, "diskReserved", s->disk_reserved);
-  j_field(j, "peakDiskReserved", s->peak_disk_reserved);
-  j_field(j, "bytesPunched", s->bytes_punched);
-  j_field(j, "arenaSize", s->arena_size);
-  j_field(j, "fallbacks", s->fallbacks);
-  j_field(j, "failures", s->failures);
-  j_field(j, "forks", s->forks);
-  j_field(j, "allocNs", s->alloc_ns);
+#define STAT_FIELD(field, json) j_field(j, #json, s->field);
+  EXM_STATS_FIELDS(STAT_FIELD)
+#undef STAT_FIELD
   /* The kernel's account of this process alone (its children have their
    * own records): faults, and file-system blocks read and dirtied, in
    * 512-byte units. */
@@ -171,45 +161,8 @@ static void build_record(jbuf_t *j, const exm_stats_t *s, const struct rusage *r
  * a hang. `quiet_enoent`: the launcher's directory is gone (a process that
  * outlived the run): nothing to say. */
 static void write_file(const char *path, const char *buf, size_t len, int quiet_enoent) {
-  struct stat st;
-  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    int err = fd < 0 ? errno : 0;
-    if (fd >= 0) {
-      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-      err = exm_os_write_all(fd, buf, len);
-      close(fd);
-    }
-    if (err) exm_warn("cannot write statistics to ", path, err);
-    return;
-  }
-  char tmp[EXM_PATH_MAX + 64];
-  size_t n = strlen(path);
-  if (n + 48 > sizeof tmp) return exm_warn("cannot write statistics to ", path, ENAMETOOLONG);
-  int fd = -1, err = EEXIST;
-  for (int attempt = 0; attempt < 20 && err == EEXIST; attempt++) {
-    exm_line_t suffix = { .n = 0 };
-    exm_line_str(&suffix, ".tmp.");
-    exm_line_u64(&suffix, (uint64_t)getpid());
-    exm_line_str(&suffix, ".");
-    exm_line_u64(&suffix, exm_os_now_ns() % 1000000007u);
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, suffix.buf, suffix.n);
-    tmp[n + suffix.n] = 0;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    err = fd < 0 ? errno : 0;
-  }
-  if (fd < 0) {
-    if (!(quiet_enoent && err == ENOENT)) exm_warn("cannot write statistics to ", path, err);
-    return;
-  }
-  err = exm_os_write_all(fd, buf, len);
-  if (close(fd) && !err) err = errno;
-  if (!err && rename(tmp, path)) err = errno;
-  if (err) {
-    unlink(tmp);
-    if (!(quiet_enoent && err == ENOENT)) exm_warn("cannot write statistics to ", path, err);
-  }
+  int err = exm_os_write_file(path, buf, len);
+  if (err && !(quiet_enoent && err == ENOENT)) exm_warn("cannot write statistics to ", path, err);
 }
 
 static void print_summary(const exm_stats_t *s, const struct rusage *ru) {
@@ -262,7 +215,7 @@ static void report(void) {
   exm_stats_t s;
   exm_arena_stats(&s, 1);   /* no lock: see the top of the file */
   struct rusage ru;
-  if (getrusage(RUSAGE_SELF, &ru)) memset(&ru, 0, sizeof ru);
+  exm_os_rusage(&ru);
   if (run_dir[0]) {
     if (!s.total_allocs && !s.failures && !s.fallbacks) return;   /* nothing of exm's to tell */
     static jbuf_t j;
@@ -293,7 +246,7 @@ static void after_fork_child(void) { self_pid = getpid(); }
 /* _exit and _Exit: report, then leave as glibc's _exit does. */
 __attribute__((noreturn)) static void leave(int status) {
   if (hooked && getpid() == __atomic_load_n(&self_pid, __ATOMIC_RELAXED)) report();
-  for (;;) syscall(SYS_exit_group, status);
+  exm_os_exit(status);
 }
 EXM_API void _exit(int status) { leave(status); }
 EXM_API void _Exit(int status) { leave(status); }

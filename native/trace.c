@@ -14,12 +14,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "arena.h"
 #include "msg.h"
 #include "options.h"
+#include "os.h"
 #include "trace.h"
 
 /* Blocks smaller than this are not "large": with --threshold 0 every small
@@ -72,8 +72,9 @@ void exm_trace_block(const void *p, size_t n, int err) {
   } else {
     exm_stats_t s;
     exm_arena_stats(&s, 1);
-    struct statvfs vfs;
-    uint64_t avail = statvfs(exm_cfg.dir, &vfs) == 0 ? (uint64_t)vfs.f_bavail * vfs.f_frsize : UINT64_MAX;
+    uint64_t avail;
+    int full;
+    if (exm_os_disk_space(exm_cfg.dir, &avail, &full)) avail = UINT64_MAX;
     exm_line_str(&l, "the arena cannot serve ");
     exm_line_size(&l, n);
     exm_line_str(&l, ": ");
@@ -114,11 +115,12 @@ void exm_trace_arena(size_t cap) {
   exm_line_size(&l, cap);
   exm_line_str(&l, " in ");
   exm_line_value(&l, exm_cfg.dir);
-  struct statvfs vfs;
+  uint64_t free_bytes;
+  int full;
   exm_line_str(&l, " (address space; disk is taken only by live blocks");
-  if (statvfs(exm_cfg.dir, &vfs) == 0) {
+  if (exm_os_disk_space(exm_cfg.dir, &free_bytes, &full) == 0) {
     exm_line_str(&l, ", and ");
-    exm_line_size(&l, (uint64_t)vfs.f_bavail * vfs.f_frsize);
+    exm_line_size(&l, free_bytes);
     exm_line_str(&l, " is free there");
   }
   if (exm_cfg.max_disk) {

@@ -1,13 +1,12 @@
 /*
- * cli.ts: the `exm` command. Thin: splits argv, lets citty parse exm's own
- * options, dispatches to run/extract/inspect/prune, and is the one place that
+ * cli.ts: the `exm` command. Thin: splits and parses argv (argv.ts),
+ * dispatches to run/extract/inspect/prune, and is the one place that
  * prints an error and sets the exit status.
  */
 
-import { parseArgs, type ArgsDef } from "citty";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { pruneCache } from "../embed/cache";
+import { pruneCache } from "./cache";
 import { EMBEDDED_HEADER_PATH, EMBEDDED_LIBRARY_PATH, LIBRARY } from "../embed/library";
 import pkg from "../package.json" with { type: "json" };
 import { rawArgs, rawEnviron, splitArgs } from "./argv";
@@ -15,14 +14,10 @@ import { ExmError, oneLine, usageError } from "./errors";
 import { inspect, parsePid, renderInspect, requireLibrary } from "./inspect";
 import { plot } from "./plot";
 import { parseInterval, watch } from "./watch";
-import { OPTIONS, renderHelp, resolveSettings, type SettingFlags } from "./options";
+import { renderHelp } from "./help";
+import { OPTIONS, resolveSettings, type SettingFlags } from "./options";
 import { stderr, stdout } from "./out";
 import { run } from "./run";
-
-/** citty's argument definitions, from the one option table. */
-const ARGS: ArgsDef = Object.fromEntries(
-  OPTIONS.map((o) => [o.flag, { type: o.value ? "string" : "boolean", description: o.meaning, ...(o.short ? { alias: o.short } : {}) }]),
-) as ArgsDef;
 
 function versionText(): string {
   return `exm ${pkg.version} (libexm ${LIBRARY.version}, bun ${Bun.version}) for ${LIBRARY.target}; the library needs glibc ${LIBRARY.glibc} or later`;
@@ -59,12 +54,7 @@ function extract(dirArg: string): void {
 
 async function main(): Promise<number> {
   const split = splitArgs(rawArgs());
-  const parsed = parseArgs(split.own, ARGS) as Record<string, unknown>;
-  // A repeated flag: the last one wins.
-  const get = (flag: string): string | boolean | undefined => {
-    const v = parsed[flag];
-    return Array.isArray(v) ? v.at(-1) : (v as string | boolean | undefined);
-  };
+  const get = (flag: string): string | boolean | undefined => split.options.get(flag);
 
   const actions = OPTIONS.filter((o) => o.kind === "action" && get(o.flag) !== undefined && get(o.flag) !== false);
   if (actions.some((a) => a.flag === "help")) {

@@ -52,6 +52,7 @@ export const SIG_DFL = 0n;
 export const SIGPIPE = 13;
 export const SIGXFSZ = 25;
 export const ST_NOEXEC = 8n;
+export const ENOENT = 2;
 export const ENOEXEC = 8;
 export const RLIMIT_NOFILE = 7;
 export const RLIMIT_CORE = 4;
@@ -96,8 +97,12 @@ export function execve(path: Buffer, argv: Buffer[], envp: Buffer[]): number {
   const cEnvp = envp.map(cString);
   const av = cArray(cArgv);
   const ev = cArray(cEnvp);
+  // This thread's errno is found before the call and read straight from
+  // memory after it: a second FFI call in between (__errno_location) could
+  // itself run code that sets errno.
+  const errnoLocation = libc().__errno_location() as Pointer;
   libc().execve(ptr(cPath), ptr(av), ptr(ev));
-  const e = errno();
+  const e = read.i32(errnoLocation, 0);
   // Keep the buffers reachable until after the call.
   void [cPath, cArgv, cEnvp, av, ev];
   return e;

@@ -28,10 +28,10 @@
 
 import { accessSync, closeSync, constants, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
 import { release } from "node:os";
-import { installLibrary } from "../embed/cache";
+import { installLibrary } from "./cache";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
 import {
-  ENOEXEC, execve, FD_CLOEXEC, getFdFlags, getRlimit, resetSignal, RLIMIT_NOFILE, setFdFlags, setRlimit, SIGPIPE,
+  ENOENT, ENOEXEC, execve, FD_CLOEXEC, getFdFlags, getRlimit, resetSignal, RLIMIT_NOFILE, setFdFlags, setRlimit, SIGPIPE,
   SIGXFSZ, strerror, unblockAllSignals,
 } from "./libc";
 import { formatSize, type Settings, settingsEnv } from "./options";
@@ -194,7 +194,7 @@ function elfInterpreter(path: Buffer): string | undefined {
 
 /** The one-line error for a program that could not be started. */
 function cannotRun(program: Buffer, resolved: Buffer, err: number): ExmError {
-  if (err === 2 /* ENOENT */) {
+  if (err === ENOENT) {
     const missing = missingInterpreter(resolved);
     if (missing) {
       const from = missing.elf ? "its ELF loader: built for another system?" : "from its #! line";

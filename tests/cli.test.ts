@@ -17,7 +17,8 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseSize, renderOptionsMarkdown } from "../src/options";
+import { renderOptionsMarkdown } from "../src/help";
+import { parseSize } from "../src/options";
 import {
   EXM, LIB, cgroupAvailable, cleanEnv, python3, runInCgroup, skipUnless, tmpfsAvailable, withTmpfs,
 } from "./support/sys";

@@ -32,24 +32,9 @@
 /* ---- Finding the preloaded library ------------------------------------------ */
 
 static struct {
-  const char *(*version)(void);
-  size_t (*get_threshold)(void);
-  int (*set_threshold)(size_t);
-  int (*get_dir)(char *, size_t);
-  int (*set_dir)(const char *);
-  exm_child_mode_t (*get_child_mode)(void);
-  int (*set_child_mode)(exm_child_mode_t);
-  exm_advice_t (*get_advice)(void);
-  int (*set_advice)(exm_advice_t);
-  size_t (*get_max_disk)(void);
-  int (*set_max_disk)(size_t);
-  void *(*alloc)(size_t);
-  void (*free)(void *);
-  int (*is_file_backed)(const void *);
-  int (*lookup)(const void *, exm_block_info_t *);
-  int (*advise)(void *, exm_advice_t);
-  int (*get_stats)(exm_stats_t *);
-  int (*check)(void);
+#define API_FIELD(ret, name, params) ret(*name) params;
+  EXM_FUNCTIONS(API_FIELD)
+#undef API_FIELD
 } api;
 
 /* Why the API cannot be used: empty when it can. */
@@ -79,24 +64,9 @@ static void resolve(void) {
     const char *name;
     void **slot;
   } syms[] = {
-    { "exm_version", (void **)&api.version },
-    { "exm_get_threshold", (void **)&api.get_threshold },
-    { "exm_set_threshold", (void **)&api.set_threshold },
-    { "exm_get_dir", (void **)&api.get_dir },
-    { "exm_set_dir", (void **)&api.set_dir },
-    { "exm_get_child_mode", (void **)&api.get_child_mode },
-    { "exm_set_child_mode", (void **)&api.set_child_mode },
-    { "exm_get_advice", (void **)&api.get_advice },
-    { "exm_set_advice", (void **)&api.set_advice },
-    { "exm_get_max_disk", (void **)&api.get_max_disk },
-    { "exm_set_max_disk", (void **)&api.set_max_disk },
-    { "exm_alloc", (void **)&api.alloc },
-    { "exm_free", (void **)&api.free },
-    { "exm_is_file_backed", (void **)&api.is_file_backed },
-    { "exm_lookup", (void **)&api.lookup },
-    { "exm_advise", (void **)&api.advise },
-    { "exm_get_stats", (void **)&api.get_stats },
-    { "exm_check", (void **)&api.check },
+#define API_SYM(ret, name, params) { "exm_" #name, (void **)&api.name },
+    EXM_FUNCTIONS(API_SYM)
+#undef API_SYM
   };
   for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
     void *p = dlsym(RTLD_DEFAULT, syms[i].name);
@@ -329,16 +299,12 @@ static SEXP C_stats(void) {
   need_api();
   exm_stats_t s;
   check_err(api.get_stats(&s), "exm_get_stats");
-  const char *names[] = { "live_bytes",    "peak_live_bytes", "live_blocks",
-                          "total_allocs",  "total_frees",     "disk_reserved",
-                          "peak_disk_reserved", "bytes_punched", "arena_size",
-                          "fallbacks",     "failures",        "forks",
-                          "alloc_ns",      "" };
-  const uint64_t v[] = { s.live_bytes,    s.peak_live_bytes, s.live_blocks,
-                         s.total_allocs,  s.total_frees,     s.disk_reserved,
-                         s.peak_disk_reserved, s.bytes_punched, s.arena_size,
-                         s.fallbacks,     s.failures,        s.forks,
-                         s.alloc_ns };
+#define STAT_NAME(field, json) #field,
+  const char *names[] = { EXM_STATS_FIELDS(STAT_NAME) "" };
+#undef STAT_NAME
+#define STAT_VALUE(field, json) s.field,
+  const uint64_t v[] = { EXM_STATS_FIELDS(STAT_VALUE) };
+#undef STAT_VALUE
   SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
   for (size_t i = 0; i < sizeof v / sizeof *v; i++)
     SET_VECTOR_ELT(out, (R_xlen_t)i, Rf_ScalarReal((double)v[i]));

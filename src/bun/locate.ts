@@ -66,7 +66,7 @@ export function libraryCandidates(env: Record<string, string | undefined> = proc
   return out;
 }
 
-/** Type of embed/cache.ts's installLibrary, the only part of it used here. */
+/** Type of src/cache.ts's installLibrary, the only part of it used here. */
 type InstallLibrary = (
   env: Record<string, string | undefined>,
   uid: number,
@@ -80,7 +80,7 @@ type InstallLibrary = (
  * and lets `bun build --compile` embed the library into a program using exm.
  */
 export function cachedLibrary(): LibraryCandidate {
-  const { installLibrary } = require("../../embed/cache") as { installLibrary: InstallLibrary };
+  const { installLibrary } = require("../cache") as { installLibrary: InstallLibrary };
   const uid = process.getuid?.() ?? 0;
   const { path } = installLibrary(process.env, uid, (line) => process.stderr.write(`exm: ${line}\n`));
   return { path, source: "cache" };

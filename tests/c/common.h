@@ -59,24 +59,9 @@
 
 typedef struct test_api {
   int loaded;
-  const char *(*version)(void);
-  size_t (*get_threshold)(void);
-  int (*set_threshold)(size_t);
-  int (*get_dir)(char *, size_t);
-  int (*set_dir)(const char *);
-  exm_child_mode_t (*get_child_mode)(void);
-  int (*set_child_mode)(exm_child_mode_t);
-  exm_advice_t (*get_advice)(void);
-  int (*set_advice)(exm_advice_t);
-  size_t (*get_max_disk)(void);
-  int (*set_max_disk)(size_t);
-  void *(*alloc)(size_t);
-  void (*free)(void *);
-  int (*is_file_backed)(const void *);
-  int (*lookup)(const void *, exm_block_info_t *);
-  int (*advise)(void *, exm_advice_t);
-  int (*get_stats)(exm_stats_t *);
-  int (*check)(void);
+#define API_FIELD(ret, name, params) ret(*name) params;
+  EXM_FUNCTIONS(API_FIELD)
+#undef API_FIELD
 } test_api_t;
 
 static test_api_t X;
@@ -90,24 +75,9 @@ static test_api_t X;
 /* Fills X. Call first thing in main. */
 static __attribute__((unused)) void api_init(void) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* forked children must not repeat output */
-  API_SYM(version, exm_version);
-  API_SYM(get_threshold, exm_get_threshold);
-  API_SYM(set_threshold, exm_set_threshold);
-  API_SYM(get_dir, exm_get_dir);
-  API_SYM(set_dir, exm_set_dir);
-  API_SYM(get_child_mode, exm_get_child_mode);
-  API_SYM(set_child_mode, exm_set_child_mode);
-  API_SYM(get_advice, exm_get_advice);
-  API_SYM(set_advice, exm_set_advice);
-  API_SYM(get_max_disk, exm_get_max_disk);
-  API_SYM(set_max_disk, exm_set_max_disk);
-  API_SYM(alloc, exm_alloc);
-  API_SYM(free, exm_free);
-  API_SYM(is_file_backed, exm_is_file_backed);
-  API_SYM(lookup, exm_lookup);
-  API_SYM(advise, exm_advise);
-  API_SYM(get_stats, exm_get_stats);
-  API_SYM(check, exm_check);
+#define API_LOAD(ret, name, params) API_SYM(name, exm_##name);
+  EXM_FUNCTIONS(API_LOAD)
+#undef API_LOAD
   X.loaded = X.get_threshold != NULL && X.is_file_backed != NULL;
   const char *req = getenv("EXM_TEST_REQUIRE_LIB");
   if (req && *req && strcmp(req, "0") != 0 && !X.loaded)

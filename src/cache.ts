@@ -27,9 +27,9 @@ import {
   unlinkSync, writeFileSync, type Stats,
 } from "node:fs";
 import { dirname } from "node:path";
-import { ExmError } from "../src/errors";
-import { mountFlags, ST_NOEXEC } from "../src/libc";
-import { cachedName, EMBEDDED_LIBRARY_PATH, LIBRARY } from "./library";
+import { ExmError } from "./errors";
+import { mountFlags, ST_NOEXEC } from "./libc";
+import { cachedName, EMBEDDED_LIBRARY_PATH, LIBRARY } from "../embed/library";
 
 type Env = Record<string, string | undefined>;
 
