@@ -4,9 +4,10 @@
  * process.argv has replaced non-UTF-8 bytes with U+FFFD, so the raw argument
  * vector comes from /proc/self/cmdline (and the raw environment from
  * /proc/self/environ, which the kernel keeps as it was at exec even if the
- * runtime changes variables later). Splitting is done here, not by citty:
- * citty would read `-h` or `--threshold` that belong to the program. exm's
- * options end at the first non-option or at `--`.
+ * runtime changes variables later). Splitting and parsing are done here, by
+ * the one option table: a general parser would read `-h` or `--threshold`
+ * that belong to the program. exm's options end at the first non-option or
+ * at `--`.
  */
 
 import { readFileSync } from "node:fs";
@@ -57,11 +58,9 @@ export function rawEnviron(): Buffer[] {
 }
 
 export interface SplitArgs {
-  /** exm's own options, normalized to `--flag` / `--flag=value`, for citty. */
-  own: string[];
   /** The program and its arguments, untouched (empty when none was given). */
   program: Buffer[];
-  /** Options seen, by flag name (last one wins), for callers that skip citty. */
+  /** exm's own options, by flag name (a repeated one: the last wins); true for a flag without a value. */
   seen: Map<string, string | true>;
   /** The last option took its value from the next argument, and nothing followed:
    *  that value may have been meant as the program (`exm --threshold true`). */
@@ -70,7 +69,6 @@ export interface SplitArgs {
 
 /** Separates exm's options from the program and its arguments. */
 export function splitArgs(args: Buffer[]): SplitArgs {
-  const own: string[] = [];
   const seen = new Map<string, string | true>();
   let i = 0;
   let lastValue: { flag: string; value: string } | undefined;
@@ -81,17 +79,14 @@ export function splitArgs(args: Buffer[]): SplitArgs {
       // An optional value: the next argument only if it looks like one (a number).
       const next = args[i + 1]?.toString();
       value = next !== undefined && /^\d+(\.\d+)?$/.test(next) ? (i++, next) : spec.valueDefault;
-      own.push(`--${spec.flag}=${value}`);
     } else if (spec.value) {
       if (inline !== undefined) value = inline;
       else if (i + 1 < args.length) {
         value = args[++i]!.toString();
         lastValue = { flag: spec.flag, value };
       } else throw usageError(`option ${given} needs a value (${spec.value})`, true);
-      own.push(`--${spec.flag}=${value}`);
-    } else {
-      if (inline !== undefined) throw usageError(`option --${spec.flag} takes no value`, true);
-      own.push(`--${spec.flag}`);
+    } else if (inline !== undefined) {
+      throw usageError(`option --${spec.flag} takes no value`, true);
     }
     seen.set(spec.flag, value);
   };
@@ -118,5 +113,5 @@ export function splitArgs(args: Buffer[]): SplitArgs {
     if (a === "-") throw usageError("unknown option '-'", true);
     break;
   }
-  return { own, program: args.slice(i), seen, ...(i >= args.length && lastValue ? { lastValue } : {}) };
+  return { program: args.slice(i), seen, ...(i >= args.length && lastValue ? { lastValue } : {}) };
 }

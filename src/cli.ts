@@ -1,10 +1,13 @@
 /*
- * cli.ts: the `exm` command. Thin: splits argv, lets citty parse exm's own
- * options, dispatches to run/extract/inspect/prune, and is the one place that
- * prints an error and sets the exit status.
+ * cli.ts: the `exm` command. Thin: splits argv (argv.ts, which also parses
+ * exm's own options), dispatches to run/extract/inspect/prune, and is the one
+ * place that prints an error and sets the exit status.
+ *
+ * Start-up is the program's: nothing is imported here that `exm program`
+ * does not use (node:util, which citty's parser pulls in, and node:tty cost
+ * a compiled binary several ms each before main runs).
  */
 
-import { parseArgs, type ArgsDef } from "citty";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { pruneCache } from "../embed/cache";
@@ -18,11 +21,6 @@ import { parseInterval, watch } from "./watch";
 import { OPTIONS, renderHelp, resolveSettings, type SettingFlags } from "./options";
 import { stderr, stdout } from "./out";
 import { run } from "./run";
-
-/** citty's argument definitions, from the one option table. */
-const ARGS: ArgsDef = Object.fromEntries(
-  OPTIONS.map((o) => [o.flag, { type: o.value ? "string" : "boolean", description: o.meaning, ...(o.short ? { alias: o.short } : {}) }]),
-) as ArgsDef;
 
 function versionText(): string {
   return `exm ${pkg.version} (libexm ${LIBRARY.version}, bun ${Bun.version}) for ${LIBRARY.target}; the library needs glibc ${LIBRARY.glibc} or later`;
@@ -59,12 +57,8 @@ function extract(dirArg: string): void {
 
 async function main(): Promise<number> {
   const split = splitArgs(rawArgs());
-  const parsed = parseArgs(split.own, ARGS) as Record<string, unknown>;
-  // A repeated flag: the last one wins.
-  const get = (flag: string): string | boolean | undefined => {
-    const v = parsed[flag];
-    return Array.isArray(v) ? v.at(-1) : (v as string | boolean | undefined);
-  };
+  // Each option as splitArgs checked it (a repeated flag: the last one wins).
+  const get = (flag: string): string | boolean | undefined => split.seen.get(flag);
 
   const actions = OPTIONS.filter((o) => o.kind === "action" && get(o.flag) !== undefined && get(o.flag) !== false);
   if (actions.some((a) => a.flag === "help")) {

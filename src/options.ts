@@ -3,7 +3,7 @@
  * variables into the settings a program runs with.
  *
  * OPTIONS drives everything that knows about options: the argv splitter (which
- * flags take a value), citty's argument definitions, --help, and the README
+ * flags take a value), --help, and the README
  * table (tests/cli.test.ts checks the README against renderOptionsMarkdown()).
  * Precedence: a flag beats its EXM_* variable, which beats the default. The
  * launcher hands the program normalized values (sizes in bytes, absolute
