@@ -35,7 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "advisor.h"
+#include "block.h"
+#include "core.h"
+#include "exm.h"
+#include "options.h"
+#include "os.h"
 
 #define ADVISOR_MIN ((size_t)16 << 20)   /* blocks the advisor looks after */
 #define PERIOD_NS 200000000L             /* between looks */

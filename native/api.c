@@ -6,7 +6,11 @@
 #include <errno.h>
 #include <string.h>
 
+#include "arena.h"
+#include "init.h"
 #include "internal.h"
+#include "msg.h"
+#include "options.h"
 
 EXM_API const char *exm_version(void) { return "0.1.0"; }
 

@@ -697,7 +697,7 @@ void exm_core_clear_advice(exm_core_t *c) {
 int exm_core_large(exm_core_t *c, size_t min, size_t *offs, size_t *lens, int max) {
   int n = 0;
   for (exm_ext_t *e = c->last; e && n < max; e = e->prev)
-    if (e->state == EXT_USED && e->len >= min && (e->advice == 0 || (e->advice & 0x80))) {
+    if (e->state == EXT_USED && e->len >= min && (e->advice == EXM_EXT_ADVICE_NONE || EXM_EXT_ADVICE_IS_AUTO(e->advice))) {
       offs[n] = e->off;
       lens[n++] = e->len;
     }
@@ -745,6 +745,14 @@ out:
 }
 
 int exm_core_free(exm_core_t *c, void *p) { return exm_core_free_begin(c, p, NULL); }
+
+void exm_core_set_host(exm_core_t *c, const exm_host_t *host) { c->host = *host; }
+void exm_core_set_max_commit(exm_core_t *c, size_t bytes) { c->max_commit = bytes; }
+const exm_core_stats_t *exm_core_stats(const exm_core_t *c) { return &c->st; }
+
+void exm_core_free_decommit(exm_core_t *c, const exm_ext_t *busy) {
+  c->host.decommit(c->host.ctx, busy->off, busy->len);
+}
 
 void exm_core_free_end(exm_core_t *c, exm_ext_t *e) {
   c->st.committed -= e->len;

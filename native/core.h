@@ -52,11 +52,18 @@ struct exm_ext {
   exm_ext_t *prev, *next;           /* neighbours in address order (tile [0, top)) */
   exm_ext_t *fprev, *fnext;         /* bin list while free; node free list */
   uint8_t state;                    /* EXT_* */
-  uint8_t advice;                   /* 0 default; EXM_ADVICE_*+1 set by the user;
-                                       0x80|EXM_ADVICE_* set by the advisor */
+  uint8_t advice;                   /* EXM_EXT_ADVICE_*: whose advice the block carries */
   uint16_t bin;                     /* bin index while free */
   uint64_t *live;                   /* a segment's bitmap of live chunk starts (1 bit per 16 bytes) */
 };
+
+/* exm_ext_t.advice: none (the arena's default), the user's (exm_advise) or
+ * the advisor's (EXM_ADVICE=auto), with the EXM_ADVICE_* value it carries. */
+#define EXM_EXT_ADVICE_NONE 0
+#define EXM_EXT_ADVICE_USER(a) ((uint8_t)((a) + 1))
+#define EXM_EXT_ADVICE_AUTO_FLAG 0x80
+#define EXM_EXT_ADVICE_AUTO(a) ((uint8_t)(EXM_EXT_ADVICE_AUTO_FLAG | (a)))
+#define EXM_EXT_ADVICE_IS_AUTO(v) (((v) & EXM_EXT_ADVICE_AUTO_FLAG) != 0)
 
 #define EXM_PBINS 320                 /* page-extent bins, per free state */
 #define EXM_SBINS 160                 /* small-chunk bins */
@@ -100,6 +107,12 @@ typedef struct exm_core {
 #define EXM_CORE_ZERO 1   /* caller needs zeros: prefer clean memory */
 
 void exm_core_init(exm_core_t *c, void *base, size_t cap, const exm_host_t *host);
+/* Replace the host callbacks (the arena was copied into a new place). */
+void exm_core_set_host(exm_core_t *c, const exm_host_t *host);
+/* Cap on committed bytes from now on; 0: none. */
+void exm_core_set_max_commit(exm_core_t *c, size_t bytes);
+/* The core's counters (read-only). */
+const exm_core_stats_t *exm_core_stats(const exm_core_t *c);
 /* NULL with *err set (ENOMEM) on failure. *dirty is set to 1 when the memory
  * may hold old contents (the caller clears it if it needs zeros). */
 void *exm_core_alloc(exm_core_t *c, size_t n, size_t align, int flags, int *dirty, int *err);
@@ -109,6 +122,10 @@ int exm_core_free(exm_core_t *c, void *p);
  * it is left BUSY and returned in *busy, for the caller to decommit without
  * the lock and then hand to exm_core_free_end (with the lock). */
 int exm_core_free_begin(exm_core_t *c, void *p, exm_ext_t **busy);
+/* Between the two, without the lock: give back busy's disk (host decommit).
+ * Reads only busy's offset and length, which nothing else changes while it
+ * is BUSY. */
+void exm_core_free_decommit(exm_core_t *c, const exm_ext_t *busy);
 void exm_core_free_end(exm_core_t *c, exm_ext_t *busy);
 /* Resize the live block p in place to n bytes: 0 on success, ENOMEM when it
  * cannot be done in place, -1 when p is not a live block. */
@@ -135,7 +152,7 @@ int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len, in
 void exm_core_clear_cached(exm_core_t *c);
 /* Walk every structure; 0 if consistent, else -1 with a reason in msg. */
 int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
-/* ---- lock-free peeks for the per-thread cache (arena.c) ----------------------
+/* ---- lock-free peeks for the per-thread cache (tcache.c) ----------------------
  * A small chunk's size never changes while it is live, and the first word of
  * every segment holds a tag derived from its address, so a live small chunk
  * can be recognised without the lock. Page-aligned pointers are never
@@ -143,7 +160,7 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
 #define EXM_SEG_TAG ((uintptr_t)0x6578d2f1c3a5b7e9ull)
 #define EXM_CHUNK_OF(p) ((size_t *)((char *)(p) - 16))
 /* A flag in a live small chunk's head: the chunk sits in some thread's cache
- * (arena.c). The cache sets and clears it with atomic operations, without
+ * (tcache.c). The cache sets and clears it with atomic operations, without
  * the lock; the core refuses to free a chunk that carries it. */
 #define EXM_CHUNK_CACHED ((size_t)4)
 static inline size_t *exm_core_head_of(void *p) { return &EXM_CHUNK_OF(p)[1]; }

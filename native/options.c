@@ -19,6 +19,9 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "msg.h"
+#include "options.h"
+#include "trace.h"
 #include "options.gen.h"
 
 exm_config_t exm_cfg;
@@ -239,72 +242,4 @@ void exm_options_load(void) {
       if (*o->def) o->apply(o->def);
     }
   }
-}
-
-/* ---- line builder ----------------------------------------------------------- */
-
-void exm_line_str(exm_line_t *l, const char *s) {
-  while (*s && l->n < sizeof l->buf - 2) l->buf[l->n++] = *s++;
-}
-
-/* A value from outside: control characters escaped (a newline could forge
- * a second "exm:" line), at most 200 bytes of it. */
-void exm_line_value(exm_line_t *l, const char *s) {
-  size_t shown = 0;
-  for (; *s && shown < 200; s++, shown++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch >= 0x20 && ch != 0x7f) {
-      char one[2] = { (char)ch, 0 };
-      exm_line_str(l, one);
-    } else {
-      char esc[5] = { '\\', 'x', "0123456789abcdef"[ch >> 4], "0123456789abcdef"[ch & 15], 0 };
-      exm_line_str(l, ch == '\n' ? "\\n" : ch == '\t' ? "\\t" : esc);
-    }
-  }
-  if (*s) exm_line_str(l, "...");
-}
-
-void exm_line_u64(exm_line_t *l, uint64_t v) {
-  char d[24];
-  int n = 0;
-  do d[n++] = (char)('0' + v % 10), v /= 10; while (v);
-  while (n && l->n < sizeof l->buf - 2) l->buf[l->n++] = d[--n];
-}
-
-void exm_line_size(exm_line_t *l, uint64_t b) {
-  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
-  int u = 0;
-  uint64_t scaled10 = b * 10;   /* tenths */
-  if (b >= 1024) {
-    while (u < 5 && b >= ((uint64_t)1024 << (10 * u))) u++;
-    scaled10 = (uint64_t)(((unsigned __int128)b * 10 + ((uint64_t)1 << (10 * u)) / 2) >> (10 * u));
-  }
-  exm_line_u64(l, scaled10 / 10);
-  if (u) {
-    exm_line_str(l, ".");
-    exm_line_u64(l, scaled10 % 10);
-  }
-  exm_line_str(l, " ");
-  exm_line_str(l, units[u]);
-}
-
-void exm_line_err(exm_line_t *l, int err) {
-  const char *d = strerrordesc_np(err);   /* untranslated, static: no malloc */
-  if (d) exm_line_str(l, d);
-  else exm_line_str(l, "error "), exm_line_u64(l, (uint64_t)err);
-}
-
-void exm_line_emit(exm_line_t *l) {
-  l->buf[l->n++] = '\n';
-  exm_os_write_all(2, l->buf, l->n);
-  l->n = 0;
-}
-
-void exm_warn(const char *what, const char *detail, int err) {
-  exm_line_t l = { .n = 0 };
-  exm_line_str(&l, "exm: ");
-  exm_line_str(&l, what);
-  if (detail) exm_line_value(&l, detail);
-  if (err) exm_line_str(&l, ": "), exm_line_err(&l, err);
-  exm_line_emit(&l);
 }

@@ -13,7 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core.h"
+#include "exm.h"
+#include "msg.h"
+#include "options.h"
+#include "os.h"
 
 /* A fresh backing file, unlinked from birth: a crash leaves nothing behind
  * and no other user can open it. O_TMPFILE where the filesystem has it,

@@ -28,7 +28,15 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "arena.h"
+#include "core.h"
+#include "fork.h"
+#include "init.h"
 #include "internal.h"
+#include "msg.h"
+#include "options.h"
+#include "stats.h"
+#include "trace.h"
 
 extern void *__libc_malloc(size_t);
 extern void __libc_free(void *);
@@ -301,6 +309,6 @@ EXM_API size_t malloc_usable_size(void *p) {
 
 __attribute__((constructor)) static void exm_constructor(void) {
   dl_iterate_phdr(find_text, (void *)(uintptr_t)&__libc_malloc);
-  exm_arena_setup();
+  exm_setup();
   exm_stats_setup();
 }

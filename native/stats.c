@@ -47,7 +47,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "internal.h"
+#include "msg.h"
+#include "options.h"
+#include "os.h"
+#include "trace.h"
 
 static int reported;
 static pid_t owner_pid;   /* by hand: the one process that reports (not its forked children) */

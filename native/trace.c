@@ -17,7 +17,10 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "arena.h"
+#include "msg.h"
+#include "options.h"
+#include "trace.h"
 
 /* Blocks smaller than this are not "large": with --threshold 0 every small
  * object goes to the arena, and telling of each would drown the rest. */

@@ -1,0 +1,67 @@
+/*
+ * arena.h: this process's arenas (arena.c), as the rest of the library sees
+ * them: finding the arena of a pointer, and the locked allocation, free and
+ * resize paths behind malloc & co and the exm_* API.
+ */
+#ifndef EXM_ARENA_H
+#define EXM_ARENA_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+#include "exm.h"
+#include "internal.h"
+
+typedef struct exm_arena {
+  pthread_mutex_t lock;
+  exm_core_t core;
+  int fd;                      /* backing file, -1 once closed */
+  uint64_t dev, ino;           /* its identity: the program may close fd and reuse the number */
+  int kind;                    /* ARENA_* */
+} exm_arena_t;
+
+enum { ARENA_OWN = 0, ARENA_COW = 1, ARENA_SHARED = 2 };
+
+/* The arena whose range holds p, or NULL. Inline: free() asks it of every
+ * pointer, and most are glibc's. */
+extern exm_arena_t exm_own;
+extern int exm_n_inherited;
+exm_arena_t *exm_arena_of_inherited(const void *p);
+static inline exm_arena_t *exm_arena_of(const void *p) {
+  /* the arena may be being created by another thread: cap is stored last
+   * (exm_core_init), so a cap seen here comes with its base */
+  size_t cap = __atomic_load_n(&exm_own.core.cap, __ATOMIC_ACQUIRE);
+  if ((uintptr_t)p - (uintptr_t)__atomic_load_n(&exm_own.core.base, __ATOMIC_RELAXED) < cap) return &exm_own;
+  return likely(!exm_n_inherited) ? NULL : exm_arena_of_inherited(p);
+}
+/* Allocate from this process's own arena; NULL+*err on failure. *served is 0
+ * when the arena is unusable (caller passes the request through). */
+void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err);
+void exm_arena_free(exm_arena_t *a, void *p, const char *who);
+/* 0 resized in place, ENOMEM not possible in place. */
+int exm_arena_resize(exm_arena_t *a, void *p, size_t n, const char *who);
+size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who);
+void exm_arena_stats(exm_stats_t *out, int in_signal);
+int exm_arena_check(void);
+int exm_arena_lookup(const void *p, exm_block_info_t *info);
+int exm_arena_advise(void *p, int advice);
+int exm_arena_set_advice(int advice);
+int exm_arena_set_dir(const char *dir);
+int exm_arena_get_dir(char *buf, size_t len);
+int exm_arena_set_max_disk(size_t bytes);
+/* For heapinfo.c: every arena's blocks, small (in segments) and large. */
+typedef struct exm_heap {
+  size_t small_space, small_live, small_blocks;   /* segments' bytes; small blocks in use */
+  size_t large_blocks, large_bytes;               /* blocks of a page or more */
+  size_t arena_bytes;                             /* the arenas' ranges */
+} exm_heap_t;
+void exm_arena_heap(exm_heap_t *h);
+/* malloc_trim: the caller's cached chunks back, and the disk kept for reuse; 1 if any. */
+int exm_arena_trim(void);
+
+/* Requests that glibc could not serve and the arena did (override.c counts them). */
+extern uint64_t exm_fallbacks;
+
+#endif
