@@ -27,6 +27,7 @@
 #include "msg.h"
 #include "options.h"
 #include "os.h"
+#include "punch.h"
 #include "tcache.h"
 #include "trace.h"
 
@@ -187,6 +188,10 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   uint64_t t0 = timed ? exm_os_now_ns() : 0;
   int dirty = 0;
   void *p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
+  if (unlikely(!p) && exm_punch_pending()) {   /* disk still being given back (punch.c): take it now */
+    exm_punch_drain(&exm_own);
+    p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
+  }
   if (timed) __atomic_fetch_add(&alloc_ns, exm_os_now_ns() - t0, __ATOMIC_RELAXED);
   else if (p && align <= 16) exm_tcache_refill(exm_core_chunk_size_for(n));
   if (!p && exm_own_state == OWN_UNUSABLE) *served = 0;    /* lost its file just now: RAM instead */
@@ -255,9 +260,10 @@ void exm_arena_free(exm_arena_t *a, void *p, const char *who) {
   exm_ext_t *busy;
   int r = exm_core_free_begin(&a->core, p, &busy);
   pthread_mutex_unlock(&a->lock);
-  if (busy) {
+  if (busy && !(a->kind == ARENA_OWN && exm_punch_later(a, busy))) {
     /* Giving back a large block's disk can take long (the filesystem frees
-     * its extents, the page cache drops its pages): not under the lock. */
+     * its extents, the page cache drops its pages): not under the lock, and
+     * in the background (punch.c) unless too much waits already. */
     exm_core_free_decommit(&a->core, busy);
     pthread_mutex_lock(&a->lock);
     exm_core_free_end(&a->core, busy);
@@ -297,6 +303,7 @@ void exm_arena_stats(exm_stats_t *out, int in_signal) {
   if (!in_signal) {
     exm_tcache_flush();   /* the caller's cached chunks are free, not live */
     pthread_mutex_lock(&exm_own.lock);
+    exm_punch_drain(&exm_own);   /* the figures count every free made so far */
   }
   const exm_core_stats_t *s = exm_core_stats(&exm_own.core);
   out->live_bytes = s->live_bytes;
@@ -305,8 +312,16 @@ void exm_arena_stats(exm_stats_t *out, int in_signal) {
   out->total_allocs = s->total_allocs;
   out->total_frees = s->total_frees;
   out->disk_reserved = no_fallocate ? 0 : s->committed;
-  out->peak_disk_reserved = no_fallocate ? 0 : s->peak_committed;
   out->bytes_punched = s->punched;
+  if (in_signal) {
+    /* Not drained (no lock): what waits for the background punch counts as
+     * given back, as it is once the thread or the file's close gets to it. */
+    size_t pending = exm_punch_pending();
+    if (pending > out->disk_reserved) pending = out->disk_reserved;
+    out->disk_reserved -= pending;
+    out->bytes_punched += pending;
+  }
+  out->peak_disk_reserved = no_fallocate ? 0 : s->peak_committed;
   out->arena_size = s->top_peak;
   out->failures = s->failures;
   out->fallbacks = exm_fallbacks;
@@ -318,6 +333,7 @@ void exm_arena_stats(exm_stats_t *out, int in_signal) {
 static int check_one(exm_arena_t *a) {
   char msg[200];
   pthread_mutex_lock(&a->lock);
+  exm_punch_drain(a);   /* BUSY blocks waiting for the thread are neither free nor live */
   int r = exm_core_check(&a->core, msg, sizeof msg);
   pthread_mutex_unlock(&a->lock);
   if (r) exm_warn("exm_check: arena inconsistent: ", msg, 0);
@@ -459,7 +475,9 @@ void exm_arena_heap(exm_heap_t *h) {
 int exm_arena_trim(void) {
   exm_tcache_flush();
   pthread_mutex_lock(&exm_own.lock);
-  int any = exm_own_state == OWN_READY && exm_own.core.dirty_bytes > 0;
+  int any = exm_punch_pending() > 0;
+  exm_punch_drain(&exm_own);
+  any |= exm_own_state == OWN_READY && exm_own.core.dirty_bytes > 0;
   if (any) exm_core_flush(&exm_own.core);
   pthread_mutex_unlock(&exm_own.lock);
   return any;

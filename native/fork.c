@@ -35,6 +35,7 @@
 #include "msg.h"
 #include "options.h"
 #include "os.h"
+#include "punch.h"
 #include "tcache.h"
 
 static uint64_t forks;                /* forks this process made (statistics) */
@@ -217,6 +218,7 @@ static __thread uint64_t fork_took[FORK_DEPTH];   /* per depth: the locks that f
 #define TOOK_INH(i) ((uint64_t)4 << (i))
 #define TOOK_LIST ((uint64_t)1 << 40)
 #define TOOK_INTERRUPTED ((uint64_t)1 << 41)
+#define TOOK_PUNCH ((uint64_t)1 << 42)   /* the background punch's queue (punch.c), after the arenas */
 
 extern void _IO_list_lock(void);      /* exported by glibc (GLIBC_2.2.5) */
 extern void _IO_list_unlock(void);
@@ -234,7 +236,8 @@ static uint64_t fork_lock_all(void) {
   pthread_mutex_lock(&exm_init_lock);
   pthread_mutex_lock(&exm_own.lock);
   for (int i = 0; i < exm_n_inherited; i++) pthread_mutex_lock(&exm_inherited[i].lock), took |= TOOK_INH(i);
-  return took;
+  exm_punch_fork_lock();
+  return took | TOOK_PUNCH;
 }
 
 static uint64_t fork_lock_free_ones(void) {
@@ -243,6 +246,7 @@ static uint64_t fork_lock_free_ones(void) {
   if (!pthread_mutex_trylock(&exm_own.lock)) took |= TOOK_OWN;
   for (int i = 0; i < exm_n_inherited; i++)
     if (!pthread_mutex_trylock(&exm_inherited[i].lock)) took |= TOOK_INH(i);
+  if (exm_punch_fork_trylock()) took |= TOOK_PUNCH;
   return took;
 }
 
@@ -254,6 +258,7 @@ static uint64_t fork_top(void) {
 }
 
 static void fork_unlock(uint64_t took) {
+  if (took & TOOK_PUNCH) exm_punch_fork_unlock();
   for (int i = exm_n_inherited - 1; i >= 0; i--)
     if (took & TOOK_INH(i)) pthread_mutex_unlock(&exm_inherited[i].lock);
   if (took & TOOK_OWN) pthread_mutex_unlock(&exm_own.lock);
@@ -298,6 +303,7 @@ static void fork_child(void) {
   if (took & TOOK_OWN) pthread_mutex_init(&exm_own.lock, NULL);
   for (int i = 0; i < exm_n_inherited; i++)
     if (took & TOOK_INH(i)) pthread_mutex_init(&exm_inherited[i].lock, NULL);
+  exm_punch_child(!!(took & TOOK_PUNCH), (took & (TOOK_LIST | TOOK_INTERRUPTED)) != 0);
   exm_advisor_after_fork();
   forks = 0;
   exm_arena_child_counters();
@@ -306,6 +312,7 @@ static void fork_child(void) {
   if (took & TOOK_INTERRUPTED) return child_keeps_view();
   int mode = fork_mode;
   if (copy_child()) {
+    exm_punch_child_own(&exm_own);   /* the blocks the parent was still giving back */
     exm_tcache_after_fork(&exm_own.core);
     return;
   }

@@ -36,6 +36,7 @@ function open() {
     __errno_location: { args: [], returns: p },
     strerror: { args: [i32], returns: cstring },
     getxattr: { args: [p, p, p, u64], returns: i64 },
+    uname: { args: [p], returns: i32 },
   });
 }
 
@@ -106,6 +107,19 @@ export function execve(path: Buffer, argv: Buffer[], envp: Buffer[]): number {
   // Keep the buffers reachable until after the call.
   void [cPath, cArgv, cEnvp, av, ev];
   return e;
+}
+
+/**
+ * uname(2)'s release (what `uname -r` prints), as the program will see it: a
+ * personality such as setarch --uname-2.6 changes it, /proc does not show
+ * that. (node:os has it too, but loading node:os costs start-up ms.)
+ */
+export function kernelRelease(): string {
+  const u = new Uint8Array(6 * 65); // struct utsname: six fields of 65 bytes on Linux
+  if (libc().uname(ptr(u)) !== 0) return "";
+  const rel = u.subarray(2 * 65, 3 * 65);
+  const end = rel.indexOf(0);
+  return Buffer.from(rel.subarray(0, end < 0 ? rel.length : end)).toString("latin1");
 }
 
 export function getFdFlags(fd: number): number {

@@ -27,11 +27,10 @@
  */
 
 import { accessSync, closeSync, constants, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
-import { release } from "node:os";
 import { installLibrary } from "./cache";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
 import {
-  ENOENT, ENOEXEC, execve, FD_CLOEXEC, getFdFlags, getRlimit, resetSignal, RLIMIT_NOFILE, setFdFlags, setRlimit, SIGPIPE,
+  ENOENT, ENOEXEC, execve, FD_CLOEXEC, getFdFlags, getRlimit, kernelRelease, resetSignal, RLIMIT_NOFILE, setFdFlags, setRlimit, SIGPIPE,
   SIGXFSZ, strerror, unblockAllSignals,
 } from "./libc";
 import { formatSize, type Settings, settingsEnv } from "./options";
@@ -274,9 +273,10 @@ export async function run(req: RunRequest): Promise<never> {
   const resolved = resolveProgram(program[0]!, pathEntry?.subarray(5));
 
   // Told at once, one line: a program exm cannot serve still runs, unserved (program.ts).
-  const cannot = kernelUnserved(release()) ?? unserved(resolved, LIBRARY.target);
+  const kernel = kernelRelease();
+  const cannot = kernelUnserved(kernel) ?? unserved(resolved, LIBRARY.target);
   if (cannot) say(cannot.line);
-  if (s.verbose) for (const line of kernelGaps(release()).soft) say(line);
+  if (s.verbose) for (const line of kernelGaps(kernel).soft) say(line);
 
   const uid = process.geteuid?.() ?? 0;
   const lib = installLibrary(process.env, uid, (line) => say(`warning: ${line}`));

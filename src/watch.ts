@@ -12,7 +12,6 @@
  * with status 0, when the process does.
  */
 
-import { isatty } from "node:tty";
 import { ExmError, oneLine } from "./errors";
 import { inspect, type InspectReport, NO_ARENA_YET, requireLibrary } from "./inspect";
 import { formatSize } from "./options";
@@ -79,6 +78,9 @@ export function renderWatch(r: InspectReport, l: WatchLine, seconds: number): st
 
 /** Watches until the process ends. Returns the exit status for main(). */
 export async function watch(pid: number, seconds: number): Promise<number> {
+  // node:tty is loaded here, not at start-up: it pulls in Node's stream
+  // modules, a few ms that every `exm program` would pay for nothing.
+  const { isatty } = await import("node:tty");
   const tty = isatty(1);
   let prev: { r: InspectReport; at: number } | undefined;
   for (;;) {

@@ -8,7 +8,7 @@
  * Every run gets a fresh EXM_DIR that must be empty afterwards.
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { GiB, LIB_MISSING, THRESHOLDS, assertOk, assertRun, runC, withDataDir } from "./support/native";
 import { ROOT, cProgram, compileC, fsAvail, kv, run, runWithLib } from "./support/sys";
@@ -140,6 +140,47 @@ describe.skipIf(skipNoLib)("disk given back", () => {
     const r = await runC("free_disk", [], { EXM_THRESHOLD: "1M" });
     console.log(r.stdout.split("\n").filter((l) => l.includes("file_bytes")).join("\n"));
   });
+
+  // free() of a large block hands its punch to a background thread (punch.c):
+  // the disk must still come back by itself, and at once for exm_get_stats.
+  test("a large block's disk comes back in the background, and at once when statistics are asked for", async () => {
+    const r = await runC("free_background", ["512M"], { EXM_THRESHOLD: "1M" }, 300_000);
+    console.log(`free of 512 MiB: ${kv(r.stdout).free_s} s`);
+  }, 320_000);
+
+  test("the background punch thread does not keep a process alive after main's pthread_exit", async () => {
+    const r = await runC("free_background", ["64M", "exit-main"], { EXM_THRESHOLD: "1M" }, 120_000);
+    expect(r.code).toBe(0);
+  }, 130_000);
+
+  // Each malloc needs the disk of the block freed just before, still being
+  // punched by the thread: it must wait for it rather than go to RAM.
+  test("under --max-disk, an allocation that needs disk still being given back waits for it and is file-backed", async () => {
+    const r = await runC("punch_queue", ["cap", "6"], { EXM_THRESHOLD: "1M", EXM_MAX_DISK: "256M" }, 120_000);
+    expect(r.stdout).toContain("file_backed=6 of 6");
+    expect(r.stderr).not.toContain("RAM");
+  }, 130_000);
+
+  for (const mode of ["cow", "shared", "duplicate"]) {
+    test(`a fork (--child ${mode}) while freed blocks wait for the punch: child and parent consistent, disk given back`, async () => {
+      await runC("punch_queue", ["fork", mode], { EXM_THRESHOLD: "1M" }, 120_000);
+    }, 130_000);
+  }
+
+  test("the record at exit counts a block freed just before as given back", async () => {
+    await withDataDir(async (dir) => {
+      const out = join(dir, "..", `exm-punch-stats-${process.pid}.json`);
+      try {
+        const r = await runWithLib([cProgram("punch_queue"), "exit"], { EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_STATS: out });
+        assertOk(r, "punch_queue ok");
+        const s = JSON.parse(readFileSync(out, "utf8")) as Record<string, number>;
+        expect(s.bytesPunched!).toBeGreaterThanOrEqual(256 * 2 ** 20);
+        expect(s.diskReserved!).toBeLessThan(32 * 2 ** 20);
+      } finally {
+        rmSync(out, { force: true });
+      }
+    });
+  }, 60_000);
 });
 
 describe.skipIf(skipNoLib)("many blocks, one mapping", () => {

@@ -7,12 +7,15 @@
  *   fit fillscan MiB    malloc MiB, fill, then three summing scans
  *   fit fillfree MiB N  N times: malloc MiB, fill, free
  *   fit doubling MiB    malloc MiB, write 4 KiB, then memcpy(p + k, p, k) doubling k
+ *   fit free MiB        malloc MiB, fill, free: prints free_ms=, the time free() took
+ *                       (glibc: an munmap; exm: giving the block's disk back)
  * Prints "fit ok sum=<checksum>" so that a run that computed garbage shows.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; i += 8) {
@@ -78,6 +81,16 @@ int main(int argc, char **argv) {
     for (size_t k = 4096; k < n; k *= 2) memcpy(p + k, p, k * 2 > n ? n - k : k);
     s = sum(p, n);
     free(p);
+  } else if (!strcmp(mode, "free")) {
+    unsigned char *p = malloc(n);
+    if (!p) return perror("malloc"), 1;
+    fill(p, n, 4);
+    s = sum(p, n);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    free(p);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("free_ms=%.3f\n", (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
   } else {
     return fprintf(stderr, "fit: unknown mode %s\n", mode), 2;
   }
