@@ -29,16 +29,11 @@
  * (they start their own when they need one).
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <stdlib.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "advisor.h"
 #include "block.h"
@@ -107,7 +102,7 @@ static int probe_stream(char *start, size_t pg, size_t pages, size_t *looked) {
   for (int side = 0; side < 2; side++) {
     size_t first = side == 0 ? pg - PROBE : pg + 1;
     if (side == 0 ? pg < PROBE : pg + 1 + PROBE > pages) continue;
-    if (mincore(start + first * EXM_PAGE, PROBE * EXM_PAGE, probe_vec)) return 0;
+    if (exm_os_mincore(start + first * EXM_PAGE, PROBE * EXM_PAGE, probe_vec)) return 0;
     *looked += PROBE;
     size_t resident = 0;
     for (size_t i = 0; i < PROBE; i++) resident += probe_vec[i] & 1;
@@ -126,10 +121,10 @@ static look_t look_at(char *base, tracked_t *t) {
   for (size_t first = 0; first < t->nsamples; first += VEC_PAGES) {
     size_t n = t->nsamples - first < VEC_PAGES ? t->nsamples - first : VEC_PAGES;
     if (t->stride == 1) {
-      if (mincore(start + first * EXM_PAGE, n * EXM_PAGE, vec)) return r;
+      if (exm_os_mincore(start + first * EXM_PAGE, n * EXM_PAGE, vec)) return r;
     } else {
       for (size_t i = 0; i < n; i++)
-        if (mincore(start + (first + i) * t->stride * EXM_PAGE, EXM_PAGE, vec + i)) return r;
+        if (exm_os_mincore(start + (first + i) * t->stride * EXM_PAGE, EXM_PAGE, vec + i)) return r;
     }
     r.looked += n;
     for (size_t i = 0; i < n; i++) {
@@ -186,11 +181,8 @@ static void track_sweep(void) {
 
 /* The start of a /proc file in buf, NUL-terminated; 0 when it cannot be read. */
 static int read_proc(const char *path, char *buf, size_t size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, size - 1);
-  close(fd);
-  if (n <= 0) return 0;
+  size_t n;
+  if (exm_os_read_file(path, buf, size - 1, &n) || n == 0) return 0;
   buf[n] = 0;
   return 1;
 }
@@ -212,7 +204,7 @@ static int alone(void) {
 /* The process's major faults; *read: bytes it read from disk. */
 static uint64_t major_faults(uint64_t *read) {
   struct rusage ru;
-  if (getrusage(RUSAGE_SELF, &ru)) return *read = 0, 0;
+  exm_os_rusage(&ru);   /* zeros when the kernel will not tell */
   *read = (uint64_t)ru.ru_inblock * 512;
   return (uint64_t)ru.ru_majflt;
 }
@@ -253,8 +245,7 @@ static void *advisor_main(void *arg) {
     /* A look costs ~20 ms per GiB of watched blocks: sleeping four times
      * that keeps the thread under a fifth of a core. */
     uint64_t sleep_ns = look_ns * 4 > (uint64_t)PERIOD_NS ? look_ns * 4 : (uint64_t)PERIOD_NS;
-    struct timespec ts = { (time_t)(sleep_ns / 1000000000u), (long)(sleep_ns % 1000000000u) };
-    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+    exm_os_sleep_ns(sleep_ns);
     look_ns = 0;
     /* The program's threads are all gone (main ended with pthread_exit):
      * end the process as the last of them would have, rather than keep it
@@ -265,7 +256,7 @@ static void *advisor_main(void *arg) {
      * with every signal blocked. No program thread is left that could race
      * with them. */
     if (alone()) {
-      pthread_sigmask(SIG_SETMASK, &program_mask, NULL);
+      exm_os_sigmask(&program_mask);
       exit(0);
     }
     uint64_t read_now, now = major_faults(&read_now), delta = now - faults, scanned = reclaim_scans();
@@ -337,22 +328,10 @@ void exm_advisor_block(size_t bytes) {
   pthread_mutex_lock(&start_lock);
   if (!started) {
     if (!vec) vec = exm_os_anon(VEC_PAGES);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
     /* The default stack size (virtual: only what is touched costs): the
-     * thread may end up running the program's exit handlers (below). */
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);   /* the thread inherits: every signal blocked */
-    program_mask = old;
-    pthread_t th;
-    if (vec && !pthread_create(&th, &attr, advisor_main, NULL)) {
-      pthread_setname_np(th, "exm-advisor");
+     * thread may end up running the program's exit handlers (above). */
+    if (vec && !exm_os_thread(advisor_main, "exm-advisor", 0, &program_mask))
       __atomic_store_n(&started, 1, __ATOMIC_RELEASE);
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
   }
   pthread_mutex_unlock(&start_lock);
 }

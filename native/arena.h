@@ -50,6 +50,10 @@ static inline exm_arena_t *exm_arena_of(const void *p) {
   if ((uintptr_t)p - (uintptr_t)__atomic_load_n(&exm_own.core.base, __ATOMIC_RELAXED) < cap) return &exm_own;
   return likely(!exm_n_inherited) ? NULL : exm_arena_of_inherited(p);
 }
+/* The own arena's capacity and the bytes it has reserved on disk now (read
+ * without its lock: a figure for a message, not for a decision). */
+static inline size_t exm_arena_cap(void) { return __atomic_load_n(&exm_own.core.cap, __ATOMIC_ACQUIRE); }
+static inline uint64_t exm_arena_committed(void) { return __atomic_load_n(&exm_own.core.st.committed, __ATOMIC_RELAXED); }
 /* Allocate from this process's own arena; NULL+*err on failure. *served is 0
  * when the arena is unusable (caller passes the request through). */
 void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err);

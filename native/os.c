@@ -1,13 +1,21 @@
 /*
- * os.c: the kernel primitives of the arena: backing files, mappings, disk
- * reservation and punching, the copies fork makes, and the file I/O of the
- * statistics. Most return 0 or an errno value with outputs by pointer (some a
- * pointer, NULL on failure, or a value that cannot fail), and none allocates:
- * they run inside malloc. advisor.c (mincore, /proc, its thread) and
- * override.c (sysconf, dlsym) still make system calls of their own.
+ * os.c: the kernel primitives of the library: backing files, mappings, disk
+ * reservation and punching, the copies fork makes, the file I/O of the
+ * statistics and the advisor's /proc reads, residency (mincore), resource
+ * usage and limits, sleeping, and starting a helper thread. Most return 0 or
+ * an errno value with outputs by pointer (some a pointer, NULL on failure, or
+ * a value that cannot fail), and none allocates: they run inside malloc.
+ * Outside it, on purpose: the C library's own services that are not a kernel
+ * primitive — locks and condition waits (with the clock a timed wait needs,
+ * punch.c), getenv (options.c), exit and abort (advisor.c runs the program's
+ * exit handlers; msg.c, fork.c), and the dynamic linker's dlsym,
+ * dl_iterate_phdr and pthread_atfork (fork.c, heapinfo.c, override.c), which
+ * find glibc's entry points and register the fork handlers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <stdio.h>
@@ -346,3 +354,38 @@ int exm_os_rusage(struct rusage *ru) {
 void exm_os_exit(int status) {
   for (;;) syscall(SYS_exit_group, status);
 }
+
+int exm_os_mincore(void *p, size_t len, unsigned char *vec) { return mincore(p, len, vec) ? errno : 0; }
+
+void exm_os_sleep_ns(uint64_t ns) {
+  struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+  while (nanosleep(&ts, &ts) && errno == EINTR) {}
+}
+
+size_t exm_os_page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
+
+int exm_os_as_limit(uint64_t *limit) {
+  struct rlimit as;
+  if (getrlimit(RLIMIT_AS, &as)) return errno;
+  *limit = as.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)as.rlim_cur;
+  return 0;
+}
+
+int exm_os_thread(void *(*fn)(void *), const char *name, size_t stack, sigset_t *mask) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  if (stack) pthread_attr_setstacksize(&attr, stack);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);   /* the thread inherits: every signal blocked */
+  if (mask) *mask = old;
+  pthread_t th;
+  int err = pthread_create(&th, &attr, fn, NULL);
+  if (!err) pthread_setname_np(th, name);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  return err;
+}
+
+int exm_os_sigmask(const sigset_t *mask) { return pthread_sigmask(SIG_SETMASK, mask, NULL); }

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/resource.h>
 
 int exm_os_tmpfile(const char *dir, int *fd);
@@ -42,6 +43,20 @@ int exm_os_read_file(const char *path, char *buf, size_t len, size_t *got);
 int exm_os_write_file(const char *path, const char *buf, size_t len);
 /* The process's resource usage (zeros when the kernel will not tell). */
 int exm_os_rusage(struct rusage *ru);
+/* Residency of the pages of [p, p+len): one byte each into vec (mincore). */
+int exm_os_mincore(void *p, size_t len, unsigned char *vec);
+/* Sleep ns nanoseconds, through signals. */
+void exm_os_sleep_ns(uint64_t ns);
+/* The page size (sysconf). */
+size_t exm_os_page_size(void);
+/* The address-space limit (RLIMIT_AS) in *limit; UINT64_MAX when none. */
+int exm_os_as_limit(uint64_t *limit);
+/* Start a detached thread named name running fn(NULL), with every signal
+ * blocked (it inherits the mask), on a stack of `stack` bytes (0: the
+ * default). *mask (when not NULL): the caller's signal mask, unchanged. */
+int exm_os_thread(void *(*fn)(void *), const char *name, size_t stack, sigset_t *mask);
+/* Set the calling thread's signal mask. */
+int exm_os_sigmask(const sigset_t *mask);
 /* Leave at once, as glibc's _exit does. */
 void exm_os_exit(int status) __attribute__((noreturn));
 

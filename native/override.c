@@ -27,9 +27,6 @@
 #include <link.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/statvfs.h>
-#include <unistd.h>
 
 #include "arena.h"
 #include "core.h"
@@ -38,6 +35,7 @@
 #include "internal.h"
 #include "msg.h"
 #include "options.h"
+#include "os.h"
 #include "override.h"
 #include "stats.h"
 #include "trace.h"
@@ -126,20 +124,20 @@ static void tell_ram(size_t n, int err) {
   exm_line_str(&l, " (");
   /* The arena answers ENOMEM for every reason (core.c's commit): tell
    * them apart by what can be seen from here. */
-  size_t cap = exm_own.core.cap, cap_disk = exm_cfg.max_disk;
-  struct rlimit as;
-  struct statvfs vfs;
+  size_t cap = exm_arena_cap(), cap_disk = exm_cfg.max_disk;
+  uint64_t free_bytes, as_limit;
+  int full;
   if (err == ENOSPC) exm_line_str(&l, "no space left on its filesystem");
   else if (err == EDQUOT) exm_line_str(&l, "disk quota exceeded");
   else if (err != ENOMEM) exm_line_err(&l, err);
-  else if (cap_disk && __atomic_load_n(&exm_own.core.st.committed, __ATOMIC_RELAXED) + n > cap_disk)
+  else if (cap_disk && exm_arena_committed() + n > cap_disk)
     exm_line_str(&l, "the --max-disk cap of "), exm_line_size(&l, cap_disk);
-  else if (!statvfs(exm_cfg.dir, &vfs) && (uint64_t)vfs.f_bavail * vfs.f_frsize < n + ((size_t)1 << 20))
+  else if (!exm_os_disk_space(exm_cfg.dir, &free_bytes, &full) && free_bytes < n + ((size_t)1 << 20))
     exm_line_str(&l, "no space left on its filesystem");
   else {
     exm_line_str(&l, "the arena is ");
     exm_line_size(&l, cap);
-    if (!getrlimit(RLIMIT_AS, &as) && as.rlim_cur != RLIM_INFINITY) exm_line_str(&l, ", sized under the address-space limit");
+    if (!exm_os_as_limit(&as_limit) && as_limit != UINT64_MAX) exm_line_str(&l, ", sized under the address-space limit");
   }
   exm_line_str(&l, "); such requests are served in RAM");
   exm_line_emit(&l);
@@ -263,8 +261,9 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n) {
     }
     return move_block(p, NULL, n);
   }
-  /* An arena block stays in the arena while it is at or above the threshold
-   * (or while RAM is short: it got there by falling back). */
+  /* An arena block stays in the arena while it is at or above the threshold;
+   * below it, it moves to glibc, a block that fell back here while RAM was
+   * short too (malloc serves it from the arena again if RAM still is). */
   if (n >= t) {
     exm_enter();
     int r = exm_arena_resize(a, p, n, "realloc");
@@ -336,10 +335,10 @@ EXM_API void *aligned_alloc(size_t align, size_t n) { return memalign_as_glibc(a
 
 EXM_API void *memalign(size_t align, size_t n) { return memalign_as_glibc(align, n); }
 
-EXM_API void *valloc(size_t n) { return aligned((size_t)sysconf(_SC_PAGESIZE), n); }
+EXM_API void *valloc(size_t n) { return aligned(exm_os_page_size(), n); }
 
 EXM_API void *pvalloc(size_t n) {
-  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t page = exm_os_page_size();
   if (n > SIZE_MAX - page) {
     errno = ENOMEM;
     return NULL;

@@ -47,6 +47,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "os.h"
 #include "punch.h"
 
 #define QUEUE_MAX 256
@@ -126,19 +127,7 @@ static void *punch_main(void *arg) {
 }
 
 static int start_thread(void) {
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);   /* the thread inherits: every signal blocked */
-  pthread_t th;
-  int err = pthread_create(&th, &attr, punch_main, NULL);
-  if (!err) pthread_setname_np(th, "exm-punch");
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
-  return err;
+  return exm_os_thread(punch_main, "exm-punch", 64 * 1024, NULL);
 }
 
 int exm_punch_later(exm_arena_t *a, exm_ext_t *busy) {
