@@ -38,7 +38,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { spawnSync } from "bun";
-import { C_DIR, LIB, OUT_DIR, ROOT, compile, fmt, kv, liveChildren, median, run, shellLine } from "./lib.ts";
+import { C_DIR, LIB, OUT_DIR, ROOT, compile, fmt, killChildren, kv, median, run, shellLine } from "./lib.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -125,11 +125,7 @@ const T0 = performance.now();
 
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.on(sig, () => {
-    for (const p of liveChildren) {
-      try {
-        p.kill("SIGKILL");
-      } catch {}
-    }
+    killChildren();
     process.exit(130);
   });
 }

@@ -1,7 +1,10 @@
 /**
- * Helpers for exm's benchmarks (self-contained: nothing from tests/).
- * Compiling the C workloads, running them (plain, preloaded, inside a memory
- * cgroup), parsing their key=value output, and statistics.
+ * Helpers for exm's benchmarks: compiling the C workloads, running them
+ * (plain, preloaded, inside a memory cgroup), and statistics. Running a
+ * program, its clean environment and parsing its key=value output are the
+ * tests' (tests/support/sys.ts, re-exported here); the memory cgroups stay
+ * the benchmarks' own: they may allow swap, report the peak, and are removed
+ * synchronously from a signal handler.
  */
 import { spawn, spawnSync } from "bun";
 import {
@@ -16,10 +19,10 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, join, resolve } from "node:path";
+import { ROOT, run as sysRun, type RunResult as SysRunResult } from "../tests/support/sys";
 
-export const ROOT = resolve(import.meta.dir, "..");
+export { cleanEnv, EXM, kv, ROOT } from "../tests/support/sys";
 export const LIB = resolve(process.env.EXM_BENCH_LIB || join(ROOT, "build", "libexm.so"));
-export const EXM = join(ROOT, "dist", "exm");
 export const C_DIR = join(ROOT, "bench", "c");
 export const OUT_DIR = join(ROOT, "build", "bench");
 export const KiB = 1024;
@@ -66,77 +69,18 @@ export function compile(name: string): string {
 
 /* ---- running ------------------------------------------------------------------ */
 
-export interface RunResult {
-  code: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-  timedOut: boolean;
-  oomKilled?: boolean;
-  maxUsage?: number;
-}
-
-/** The environment without EXM_* and LD_PRELOAD, plus extra (undefined removes). */
-export function cleanEnv(extra: Record<string, string | undefined> = {}): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v === undefined || k.startsWith("EXM_") || k === "LD_PRELOAD") continue;
-    env[k] = v;
-  }
-  for (const [k, v] of Object.entries(extra)) {
-    if (v === undefined) delete env[k];
-    else env[k] = v;
-  }
-  return env;
-}
-
-const SIGNALS: Record<number, string> = { 6: "SIGABRT", 7: "SIGBUS", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM" };
+export type RunResult = SysRunResult & { oomKilled?: boolean; maxUsage?: number };
 
 /** Live children, killed if the benchmark is interrupted. */
 export const liveChildren = new Set<ReturnType<typeof spawn>>();
 
-export async function run(
+/** tests/support/sys.ts's run (clean environment plus env), its child held in liveChildren. */
+export function run(
   argv: string[],
   env: Record<string, string | undefined> = {},
   timeoutMs?: number,
 ): Promise<RunResult> {
-  const t0 = performance.now();
-  const proc = spawn(argv, { env: cleanEnv(env), stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  liveChildren.add(proc);
-  let timedOut = false;
-  const timer = timeoutMs
-    ? setTimeout(() => {
-        timedOut = true;
-        proc.kill("SIGKILL");
-      }, timeoutMs)
-    : undefined;
-  const [stdout, stderr] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-  ]);
-  await proc.exited;
-  liveChildren.delete(proc);
-  if (timer) clearTimeout(timer);
-  const sig = proc.signalCode as unknown as string | number | null;
-  return {
-    code: sig ? null : proc.exitCode,
-    signal: sig == null ? null : typeof sig === "number" ? (SIGNALS[sig] ?? `SIG${sig}`) : sig,
-    stdout,
-    stderr,
-    ms: performance.now() - t0,
-    timedOut,
-  };
-}
-
-/** Parses key=value lines. */
-export function kv(stdout: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of stdout.split("\n")) {
-    const m = /^([A-Za-z_]\w*)=(.*)$/.exec(line.trim());
-    if (m) out[m[1]!] = m[2]!;
-  }
-  return out;
+  return sysRun(argv, { env, timeoutMs, live: liveChildren });
 }
 
 /* ---- memory cgroups (v1 or v2) --------------------------------------------------- */
@@ -244,6 +188,36 @@ function removeCgroupSync(dir: string): void {
 /** Removes every cgroup this process created (for signal handlers). */
 export function cleanupCgroups(): void {
   for (const d of [...liveCgroups]) removeCgroupSync(d);
+}
+
+/** Kills the children still running (for signal handlers). */
+export function killChildren(): void {
+  for (const p of liveChildren) {
+    try {
+      p.kill("SIGKILL");
+    } catch {}
+  }
+}
+
+/**
+ * A benchmark's clean-up: kills its children, removes its cgroups, then runs
+ * `more`; at exit, and on SIGINT, SIGTERM or SIGHUP (saying so, exit 130).
+ * Returns it, for a caller that cleans up early.
+ */
+export function cleanUpOnExit(more: () => void = () => {}): () => void {
+  const all = () => {
+    killChildren();
+    cleanupCgroups();
+    more();
+  };
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
+    process.on(sig, () => {
+      console.error(`\n${sig}: cleaning up`);
+      all();
+      process.exit(130);
+    });
+  process.on("exit", all);
+  return all;
 }
 
 /**

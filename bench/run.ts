@@ -34,11 +34,10 @@ import {
   type Summary,
   alive,
   cgroupAvailable,
-  cleanupCgroups,
+  cleanUpOnExit,
   compile,
   fmt,
   kv,
-  liveChildren,
   run,
   runInCgroup,
   shellLine,
@@ -146,24 +145,7 @@ function swapOff(): void {
   swapFile = null;
 }
 
-function cleanupAll(): void {
-  for (const p of liveChildren) {
-    try {
-      p.kill("SIGKILL");
-    } catch {}
-  }
-  cleanupCgroups();
-  swapOff();
-}
-
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    cleanupAll();
-    process.exit(130);
-  });
-}
-process.on("exit", () => cleanupAll());
+const cleanupAll = cleanUpOnExit(swapOff);
 
 /* ---- helpers ------------------------------------------------------------------------ */
 

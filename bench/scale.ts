@@ -39,11 +39,10 @@ import {
   ROOT,
   alive,
   cgroupAvailable,
-  cleanupCgroups,
+  cleanUpOnExit,
   compile,
   fmt,
   kv,
-  liveChildren,
   run,
   runInCgroup,
   shellLine,
@@ -108,23 +107,10 @@ function swapOff(): void {
   rmSync(f, { force: true });
   swapFile = null;
 }
-function cleanupAll(): void {
-  for (const p of liveChildren) {
-    try {
-      p.kill("SIGKILL");
-    } catch {}
-  }
-  cleanupCgroups();
+cleanUpOnExit(() => {
   swapOff();
   if (fioFile) rmSync(fioFile, { force: true });
-}
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
-  process.on(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    cleanupAll();
-    process.exit(130);
-  });
-process.on("exit", () => cleanupAll());
+});
 
 /** Swap and fio files left by a run that was SIGKILLed. */
 for (const n of readdirSync(DIR)) {

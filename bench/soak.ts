@@ -25,6 +25,7 @@ import { spawnSync } from "bun";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { xorshift } from "../tests/support/programs";
 
 const ROOT = resolve(import.meta.dir, "..");
 const NATIVE = join(ROOT, "native");
@@ -61,15 +62,7 @@ function need(cond: boolean, what: string): void {
  */
 function seedCorpus(): void {
   mkdirSync(CORPUS, { recursive: true });
-  let s = 0x12345678;
-  const rnd = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
+  const rnd = xorshift(0x12345678);
   const mixes: Record<string, number[]> = {
     "alloc-free": [0, 1, 2, 3, 4, 5, 4, 5],
     "alloc-heavy": [0, 1, 2, 3, 0, 1, 4],

@@ -81,7 +81,7 @@ export function scratch(prefix = "exm-prog-"): { dir: string; remove: () => void
 /* ---- Generated inputs ----------------------------------------------------------------- */
 
 /** xorshift32, so that generated files are the same on every machine. */
-function xorshift(seed: number): () => number {
+export function xorshift(seed: number): () => number {
   let s = seed >>> 0 || 1;
   return () => {
     s ^= s << 13;

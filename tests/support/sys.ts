@@ -161,6 +161,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Data written to stdin. */
   stdin?: string;
+  /** Holds the child while it runs (a benchmark kills these when interrupted). */
+  live?: Set<ReturnType<typeof spawn>>;
 }
 
 /**
@@ -212,6 +214,7 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
     stdout: "pipe",
     stderr: "pipe",
   });
+  opts.live?.add(proc);
   let timedOut = false;
   const timer =
     opts.timeoutMs !== undefined
@@ -225,6 +228,7 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
     new Response(proc.stderr).text(),
   ]);
   await proc.exited;
+  opts.live?.delete(proc);
   if (timer) clearTimeout(timer);
   return {
     code: proc.signalCode ? null : proc.exitCode,
