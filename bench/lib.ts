@@ -41,13 +41,14 @@ function mtime(p: string): number {
 
 /**
  * Compiles bench/c/<name>.c with gcc -O2 (cached on the mtimes of the source,
- * the headers next to it and exm.h) and returns the executable's path.
+ * the headers next to it, tests/c/size.h and exm.h) and returns the executable's path.
  */
 export function compile(name: string): string {
   const src = join(C_DIR, `${name}.c`);
   const deps = [
     src,
     join(ROOT, "native", "exm.h"),
+    join(ROOT, "tests", "c", "size.h"),
     ...readdirSync(C_DIR)
       .filter((f) => f.endsWith(".h"))
       .map((f) => join(C_DIR, f)),

@@ -67,6 +67,8 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
+
+#include "../../tests/c/size.h"   /* parse_size, shared with the test programs */
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -125,19 +127,6 @@ static void parse_levers(const char *v) {
     else if (!strcmp(t, "dontneed")) opt.dontneed = 1;
     else if (strcmp(t, "none")) { fprintf(stderr, "unknown lever %s\n", t); exit(1); }
   }
-}
-
-static size_t parse_size(const char *s) {
-  char *end;
-  double v = strtod(s, &end);
-  switch (*end) {
-    case 'k': case 'K': v *= 1024; break;
-    case 'm': case 'M': v *= 1024 * 1024; break;
-    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; break;
-    case 0: break;
-    default: fprintf(stderr, "bad size %s\n", s); exit(1);
-  }
-  return (size_t)v;
 }
 
 static void ooc_usage(const char *prog) {

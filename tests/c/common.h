@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "exm.h"
+#include "size.h"   /* parse_size, shared with the benchmark programs */
 
 #define FAIL(...)                                                        \
   do {                                                                   \
@@ -119,21 +120,6 @@ static __attribute__((unused)) int must_be_fb(size_t size) {
   } while (0)
 
 /* ---- Small utilities ------------------------------------------------------ */
-
-/* "1G", "512M", "64K", "1.5GiB", "4096". */
-static __attribute__((unused)) size_t parse_size(const char *s) {
-  char *end;
-  double v = strtod(s, &end);
-  double mul = 1;
-  switch (*end) {
-  case 'k': case 'K': mul = 1024.0; break;
-  case 'm': case 'M': mul = 1024.0 * 1024; break;
-  case 'g': case 'G': mul = 1024.0 * 1024 * 1024; break;
-  case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
-  default: break;
-  }
-  return (size_t)(v * mul);
-}
 
 static __attribute__((unused)) uint64_t now_ns(void) {
   struct timespec ts;
