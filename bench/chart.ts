@@ -101,14 +101,11 @@ function panel(p: Panel, y0: number, out: string[]): number {
   return y + 10;
 }
 
-export function renderSvg(res: BenchResult): string {
-  const out: string[] = [];
-  let y = 10;
+const statusText = (v: Variant) => (v.status === "oom-killed" ? "OOM-killed" : v.status === "not-run" ? "not run (--with-swap)" : v.status);
+
+/** The out-of-core panels (sequential MB/s, random reads), or the line saying they were skipped. */
+function oocPanels(res: BenchResult, y: number, out: string[]): number {
   const ooc = res.scenarios.find((s) => s.id === "ooc");
-  out.push(`<text x="10" y="${y + 16}" class="t">exm benchmarks, ${esc(res.mode)} run of ${esc(res.date.slice(0, 10))} ` +
-    `(${esc(String(res.machine.cpus))} cores, Linux ${esc(String(res.machine.kernel).split("-")[0]!)}): medians, whiskers min-max</text>`);
-  y += 34;
-  const statusText = (v: Variant) => (v.status === "oom-killed" ? "OOM-killed" : v.status === "not-run" ? "not run (--with-swap)" : v.status);
   if (ooc && ooc.status === "ok") {
     const m = (v: Variant, k: string): Bar => {
       const s = v.metrics[k];
@@ -132,7 +129,11 @@ export function renderSvg(res: BenchResult): string {
     out.push(`<text x="10" y="${y + 12}" class="l">Out of core: skipped (${esc(ooc.note ?? "")})</text>`);
     y += 24;
   }
-  // In RAM: time relative to glibc.
+  return y;
+}
+
+/** In RAM: each exm variant's time relative to glibc's, one row each. */
+function ramRows(res: BenchResult): Row[] {
   const rows: Row[] = [];
   for (const id of ["small-1t", "small-2t", "small-instr", "bigcycle"]) {
     const sc = res.scenarios.find((s) => s.id === id);
@@ -160,13 +161,11 @@ export function renderSvg(res: BenchResult): string {
       });
     }
   }
-  if (rows.length)
-    y = panel({
-      title: "In RAM: time (or instructions) relative to glibc malloc, paired round by round (lower is better; glibc = 1)",
-      rows,
-      refs: [{ value: 1, label: "glibc" }, { value: 1.2, label: "1.2x", color: "#999" }, { value: 1.3, label: "1.3x", color: "#999" }],
-    }, y, out);
-  // Goals.
+  return rows;
+}
+
+/** The goals, one marked line each (wrapped). */
+function goalLines(res: BenchResult, y: number, out: string[]): number {
   out.push(`<text x="10" y="${y + 14}" class="h">Goals</text>`);
   y += 22;
   for (const g of res.goals) {
@@ -183,7 +182,24 @@ export function renderSvg(res: BenchResult): string {
     lines.forEach((l, i) => out.push(`<text x="${i ? 44 : 32}" y="${y + 11 + i * 15}" class="l">${esc(l)}</text>`));
     y += 17 + (lines.length - 1) * 15;
   }
-  y += 8;
+  return y;
+}
+
+export function renderSvg(res: BenchResult): string {
+  const out: string[] = [];
+  let y = 10;
+  out.push(`<text x="10" y="${y + 16}" class="t">exm benchmarks, ${esc(res.mode)} run of ${esc(res.date.slice(0, 10))} ` +
+    `(${esc(String(res.machine.cpus))} cores, Linux ${esc(String(res.machine.kernel).split("-")[0]!)}): medians, whiskers min-max</text>`);
+  y += 34;
+  y = oocPanels(res, y, out);
+  const rows = ramRows(res);
+  if (rows.length)
+    y = panel({
+      title: "In RAM: time (or instructions) relative to glibc malloc, paired round by round (lower is better; glibc = 1)",
+      rows,
+      refs: [{ value: 1, label: "glibc" }, { value: 1.2, label: "1.2x", color: "#999" }, { value: 1.3, label: "1.3x", color: "#999" }],
+    }, y, out);
+  y = goalLines(res, y, out) + 8;
   const h = Math.ceil(y);
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${h}" viewBox="0 0 ${W} ${h}" font-family="Helvetica, Arial, sans-serif">`,
