@@ -146,7 +146,10 @@ describe.skipIf(skipUnless(noExm ?? libAvailable(), "exm --stats"))("exm --stats
       expect(s.writtenBytes).toBeGreaterThanOrEqual(32 * 2 ** 20);
       expect(s.majorFaults).toBeGreaterThanOrEqual(1);
       expect(s.readBytes).toBeGreaterThanOrEqual(32 * 2 ** 20);
-      expect(s.processes[0].majorFaults).toBe(s.majorFaults);
+      // The process's record is written by its exit hook; a fault after it (the rest of its
+      // exit, a thread of exm's still running) is counted by the kernel for the tree only.
+      expect(s.processes[0].majorFaults).toBeGreaterThanOrEqual(1);
+      expect(s.processes[0].majorFaults).toBeLessThanOrEqual(s.majorFaults);
       rmSync(dir, { recursive: true, force: true });
     },
   );
