@@ -18,27 +18,10 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "clock.h"   /* cpu_s, now_s, next */
+
 static long ops = 5000000, nslots = 8192;
 static int nthreads = 1;
-
-static double cpu_s(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static inline uint64_t next(uint64_t *x) {
-  *x ^= *x << 13;
-  *x ^= *x >> 7;
-  *x ^= *x << 17;
-  return *x;
-}
 
 static size_t pick_size(uint64_t r) {
   unsigned k = r & 1023;

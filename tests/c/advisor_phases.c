@@ -20,30 +20,6 @@ static double now(void) {
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* "sr", "rr" or "--" for the mapping holding p. */
-static const char *advice_of(const void *p) {
-  static char out[3];
-  FILE *f = fopen("/proc/self/smaps", "r");
-  CHECK(f, "cannot open smaps");
-  char line[512];
-  int inside = 0;
-  strcpy(out, "--");
-  while (fgets(line, sizeof line, f)) {
-    uintptr_t lo, hi;
-    if (line[0] != 'V' && sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2) {
-      inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
-      continue;
-    }
-    if (inside && !strncmp(line, "VmFlags:", 8)) {
-      if (strstr(line, " sr")) strcpy(out, "sr");
-      else if (strstr(line, " rr")) strcpy(out, "rr");
-      break;
-    }
-  }
-  fclose(f);
-  return out;
-}
-
 int main(int argc, char **argv) {
   CHECK(argc == 3, "usage: advisor_phases SIZE_MIB RANDOM_SECONDS");
   size_t size = (size_t)atol(argv[1]) * MiB;

@@ -204,4 +204,39 @@ static inline size_t opaque(size_t v) {
   return x;
 }
 
+/* The advice the kernel holds for the mapping holding p, from its VmFlags in
+ * /proc/self/smaps: "sr" (sequential), "rr" (random) or "--" (neither). */
+static inline const char *advice_of(const void *p) {
+  static char out[3];
+  FILE *f = fopen("/proc/self/smaps", "r");
+  CHECK(f, "cannot open smaps");
+  char line[512];
+  int inside = 0;
+  strcpy(out, "--");
+  while (fgets(line, sizeof line, f)) {
+    uintptr_t lo, hi;
+    if (line[0] != 'V' && sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2) {
+      inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+      continue;
+    }
+    if (inside && !strncmp(line, "VmFlags:", 8)) {
+      if (strstr(line, " sr")) strcpy(out, "sr");
+      else if (strstr(line, " rr")) strcpy(out, "rr");
+      break;
+    }
+  }
+  fclose(f);
+  return out;
+}
+
+/* How many mappings the process has (lines of /proc/self/maps). */
+static inline int count_maps(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  CHECK(f, "fopen maps");
+  int n = 0, c;
+  while ((c = fgetc(f)) != EOF) n += c == '\n';
+  fclose(f);
+  return n;
+}
+
 #endif

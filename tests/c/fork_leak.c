@@ -21,15 +21,6 @@ static int count_fds(void) {
   return n - 1; /* the DIR's own descriptor */
 }
 
-static int count_maps(void) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  CHECK(f, "fopen maps");
-  int n = 0, c;
-  while ((c = fgetc(f)) != EOF) n += c == '\n';
-  fclose(f);
-  return n;
-}
-
 int main(int argc, char **argv) {
   api_init();
   CHECK(X.loaded, "fork_leak needs libexm");

@@ -8,15 +8,6 @@
  */
 #include "common.h"
 
-static int count_maps(void) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  CHECK(f, "fopen maps");
-  int n = 0, c;
-  while ((c = fgetc(f)) != EOF) n += c == '\n';
-  fclose(f);
-  return n;
-}
-
 int main(int argc, char **argv) {
   api_init();
   int nb = argc > 1 ? atoi(argv[1]) : 70000;
