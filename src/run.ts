@@ -217,6 +217,13 @@ export function passInheritedFds(): void {
   } catch {
     return; // no /proc: nothing we can tell apart safely
   }
+  // A descriptor of exm's own executable is the runtime reading its embedded
+  // files, never something a parent meant to pass (one such fd 3 reached a
+  // program once under load in CI; which runtime read it was is not known).
+  let self = "";
+  try {
+    self = readlinkSync("/proc/self/exe");
+  } catch {}
   for (const name of fds) {
     const fd = Number(name);
     let target: string;
@@ -225,7 +232,7 @@ export function passInheritedFds(): void {
     } catch {
       continue; // the descriptor readdirSync itself used, now closed
     }
-    if (isRuntimeFd(target)) continue;
+    if (isRuntimeFd(target) || (self !== "" && target === self)) continue;
     const flags = getFdFlags(fd);
     if (flags >= 0 && flags & FD_CLOEXEC) setFdFlags(fd, flags & ~FD_CLOEXEC);
   }
