@@ -218,8 +218,9 @@ export function passInheritedFds(): void {
     return; // no /proc: nothing we can tell apart safely
   }
   // A descriptor of exm's own executable is the runtime reading its embedded
-  // files, never something a parent meant to pass (one such fd 3 reached a
-  // program once under load in CI; which runtime read it was is not known).
+  // files, never something a parent meant to pass. (An extra fd 3, target not
+  // recorded, reached a program once under load in CI; this is one suspect.
+  // Passing only the descriptors open when main started would close the gap.)
   let self = "";
   try {
     self = readlinkSync("/proc/self/exe");
