@@ -324,16 +324,20 @@ static void decommit(exm_core_t *c, size_t off, size_t len) {
  * other (they are coalesced), so this only merges into clean bins. */
 static void release_empty_segments(exm_core_t *c);
 
+/* Gives back the disk of one retained DIRTY extent; it is free and CLEAN after. */
+static void clean_dirty(exm_core_t *c, exm_ext_t *e) {
+  pbin_remove(c, e);
+  decommit(c, e->off, e->len);
+  c->dirty_bytes -= e->len;
+  e->state = EXT_CLEAN;
+  place_free(c, e);
+}
+
 void exm_core_flush(exm_core_t *c) {
   int i;
   release_empty_segments(c);
   while ((i = first_set(c->pmap[EXT_DIRTY], (EXM_PBINS + 63) / 64, 0)) >= 0) {
-    exm_ext_t *e = c->pbin[EXT_DIRTY][i];
-    pbin_remove(c, e);
-    decommit(c, e->off, e->len);
-    c->dirty_bytes -= e->len;
-    e->state = EXT_CLEAN;
-    place_free(c, e);
+    clean_dirty(c, c->pbin[EXT_DIRTY][i]);
   }
 }
 
@@ -353,12 +357,7 @@ static void flush_half(exm_core_t *c) {
   int i;
   release_empty_segments(c);
   while (c->dirty_bytes > c->dirty_limit / 2 && (i = last_set(c->pmap[EXT_DIRTY], (EXM_PBINS + 63) / 64)) >= 0) {
-    exm_ext_t *e = c->pbin[EXT_DIRTY][i];
-    pbin_remove(c, e);
-    decommit(c, e->off, e->len);
-    c->dirty_bytes -= e->len;
-    e->state = EXT_CLEAN;
-    place_free(c, e);
+    clean_dirty(c, c->pbin[EXT_DIRTY][i]);
   }
 }
 
