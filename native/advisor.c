@@ -63,6 +63,9 @@
 #define PROBE ((size_t)64)
 #define PROBES 16
 
+/* A new run's new samples, first and last (sample indices). */
+typedef struct span { size_t lo, hi; } span_t;
+
 typedef struct tracked {
   size_t off, len;        /* the block, by offset in the arena */
   int advice;             /* what the advisor last gave it (0: nothing yet) */
@@ -71,6 +74,13 @@ typedef struct tracked {
   uint8_t *prev;          /* bitmap: samples resident at the last look */
   size_t prev_bytes;      /* its mapped size */
   int seen;               /* still live at this look */
+  span_t runs[PROBES];    /* the new runs of the last look (the first PROBES) */
+  int nruns;
+  /* Isolated new runs (far from every new run of the look before: not a
+   * stream going on) and major faults, summed over consecutive looks
+   * while isolated runs outnumber continuing ones. */
+  size_t iso_runs;
+  uint64_t iso_faults;
 } tracked_t;
 
 static tracked_t track[MAX_TRACKED];
@@ -94,6 +104,7 @@ static int rnd_told;
  * resident (a stream, or read-around), short_runs did not (one-page faults). */
 typedef struct look {
   size_t new_pages, new_runs, gone_pages, long_runs, short_runs, looked;
+  size_t isolated, continuing;   /* of the first PROBES new runs: see tracked_t */
 } look_t;
 
 /* Are the PROBE pages just before page `pg` of the block at `start` (a
@@ -111,8 +122,37 @@ static int probe_stream(char *start, size_t pg, size_t pages, size_t *looked) {
   return 0;
 }
 
+/* Is the run `s` within `near` samples of a new run of the look before? */
+static int continues(const tracked_t *t, span_t s, size_t near) {
+  for (int i = 0; i < t->nruns; i++) {
+    span_t p = t->runs[i];
+    size_t gap = s.lo > p.hi ? s.lo - p.hi : p.lo > s.hi ? p.lo - s.hi : 0;
+    if (gap <= near) return 1;
+  }
+  return 0;
+}
+
+/* Of the new runs of this look: which go on from one of the last look
+ * that saw any (a stream's front moves on from where it was: the next run
+ * starts a sample or so past the last one's end), which are isolated
+ * (random faults land anywhere: on a 8 GiB block one lands that near one
+ * of the last look's few runs about once in 200). Then they become the
+ * last look's. */
+static void classify_runs(tracked_t *t, const span_t *runs, int n, look_t *r) {
+  size_t near = t->nsamples / 1024 > 4 ? t->nsamples / 1024 : 4;
+  for (int i = 0; i < n; i++) {
+    if (continues(t, runs[i], near)) r->continuing++;
+    else r->isolated++;
+  }
+  if (n == 0) return;
+  memcpy(t->runs, runs, (size_t)n * sizeof *runs);
+  t->nruns = n;
+}
+
 static look_t look_at(char *base, tracked_t *t) {
-  look_t r = { 0, 0, 0, 0, 0, 0 };
+  look_t r = { 0, 0, 0, 0, 0, 0, 0, 0 };
+  span_t runs[PROBES];
+  int nruns = 0, cur = -1;   /* cur: the current stretch's entry in runs, if any */
   char *start = base + t->off;
   /* A run is a stretch of resident samples holding at least one new one:
    * samples still resident from an earlier phase do not cut a scan in
@@ -134,11 +174,13 @@ static look_t look_at(char *base, tracked_t *t) {
         in_stretch = 0;
         r.gone_pages += was;
       } else {
-        if (!in_stretch) in_stretch = 1, stretch_new = 0;
+        if (!in_stretch) in_stretch = 1, stretch_new = 0, cur = -1;
         if (!was) {
           r.new_pages++;
+          if (cur >= 0) runs[cur].hi = s;
           if (!stretch_new) {
             r.new_runs++, stretch_new = 1;
+            if (nruns < PROBES) runs[cur = nruns++] = (span_t){ s, s };
             if (t->stride > 1 && r.long_runs + r.short_runs < PROBES) {
               if (probe_stream(start, s * t->stride, t->len / EXM_PAGE, &r.looked)) r.long_runs++;
               else r.short_runs++;
@@ -150,6 +192,7 @@ static look_t look_at(char *base, tracked_t *t) {
       else t->prev[s >> 3] &= (uint8_t)~(1u << (s & 7));
     }
   }
+  classify_runs(t, runs, nruns, &r);
   return r;
 }
 
@@ -164,7 +207,7 @@ static tracked_t *track_find(size_t off, size_t len) {
   bytes = (bytes + EXM_PAGE - 1) & ~(EXM_PAGE - 1);
   uint8_t *bm = exm_os_anon(bytes);
   if (!bm) return NULL;
-  track[ntrack] = (tracked_t){ off, len, 0, stride, nsamples, bm, bytes, 0 };
+  track[ntrack] = (tracked_t){ .off = off, .len = len, .stride = stride, .nsamples = nsamples, .prev = bm, .prev_bytes = bytes };
   return &track[ntrack++];
 }
 
@@ -240,6 +283,10 @@ static uint64_t reclaim_scans(void) {
 static void *advisor_main(void *arg) {
   (void)arg;
   uint64_t read = 0, faults = major_faults(&read), scans = reclaim_scans(), look_ns = 0;
+  /* Major faults at the last look: faults too few for a look in one period
+   * add up to one in a few (one reader on a slow disk, each fault reading a
+   * whole read-ahead window, makes only a few per period). */
+  uint64_t faults_looked = faults;
   uint64_t last_ns = exm_os_now_ns();
   for (;;) {
     /* A look costs ~20 ms per GiB of watched blocks: sleeping four times
@@ -280,7 +327,10 @@ static void *advisor_main(void *arg) {
         tell_random(rnd_faults * 1000000000u / rnd_ns, rnd_read * 1000000000u / rnd_ns, random_block);
       }
     }
-    if ((delta < 8 && !reclaiming) || exm_cfg.advice != EXM_ADVICE_AUTO) continue;
+    uint64_t since_look = now - faults_looked;
+    if ((since_look < 8 && !reclaiming) || exm_cfg.advice != EXM_ADVICE_AUTO) continue;
+    faults_looked = now;
+    delta = since_look;
     /* Which large blocks are there? (offsets and lengths, under the lock) */
     uint64_t t0 = exm_os_now_ns();
     size_t offs[MAX_TRACKED], lens[MAX_TRACKED];
@@ -305,7 +355,13 @@ static void *advisor_main(void *arg) {
        * copy refault what it just wrote. Sampled, the probe must say stream
        * (a sample stands for many pages, so the pages-per-run test alone
        * would pass for isolated faults too). */
+      /* The same summed over looks: a few isolated runs per look (one
+       * random reader on a slow disk) add up, until a look sees more runs
+       * going on from the look before than isolated ones (a stream). */
+      if (r.continuing > r.isolated) t->iso_runs = 0, t->iso_faults = 0;
+      else t->iso_runs += r.isolated, t->iso_faults += delta;
       if (r.new_runs >= 8 && delta >= r.new_runs / 2) advice = EXM_ADVICE_RANDOM;
+      else if (t->iso_runs >= 8 && t->iso_faults >= t->iso_runs / 2) advice = EXM_ADVICE_RANDOM;
       else if (r.short_runs >= 2 && r.short_runs > r.long_runs && delta >= r.short_runs) advice = EXM_ADVICE_RANDOM;
       else if (new_pages >= 512 && new_pages / (r.new_runs ? r.new_runs : 1) >= 64 && gone_pages >= 256 &&
                (t->stride == 1 || r.long_runs > r.short_runs))
@@ -313,6 +369,7 @@ static void *advisor_main(void *arg) {
       if (advice >= 0) {
         exm_arena_auto_advise(offs[i], lens[i], advice, 1);
         t->advice = advice;
+        t->iso_runs = 0, t->iso_faults = 0;
       }
     }
     track_sweep();

@@ -17,9 +17,17 @@
  * (a run held up by random faults, for what --verbose and the statistics
  * say about it).
  *
- * usage: advisor_big SIZE_MIB MAX_READS SCAN_MIB [MORE_READS]
+ * With PACE_MS, a last phase once the scan made the block sequential: one
+ * random read every PACE_MS until the block is random again, at most
+ * PACED_MAX: a single reader on a slow disk, where each fault reads a whole
+ * read-ahead window and only a few faults fall between two of the
+ * advisor's looks.
+ *
+ * usage: advisor_big SIZE_MIB MAX_READS SCAN_MIB [MORE_READS [PACE_MS]]
  */
 #include "common.h"
+
+#define PACED_MAX 200
 
 static double now_s(void) {
   struct timespec ts;
@@ -28,8 +36,8 @@ static double now_s(void) {
 }
 
 int main(int argc, char **argv) {
-  CHECK(argc == 4 || argc == 5, "usage: advisor_big SIZE_MIB MAX_READS SCAN_MIB [MORE_READS]");
-  long more = argc == 5 ? atol(argv[4]) : 0;
+  CHECK(argc >= 4 && argc <= 6, "usage: advisor_big SIZE_MIB MAX_READS SCAN_MIB [MORE_READS [PACE_MS]]");
+  long more = argc >= 5 ? atol(argv[4]) : 0, pace_ms = argc == 6 ? atol(argv[5]) : 0;
   size_t size = (size_t)atol(argv[1]) * MiB, scan = (size_t)atol(argv[3]) * MiB;
   long max_reads = atol(argv[2]);
   CHECK(scan <= size, "SCAN_MIB larger than the block");
@@ -64,6 +72,19 @@ int main(int argc, char **argv) {
     if (!strcmp(advice_of(p), "sr")) break;
   }
   printf("scan_mib_until_sequential=%zu\nscan_s=%.3f\nafter_scan=%s\n", done / MiB, now_s() - t1, advice_of(p));
+
+  if (pace_ms > 0) {
+    double t2 = now_s();
+    struct timespec pace = { pace_ms / 1000, (pace_ms % 1000) * 1000000L };
+    reads = 0;
+    while (reads < PACED_MAX && strcmp(advice_of(p), "rr")) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      sum += p[(size_t)(x % (size / 4096)) * 4096];
+      reads++;
+      nanosleep(&pace, NULL);
+    }
+    printf("paced_reads_until_random=%ld\npaced_s=%.3f\nafter_paced=%s\n", reads, now_s() - t2, advice_of(p));
+  }
   CHECK(sum == 0, "an untouched block read %" PRIu64 ", not zeros", (uint64_t)sum);
   free(p);
   printf("advisor_big ok\n");
