@@ -18,6 +18,10 @@ import { renderHelp } from "./help";
 import { OPTIONS, resolveSettings, type SettingFlags } from "./options";
 import { stderr, stdout } from "./out";
 import { run } from "./run";
+import { openFds } from "./fds";
+
+/** Taken before exm opens anything: the descriptors it inherited (fds.ts). */
+const FDS_AT_START = openFds();
 
 function versionText(): string {
   return `exm ${pkg.version} (libexm ${LIBRARY.version}, bun ${Bun.version}) for ${LIBRARY.target}; the library needs glibc ${LIBRARY.glibc} or later`;
@@ -113,7 +117,7 @@ async function main(): Promise<number> {
     throw usageError("missing program to run", true);
   }
   const settings = resolveSettings(flags, process.env, process.cwd());
-  return await run({ settings, program: split.program, environ: rawEnviron() });
+  return await run({ settings, program: split.program, environ: rawEnviron(), fdsAtStart: FDS_AT_START });
 }
 
 main().then(

@@ -7,11 +7,9 @@
  * Bun runtime did to the process that exec would otherwise pass on:
  * - SIGPIPE and SIGXFSZ are ignored by Bun, and ignored dispositions survive
  *   exec: both go back to SIG_DFL, and the thread's signal mask is emptied.
- * - Bun marks inherited descriptors >= 4 close-on-exec at start-up. Every
- *   descriptor open now was inherited, except Bun's own event loop (epoll,
- *   eventfd, timerfd and other anon_inode objects), so close-on-exec is
- *   cleared on all others. The cost: an inherited epoll/eventfd/timerfd does
- *   not reach the program (no shell passes those).
+ * - Bun marks inherited descriptors >= 4 close-on-exec at start-up: it is
+ *   cleared on those exm inherited (fds.ts: the descriptors open when exm's
+ *   code started, still on the same files), and on no others.
  *
  * - Bun raises the soft RLIMIT_NOFILE to the hard limit (capped at 2^20) and
  *   keeps no trace of the old value. The parent's soft limit is what exm
@@ -26,11 +24,12 @@
  * library's fallback to the next malloc.
  */
 
-import { accessSync, closeSync, constants, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
+import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync, type Stats } from "node:fs";
 import { installLibrary } from "./cache";
+import { type FdSnapshot, passInheritedFds } from "./fds";
 import { EXIT_CANNOT_RUN, EXIT_NOT_FOUND, ExmError, usageError } from "./errors";
 import {
-  ENOENT, ENOEXEC, execve, FD_CLOEXEC, getFdFlags, getRlimit, kernelRelease, resetSignal, RLIMIT_NOFILE, setFdFlags, setRlimit, SIGPIPE,
+  ENOENT, ENOEXEC, execve, getRlimit, kernelRelease, resetSignal, RLIMIT_NOFILE, setRlimit, SIGPIPE,
   SIGXFSZ, strerror, unblockAllSignals,
 } from "./libc";
 import { formatSize, type Settings, settingsEnv } from "./options";
@@ -204,41 +203,6 @@ function cannotRun(program: Buffer, resolved: Buffer, err: number): ExmError {
   return new ExmError(`${show(program)}: cannot run: ${strerror(err)}`, EXIT_CANNOT_RUN);
 }
 
-/** Object types of Bun's own event loop, which must not leak into the program. */
-function isRuntimeFd(target: string): boolean {
-  return target.startsWith("anon_inode:");
-}
-
-/** Clears close-on-exec on every descriptor that is not the runtime's own. */
-export function passInheritedFds(): void {
-  let fds: string[];
-  try {
-    fds = readdirSync("/proc/self/fd");
-  } catch {
-    return; // no /proc: nothing we can tell apart safely
-  }
-  // A descriptor of exm's own executable is the runtime reading its embedded
-  // files, never something a parent meant to pass. (An extra fd 3, target not
-  // recorded, reached a program once under load in CI; this is one suspect.
-  // Passing only the descriptors open when main started would close the gap.)
-  let self = "";
-  try {
-    self = readlinkSync("/proc/self/exe");
-  } catch {}
-  for (const name of fds) {
-    const fd = Number(name);
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/self/fd/${name}`);
-    } catch {
-      continue; // the descriptor readdirSync itself used, now closed
-    }
-    if (isRuntimeFd(target) || (self !== "" && target === self)) continue;
-    const flags = getFdFlags(fd);
-    if (flags >= 0 && flags & FD_CLOEXEC) setFdFlags(fd, flags & ~FD_CLOEXEC);
-  }
-}
-
 /** "Max open files" soft and hard limits of another process, from /proc. */
 function procFileLimit(pid: number): [bigint, bigint] | undefined {
   try {
@@ -266,6 +230,8 @@ export interface RunRequest {
   /** Program name as given, then its arguments, raw bytes. */
   program: Buffer[];
   environ: Buffer[];
+  /** The descriptors open when exm started (fds.ts): the ones passed on. */
+  fdsAtStart?: FdSnapshot;
 }
 
 /**
@@ -295,7 +261,7 @@ export async function run(req: RunRequest): Promise<never> {
   }
 
   restoreFileLimit();
-  passInheritedFds();
+  passInheritedFds(req.fdsAtStart);
   // As execvp does: a file without a #! line is a shell script.
   const asScript = (): [Buffer, Buffer[]] => [Buffer.from("/bin/sh"), [Buffer.from("/bin/sh"), resolved, ...program.slice(1)]];
 

@@ -12,12 +12,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn, spawnSync } from "bun";
 import {
-  chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync,
-  statSync, symlinkSync, writeFileSync,
+  chmodSync, chownSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync,
+  rmSync, statSync, symlinkSync, writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { openFds, passInheritedFds } from "../src/fds";
 import { renderOptionsMarkdown } from "../src/help";
+import { FD_CLOEXEC, getFdFlags } from "../src/libc";
 import { parseSize } from "../src/options";
 import {
   EXM, LIB, cgroupAvailable, cleanEnv, python3, runInCgroup, skipUnless, tmpfsAvailable, withTmpfs,
@@ -236,6 +238,27 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(expected).toContain(4);
     expect(expected).toContain(9);
     expect(sorted(fds!.split(" "))).toEqual(expected);
+  });
+
+  test("only descriptors open when exm started, still on the same file, lose close-on-exec (src/fds.ts)", () => {
+    // In this process, as in exm's: a descriptor from before the snapshot is
+    // passed; one opened after it, or one that reused a closed number for another
+    // file, keeps close-on-exec.
+    const before = openSync(join(scratch, "fd-before"), "w");
+    const reused = openSync(join(scratch, "fd-reused"), "w");
+    const cloexec = (fd: number) => (getFdFlags(fd) & FD_CLOEXEC) !== 0;
+    expect([cloexec(before), cloexec(reused)]).toEqual([true, true]);
+    const atStart = openFds();
+    closeSync(reused);
+    const other = openSync(join(scratch, "fd-other"), "w");
+    const after = openSync(join(scratch, "fd-after"), "w");
+    try {
+      expect(other).toBe(reused);
+      passInheritedFds(atStart);
+      expect([cloexec(before), cloexec(other), cloexec(after)]).toEqual([false, true, true]);
+    } finally {
+      for (const fd of [before, other, after]) closeSync(fd);
+    }
   });
 
   // ---- environment -------------------------------------------------------------------
