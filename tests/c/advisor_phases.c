@@ -8,11 +8,16 @@
  *   scan      read front to back             -> expect sr
  * Run it under a memory limit smaller than the block, so reads fault.
  *
- * usage: advisor_phases SIZE_MIB RANDOM_SECONDS
+ * With "hugepage", the block gets MADV_HUGEPAGE first, as numpy gives every
+ * large array: the random phase also prints whether the mapping still has
+ * the hint ("hg"), and the KiB read from disk per major fault.
+ *
+ * usage: advisor_phases SIZE_MIB RANDOM_SECONDS [hugepage]
  */
 #include "common.h"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 static double now(void) {
   struct timespec ts;
@@ -21,13 +26,15 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-  CHECK(argc == 3, "usage: advisor_phases SIZE_MIB RANDOM_SECONDS");
+  CHECK(argc == 3 || (argc == 4 && !strcmp(argv[3], "hugepage")), "usage: advisor_phases SIZE_MIB RANDOM_SECONDS [hugepage]");
   size_t size = (size_t)atol(argv[1]) * MiB;
   double rand_s = atof(argv[2]);
   api_init();
   unsigned char *p = malloc(size);
   CHECK(p, "malloc(%zu) failed", size);
   CHECK(api_fb(p), "the block is not file-backed");
+  int huge = argc == 4;
+  if (huge) CHECK(madvise((void *)((uintptr_t)p & ~(uintptr_t)4095), size, MADV_HUGEPAGE) == 0, "madvise(MADV_HUGEPAGE): %s", strerror(errno));
 
   for (size_t i = 0; i < size; i += 4096) p[i] = (unsigned char)(i >> 12);
   printf("after_fill=%s\n", advice_of(p));
@@ -35,6 +42,8 @@ int main(int argc, char **argv) {
 
   uint64_t x = 88172645463325252ull, reads = 0;
   volatile uint64_t sum = 0;   /* keeps the reads */
+  struct rusage r0, r1;
+  getrusage(RUSAGE_SELF, &r0);
   double t0 = now();
   while (now() - t0 < rand_s) {
     x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -42,7 +51,12 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < 4096; k += 512) sum += p[page * 4096 + k];
     reads++;
   }
+  getrusage(RUSAGE_SELF, &r1);
+  long faults = r1.ru_majflt - r0.ru_majflt;
   printf("random_reads=%" PRIu64 "\nafter_random=%s\n", reads, advice_of(p));
+  if (huge)
+    printf("hugepage_after_random=%d\nrandom_kib_per_fault=%ld\n", has_vmflag(p, "hg"),
+           faults > 0 ? (r1.ru_inblock - r0.ru_inblock) / 2 / faults : -1);
   fflush(stdout);
 
   uint64_t check = 0;

@@ -206,13 +206,14 @@ static inline size_t opaque(size_t v) {
 
 /* The advice the kernel holds for the mapping holding p, from its VmFlags in
  * /proc/self/smaps: "sr" (sequential), "rr" (random) or "--" (neither). */
-static inline const char *advice_of(const void *p) {
-  static char out[3];
+/* The VmFlags line of the mapping holding p (/proc/self/smaps), or "". */
+static inline const char *vmflags_of(const void *p) {
+  static char out[512];
   FILE *f = fopen("/proc/self/smaps", "r");
   CHECK(f, "cannot open smaps");
   char line[512];
   int inside = 0;
-  strcpy(out, "--");
+  out[0] = 0;
   while (fgets(line, sizeof line, f)) {
     uintptr_t lo, hi;
     if (line[0] != 'V' && sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2) {
@@ -220,13 +221,25 @@ static inline const char *advice_of(const void *p) {
       continue;
     }
     if (inside && !strncmp(line, "VmFlags:", 8)) {
-      if (strstr(line, " sr")) strcpy(out, "sr");
-      else if (strstr(line, " rr")) strcpy(out, "rr");
+      strcpy(out, line + 8);
       break;
     }
   }
   fclose(f);
   return out;
+}
+
+/* Does the mapping holding p carry the VmFlags flag (two letters)? */
+static inline int has_vmflag(const void *p, const char *flag) {
+  const char *flags = vmflags_of(p);
+  for (const char *s = flags; (s = strstr(s, flag)); s++)
+    if ((s == flags || s[-1] == ' ') && (s[2] == ' ' || s[2] == '\n' || s[2] == 0)) return 1;
+  return 0;
+}
+
+/* The access advice of the mapping holding p: "sr" sequential, "rr" random, "--" neither. */
+static inline const char *advice_of(const void *p) {
+  return has_vmflag(p, "sr") ? "sr" : has_vmflag(p, "rr") ? "rr" : "--";
 }
 
 /* How many mappings the process has (lines of /proc/self/maps). */
