@@ -6,18 +6,21 @@
  * installs it with apt-get (as root), and skips with the reason where it
  * cannot. The package is built from a copy of rpkg/ laid out as in the
  * repository (so its configure takes native/exm.h, as `R CMD INSTALL rpkg`
- * does); that the vendored rpkg/src/exm.h is current is checked separately.
+ * does), once more outside it (configure then takes the header from the exm
+ * launcher on PATH), and once with neither, where the install must stop.
  */
 import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { spawnSync } from "bun";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { GiB, MiB, assertOk, assertRun, withDataDir } from "./support/native";
+import { which } from "./support/programs";
 import {
   EXM,
   LIB,
   ROOT,
+  aptInstall,
   cgroupAvailable,
   cleanEnv,
   explain,
@@ -25,6 +28,7 @@ import {
   kv,
   run,
   runInCgroup,
+  sh,
   skipUnless,
 } from "./support/sys";
 
@@ -34,50 +38,14 @@ const FIXTURES = join(ROOT, "tests", "fixtures", "r");
 const NOT_UNDER_EXM =
   "this R session was not started under exm: run it as `exm R` or `exm Rscript ...`";
 
-/** Runs argv to completion; ok is false also when it cannot be started. */
-function sh(argv: string[], env: Record<string, string | undefined> = {}) {
-  try {
-    const r = spawnSync(argv, { env: cleanEnv(env), stdout: "pipe", stderr: "pipe" });
-    return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
-  } catch (e) {
-    return { ok: false, out: `${argv[0]}: ${(e as Error).message}` };
-  }
-}
-
-function haveCommand(cmd: string): boolean {
-  return sh(["sh", "-c", `command -v ${cmd}`]).ok;
-}
-
 /**
  * null when Rscript runs (installing r-base-core first if needed and
  * possible), else why the R tests cannot run.
  */
 function ensureR(): string | null {
-  if (haveCommand("Rscript") && sh(["Rscript", "--version"]).ok) return null;
-  if (process.platform !== "linux") return "R is not installed (and this is not Linux)";
-  if (process.getuid?.() !== 0) return "R is not installed, and installing r-base-core needs root";
-  if (!haveCommand("apt-get")) return "R is not installed, and there is no apt-get to install r-base-core";
-  console.warn("r.test: installing r-base-core with apt-get (once)");
-  const install = () =>
-    sh(
-      [
-        "apt-get",
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "-o",
-        "DPkg::Lock::Timeout=300",
-        "r-base-core",
-      ],
-      { DEBIAN_FRONTEND: "noninteractive" },
-    );
-  let r = install();
-  if (!r.ok) {
-    // Stale package lists are the usual cause on a fresh machine.
-    sh(["apt-get", "update", "-o", "DPkg::Lock::Timeout=300"], { DEBIAN_FRONTEND: "noninteractive" });
-    r = install();
-  }
-  if (!r.ok) return `apt-get install r-base-core failed:\n${r.out.split("\n").slice(-8).join("\n")}`;
+  if (which("Rscript") && sh(["Rscript", "--version"]).ok) return null;
+  const why = aptInstall(["r-base-core"], "r.test");
+  if (why) return `R is not installed, and ${why}`;
   if (!sh(["Rscript", "--version"]).ok) return "r-base-core installed but Rscript does not run";
   return null;
 }
@@ -86,7 +54,7 @@ const R_MISSING = skipUnless(ensureR(), "R package tests");
 const EXM_MISSING = skipUnless(existsSync(EXM) ? null : `${EXM} is not built`, "R package tests");
 const SKIP = R_MISSING || EXM_MISSING;
 const CC_MISSING =
-  !SKIP && skipUnless(haveCommand("gcc") || haveCommand("cc") ? null : "no C compiler", "R package install");
+  !SKIP && skipUnless(which("gcc") || which("cc") ? null : "no C compiler", "R package install");
 
 /* ---- The package, installed once into a temporary library ---------------------------- */
 
@@ -94,26 +62,51 @@ let work = "";
 let lib = "";
 let installLog = "";
 
-beforeAll(() => {
-  if (SKIP || CC_MISSING) return;
-  work = mkdtempSync(join(tmpdir(), "exm-rpkg-"));
-  lib = join(work, "lib");
-  mkdirSync(lib);
-  mkdirSync(join(work, "native"));
-  cpSync(join(ROOT, "native", "exm.h"), join(work, "native", "exm.h"));
-  cpSync(join(ROOT, "rpkg"), join(work, "rpkg"), {
+/**
+ * Lays out rpkg/ in dir as in a clone (without what a build leaves in it, the
+ * header configure puts into src/ included), with `header` as dir/native/exm.h
+ * when given, and runs R CMD INSTALL there into dir/lib, with `env` over the
+ * test environment (PATH decides whether configure finds an exm launcher).
+ */
+function installPackage(dir: string, header: string | null, env: Record<string, string> = {}) {
+  const into = join(dir, "lib");
+  mkdirSync(into, { recursive: true });
+  if (header !== null) {
+    mkdirSync(join(dir, "native"), { recursive: true });
+    writeFileSync(join(dir, "native", "exm.h"), header);
+  }
+  const built = join(ROOT, "rpkg", "src", "exm.h");
+  cpSync(join(ROOT, "rpkg"), join(dir, "rpkg"), {
     recursive: true,
-    filter: (src) => !/\.(o|so)$/.test(src),
+    filter: (src) => !/\.(o|so)$/.test(src) && src !== built,
   });
-  const t0 = performance.now();
-  const r = spawnSync(["R", "CMD", "INSTALL", "--no-test-load", "-l", lib, "rpkg"], {
-    cwd: work,
-    env: cleanEnv(),
+  const r = spawnSync(["R", "CMD", "INSTALL", "--no-test-load", "-l", into, "rpkg"], {
+    cwd: dir,
+    env: cleanEnv(env),
     stdout: "pipe",
     stderr: "pipe",
   });
-  installLog = r.stdout.toString() + r.stderr.toString();
-  if (r.exitCode !== 0) throw new Error(`R CMD INSTALL rpkg failed:\n${installLog}`);
+  return { ok: r.exitCode === 0, log: r.stdout.toString() + r.stderr.toString(), lib: into };
+}
+
+/** PATH without any directory that holds an `exm`, so that configure finds no launcher. */
+function pathWithoutExm(): string {
+  return (process.env.PATH ?? "/usr/bin:/bin")
+    .split(":")
+    .filter((d) => d && !existsSync(join(d, "exm")))
+    .join(":");
+}
+
+const NATIVE_HEADER = readFileSync(join(ROOT, "native", "exm.h"), "utf8");
+
+beforeAll(() => {
+  if (SKIP || CC_MISSING) return;
+  work = mkdtempSync(join(tmpdir(), "exm-rpkg-"));
+  const t0 = performance.now();
+  const r = installPackage(work, NATIVE_HEADER);
+  installLog = r.log;
+  lib = r.lib;
+  if (!r.ok) throw new Error(`R CMD INSTALL rpkg failed:\n${installLog}`);
   console.log(`r.test: R CMD INSTALL rpkg took ${Math.round(performance.now() - t0)} ms`);
 }, 300_000);
 
@@ -130,19 +123,12 @@ function exmRscript(opts: string[], script: string, args: string[], timeoutMs = 
 
 /* ---- Tests -------------------------------------------------------------------------------- */
 
-test("rpkg/src/exm.h is a copy of native/exm.h", () => {
-  const vendored = readFileSync(join(ROOT, "rpkg", "src", "exm.h"), "utf8");
-  const native = readFileSync(join(ROOT, "native", "exm.h"), "utf8");
-  if (vendored !== native)
-    throw new Error("rpkg/src/exm.h differs from native/exm.h: run `cp native/exm.h rpkg/src/exm.h`");
-});
-
 describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
   test("R CMD INSTALL built it without linking libexm", () => {
     expect(installLog).toContain("DONE (exm)");
     const so = join(lib, "exm", "libs", "exm.so");
     expect(existsSync(so)).toBe(true);
-    if (haveCommand("readelf")) {
+    if (which("readelf")) {
       const d = sh(["readelf", "-d", so]);
       expect(d.ok).toBe(true);
       expect(d.out).not.toContain("libexm");
@@ -159,6 +145,26 @@ describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
        cat("missing=", paste(setdiff(fns, aliases), collapse = ","), "\\n", sep = "")`,
     ]);
     expect(r.out).toContain("missing=\n");
+  });
+
+  test("outside the repository, configure takes exm.h from the exm launcher on PATH (exm --extract)", async () => {
+    const dir = join(work, "outside");
+    const r = installPackage(dir, null, { PATH: `${dirname(EXM)}:${pathWithoutExm()}` });
+    if (!r.ok) throw new Error(`R CMD INSTALL rpkg outside the repository failed:\n${r.log}`);
+    expect(r.log).toContain(`configure: exm: exm.h from ${EXM} --extract`);
+    const v = await run(
+      [EXM, "Rscript", "--vanilla", "-e", `library(exm, lib.loc = "${r.lib}"); cat("available=", exm_available(), "\\n", sep = "")`],
+      { timeoutMs: 60_000 },
+    );
+    assertOk(v, "available=TRUE", "the package built from exm --extract's header, under exm");
+  });
+
+  test("with neither native/exm.h nor an exm launcher, the install stops saying so", () => {
+    const r = installPackage(join(work, "nowhere"), null, { PATH: pathWithoutExm() });
+    expect(r.ok).toBe(false);
+    expect(r.log).toContain(
+      "configure: exm: error: no exm.h: install from the exm repository (R CMD INSTALL rpkg), or put the exm command on PATH",
+    );
   });
 
   const noCgroup = skipUnless(cgroupAvailable(), "R 2 GiB vector under a 512 MiB cgroup");
@@ -336,26 +342,19 @@ describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
   });
 
   test("a package built for another libexm version refuses, saying so", async () => {
-    // The same package with a header claiming version 0.99.0, in a library of its own.
-    const other = join(work, "other");
-    mkdirSync(join(other, "lib"), { recursive: true });
-    cpSync(join(work, "rpkg"), join(other, "rpkg"), { recursive: true, filter: (src) => !/\.(o|so)$/.test(src) });
-    const h = join(other, "rpkg", "src", "exm.h");
-    writeFileSync(h, readFileSync(h, "utf8").replace(/#define EXM_VERSION_MINOR \d+/, "#define EXM_VERSION_MINOR 99"));
-    const inst = spawnSync(["R", "CMD", "INSTALL", "--no-test-load", "-l", "lib", "rpkg"], {
-      cwd: other,
-      env: cleanEnv(),
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    expect(inst.exitCode).toBe(0);
+    // The same package built against a native/exm.h claiming version 0.99.0, in a library of its own.
+    const other = installPackage(
+      join(work, "other"),
+      NATIVE_HEADER.replace(/#define EXM_VERSION_MINOR \d+/, "#define EXM_VERSION_MINOR 99"),
+    );
+    if (!other.ok) throw new Error(`R CMD INSTALL rpkg (version 0.99) failed:\n${other.log}`);
     const r = await run(
       [
         EXM,
         "Rscript",
         "--vanilla",
         "-e",
-        `library(exm, lib.loc = "${join(other, "lib")}"); cat("available=", exm_available(), "\\n", sep = "");
+        `library(exm, lib.loc = "${other.lib}"); cat("available=", exm_available(), "\\n", sep = "");
          cat("error=", tryCatch(exm_threshold(), error = function(e) conditionMessage(e)), "\\n", sep = "")`,
       ],
       { timeoutMs: 60_000 },

@@ -182,6 +182,39 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): Record
   return env;
 }
 
+/** Runs argv to completion, stdout and stderr together; ok is false also when it cannot be started. */
+export function sh(argv: string[], env: Record<string, string | undefined> = {}): { ok: boolean; out: string } {
+  try {
+    const r = spawnSync(argv, { env: cleanEnv(env), stdout: "pipe", stderr: "pipe" });
+    return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
+  } catch (e) {
+    return { ok: false, out: `${argv[0]}: ${(e as Error).message}` };
+  }
+}
+
+/**
+ * Installs Debian packages for a test file that needs them (CI starts from a
+ * fresh machine): null when apt-get installed them, else why not. Stale package
+ * lists are the usual cause of a failure, so it updates them and tries once more.
+ * `who` names the test file in the line that says it is installing.
+ */
+export function aptInstall(packages: string[], who: string): string | null {
+  const list = packages.join(" ");
+  if (process.platform !== "linux") return "not Linux";
+  if (process.getuid?.() !== 0) return `installing ${list} needs root`;
+  if (!sh(["sh", "-c", "command -v apt-get"]).ok) return `no apt-get to install ${list}`;
+  console.warn(`${who}: installing ${list} with apt-get (once)`);
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  const lock = ["-o", "DPkg::Lock::Timeout=300"];
+  const install = () => sh(["apt-get", "install", "-y", "-q", "--no-install-recommends", ...lock, ...packages], env);
+  let r = install();
+  if (!r.ok) {
+    sh(["apt-get", "update", "-q", ...lock], env);
+    r = install();
+  }
+  return r.ok ? null : `apt-get install ${list} failed:\n${r.out.split("\n").slice(-8).join("\n")}`;
+}
+
 const SIGNALS: Record<number, string> = {
   1: "SIGHUP",
   2: "SIGINT",
