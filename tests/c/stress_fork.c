@@ -38,12 +38,6 @@
 
 extern char **environ;
 
-typedef struct blk {
-  unsigned char *p;
-  size_t n;
-  uint64_t seed;
-} blk_t;
-
 typedef struct tstate {
   int id;
   uint64_t rng;
@@ -55,21 +49,13 @@ static volatile int stop;
 static int shared_mode;      /* EXM_CHILD=shared: children only read and free */
 static long max_forks_per_thread = 12;
 
-static uint64_t rnd(tstate_t *t) {
-  t->rng ^= t->rng << 13;
-  t->rng ^= t->rng >> 7;
-  t->rng ^= t->rng << 17;
-  return t->rng;
-}
+static uint64_t rnd(tstate_t *t) { return xorshift64(&t->rng); }
 
-static size_t rand_size(tstate_t *t) {
-  uint64_t r = rnd(t) % 1000;
-  if (r < 450) return 1 + rnd(t) % 256;
-  if (r < 700) return 1 + rnd(t) % 4096;
-  if (r < 850) return 4096 + rnd(t) % (60 * KiB);
-  if (r < 970) return 64 * KiB + rnd(t) % MiB;
-  return MiB + rnd(t) % (6 * MiB);
-}
+static const size_band_t SIZES[] = {
+    {450, 1, 256}, {700, 1, 4096}, {850, 4096, 60 * KiB}, {970, 64 * KiB, MiB}, {1000, MiB, 6 * MiB},
+};
+
+static size_t rand_size(tstate_t *t) { return band_size(SIZES, &t->rng); }
 
 static void verify(tstate_t *t, blk_t *b, const char *what) {
   long long m = find_pattern_mismatch(b->p, b->n, b->seed);
