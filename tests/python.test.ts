@@ -120,7 +120,7 @@ function ensurePip(): { py: string | null; why: string | null } {
   let py = prefer(candidates()).find(canBuild);
   if (py) return { py, why: null };
   if (!existsSync("/usr/bin/python3")) return { py: null, why: "no python3 has pip, setuptools and wheel" };
-  const why = aptInstall(["python3-pip", "python3-setuptools", "python3-wheel"]);
+  const why = aptInstall(["python3-pip", "python3-setuptools", "python3-wheel"], "python.test");
   if (why) return { py: null, why: `no python3 has pip, setuptools and wheel, and ${why}` };
   py = prefer(candidates()).find(canBuild);
   return py ? { py, why: null } : { py: null, why: "python3-pip installed, but no python3 can build with it" };

@@ -420,7 +420,22 @@ function detectCgroup(): { kind: CgroupKind | null; reason: string | null } {
   return { kind: null, reason: reasons.join("; ") };
 }
 
-/** Removes empty exm-test-<pid>-* cgroups left by test runs that died. */
+/** True when pid is a live process (a zombie, killed and not yet reaped, is not). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** Removes empty exm-test-<pid>-* cgroups left by test runs (and benchmarks) that died. */
 function removeStaleCgroups(base: string): void {
   let names: string[];
   try {
@@ -431,14 +446,7 @@ function removeStaleCgroups(base: string): void {
   for (const name of names) {
     const m = /^exm-test-(?:probe-)?(\d+)-/.exec(name);
     if (!m) continue;
-    const pid = Number(m[1]);
-    let alive = true;
-    try {
-      process.kill(pid, 0);
-    } catch {
-      alive = false;
-    }
-    if (alive || cgroupPids(join(base, name)).length > 0) continue;
+    if (alive(Number(m[1])) || cgroupPids(join(base, name)).length > 0) continue;
     try {
       rmdirSync(join(base, name));
     } catch {
@@ -481,51 +489,85 @@ function cgroupPids(dir: string): number[] {
   }
 }
 
+/** The cgroups made by runInCgroup and not yet removed. */
+const liveCgroups = new Set<string>();
+
+/** One try at removing a cgroup: kills what is left in it, then rmdir. */
+function tryRemoveCgroup(dir: string): boolean {
+  for (const pid of cgroupPids(dir)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* gone already */
+    }
+  }
+  try {
+    rmdirSync(dir);
+    liveCgroups.delete(dir);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function removeCgroup(dir: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const pids = cgroupPids(dir);
-    for (const pid of pids) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        /* gone already */
-      }
-    }
-    try {
-      rmdirSync(dir);
-      return;
-    } catch {
-      await Bun.sleep(50);
-    }
+    if (tryRemoveCgroup(dir)) return;
+    await Bun.sleep(50);
   }
   console.warn(`warning: could not remove cgroup ${dir}`);
 }
 
 /**
+ * Removes every cgroup this process still has, synchronously: for a signal
+ * handler or an exit hook (an interrupted benchmark), where nothing awaits.
+ */
+export function removeCgroupsNow(): void {
+  for (const dir of [...liveCgroups]) {
+    let done = false;
+    for (let i = 0; i < 200 && !(done = tryRemoveCgroup(dir)); i++) Bun.sleepSync(25);
+    if (!done) console.error(`warning: could not remove cgroup ${dir}`);
+  }
+}
+
+/** runInCgroup's options: run()'s, and whether the cgroup may swap. */
+export interface CgroupOptions extends RunOptions {
+  /**
+   * Let the cgroup use swap (v1: memory+swap left unlimited, swappiness 60;
+   * v2: memory.swap.max unlimited), for the benchmarks that compare with a
+   * swap file. By default memory+swap is capped at the limit, so that swap
+   * cannot help.
+   */
+  swap?: boolean;
+}
+
+/**
  * Runs argv in a fresh memory cgroup limited to limitBytes (swap included
- * where the kernel accounts it, so swap cannot help), and removes the cgroup
+ * where the kernel accounts it, unless opts.swap), and removes the cgroup
  * afterwards, killing anything left in it. Environment as in run().
  */
 export async function runInCgroup(
   limitBytes: number,
   argv: string[],
-  opts: RunOptions = {},
+  opts: CgroupOptions = {},
 ): Promise<CgroupResult> {
   const why = cgroupAvailable();
   if (why) throw new Error(`memory cgroups unavailable: ${why}`);
   const kind = cgroupProbe!.kind!;
   const dir = join(kind.base, `exm-test-${process.pid}-${randomBytes(6).toString("hex")}`);
   mkdirSync(dir);
+  liveCgroups.add(dir);
   try {
     if (kind.version === 1) {
       writeFileSync(join(dir, "memory.limit_in_bytes"), String(limitBytes));
-      if (existsSync(join(dir, "memory.memsw.limit_in_bytes")))
+      if (!opts.swap && existsSync(join(dir, "memory.memsw.limit_in_bytes")))
         writeFileSync(join(dir, "memory.memsw.limit_in_bytes"), String(limitBytes));
       if (existsSync(join(dir, "memory.swappiness")))
-        tryWrite(join(dir, "memory.swappiness"), "0");
+        tryWrite(join(dir, "memory.swappiness"), opts.swap ? "60" : "0");
     } else {
       writeFileSync(join(dir, "memory.max"), String(limitBytes));
-      if (existsSync(join(dir, "memory.swap.max"))) writeFileSync(join(dir, "memory.swap.max"), "0");
+      if (existsSync(join(dir, "memory.swap.max")))
+        writeFileSync(join(dir, "memory.swap.max"), opts.swap ? "max" : "0");
     }
     const procs = join(dir, "cgroup.procs");
     // The shell moves itself into the cgroup, then becomes the program.
