@@ -121,6 +121,87 @@ function exmRscript(opts: string[], script: string, args: string[], timeoutMs = 
   });
 }
 
+/**
+ * What tests/fixtures/r/api.R prints, key by key, run under
+ * `exm --threshold 64M --dir dir1` with dir2 as its second directory: every
+ * function of the package, its refusals aside (the test checks those).
+ */
+function apiExpected(dir1: string, dir2: string, libVersion: string): Record<string, string> {
+  return {
+    available: "TRUE",
+    version: libVersion,
+    // threshold: from --threshold, number, size string, > 2^31, Inf, refused values
+    threshold: String(64 * MiB),
+    threshold_old: String(64 * MiB),
+    threshold_1G: String(GiB),
+    threshold_visible: "FALSE",
+    threshold_6G: String(6 * GiB),
+    threshold_1_5G: String(1.5 * GiB),
+    threshold_inf: "Inf",
+    // data path: from --dir, set, a missing directory refused
+    dir: dir1,
+    dir_old: dir1,
+    dir_new: dir2,
+    dir_after_err: dir2,
+    // lookup: data of a 128 MiB vector read back through the backing file
+    x_file_backed: "TRUE",
+    x_is_file_backed: "TRUE",
+    x_size: String(128 * MiB),
+    x_offset_ok: "TRUE",
+    x_target_in_dir2: "TRUE",
+    x_from_file: "42,43",
+    small_file_backed: "FALSE",
+    small_is_file_backed: "FALSE",
+    small_size: "24",
+    small_path: "NA",
+    altrep_file_backed: "FALSE",
+    altrep_allocs_same: "TRUE",
+    lookup_list: "TRUE",
+    // advice
+    advise_normal: "TRUE",
+    advise_random: "TRUE",
+    advise_sequential: "TRUE",
+    advice: "auto",
+    advice_old: "auto",
+    advice_new: "random",
+    // disk cap
+    max_disk: "0",
+    max_disk_100G: String(100 * GiB),
+    // child mode
+    child: "copy on write",
+    child_old: "copy on write",
+    child_shared: "shared",
+    child_duplicate: "duplicate",
+    child_cow: "copy on write",
+    child_exm_shared: "shared",
+    child_exm_duplicate: "duplicate",
+    child_exm_cow: "copy on write",
+    child_in_expr: "shared",
+    child_after_expr: "copy on write",
+    // file-backed vectors whatever the threshold, also of more than 2^31 elements
+    vector_file_backed: "TRUE",
+    vector_type: "integer",
+    vector_length: "1000",
+    vector_sum: "0",
+    vector_sum_filled: "500500",
+    vector_numeric: "double",
+    big_length: String(2 ** 31 + 10),
+    big_size: String(2 ** 31 + 10),
+    big_file_backed: "TRUE",
+    big_last: "00",
+    // statistics
+    stats_names:
+      "live_bytes,peak_live_bytes,live_blocks,total_allocs,total_frees,disk_reserved," +
+      "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns",
+    stats_all_double: "TRUE",
+    stats_live_at_least_x: "TRUE",
+    stats_allocs_grew: "TRUE",
+    stats_frees_grew: "TRUE",
+    stats_live_back: "TRUE",
+    check: "TRUE",
+  };
+}
+
 /* ---- Tests -------------------------------------------------------------------------------- */
 
 describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
@@ -202,79 +283,7 @@ describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
       assertOk(r, "done", "api.R under exm");
       const v = kv(r.stdout);
       const libVersion = /libexm (\d+\.\d+\.\d+)/.exec(sh([EXM, "--version"]).out)?.[1];
-      expect(v).toMatchObject({
-        available: "TRUE",
-        version: libVersion ?? "?",
-        // threshold: from --threshold, number, size string, > 2^31, Inf, refused values
-        threshold: String(64 * MiB),
-        threshold_old: String(64 * MiB),
-        threshold_1G: String(GiB),
-        threshold_visible: "FALSE",
-        threshold_6G: String(6 * GiB),
-        threshold_1_5G: String(1.5 * GiB),
-        threshold_inf: "Inf",
-        // data path: from --dir, set, a missing directory refused
-        dir: dir1,
-        dir_old: dir1,
-        dir_new: dir2,
-        dir_after_err: dir2,
-        // lookup: data of a 128 MiB vector read back through the backing file
-        x_file_backed: "TRUE",
-        x_is_file_backed: "TRUE",
-        x_size: String(128 * MiB),
-        x_offset_ok: "TRUE",
-        x_target_in_dir2: "TRUE",
-        x_from_file: "42,43",
-        small_file_backed: "FALSE",
-        small_is_file_backed: "FALSE",
-        small_size: "24",
-        small_path: "NA",
-        altrep_file_backed: "FALSE",
-        altrep_allocs_same: "TRUE",
-        lookup_list: "TRUE",
-        // advice
-        advise_normal: "TRUE",
-        advise_random: "TRUE",
-        advise_sequential: "TRUE",
-        advice: "auto",
-        advice_old: "auto",
-        advice_new: "random",
-        // disk cap
-        max_disk: "0",
-        max_disk_100G: String(100 * GiB),
-        // child mode
-        child: "copy on write",
-        child_old: "copy on write",
-        child_shared: "shared",
-        child_duplicate: "duplicate",
-        child_cow: "copy on write",
-        child_exm_shared: "shared",
-        child_exm_duplicate: "duplicate",
-        child_exm_cow: "copy on write",
-        child_in_expr: "shared",
-        child_after_expr: "copy on write",
-        // file-backed vectors whatever the threshold, also of more than 2^31 elements
-        vector_file_backed: "TRUE",
-        vector_type: "integer",
-        vector_length: "1000",
-        vector_sum: "0",
-        vector_sum_filled: "500500",
-        vector_numeric: "double",
-        big_length: String(2 ** 31 + 10),
-        big_size: String(2 ** 31 + 10),
-        big_file_backed: "TRUE",
-        big_last: "00",
-        // statistics
-        stats_names:
-          "live_bytes,peak_live_bytes,live_blocks,total_allocs,total_frees,disk_reserved," +
-          "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns",
-        stats_all_double: "TRUE",
-        stats_live_at_least_x: "TRUE",
-        stats_allocs_grew: "TRUE",
-        stats_frees_grew: "TRUE",
-        stats_live_back: "TRUE",
-        check: "TRUE",
-      });
+      expect(v).toMatchObject(apiExpected(dir1, dir2, libVersion ?? "?"));
       expect(v.threshold_err_neg).toContain("must be a whole number of bytes");
       expect(v.threshold_err_str).toContain("cannot read 'lots' as a size");
       expect(v.dir_err).toContain("no such directory");

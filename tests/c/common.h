@@ -230,6 +230,24 @@ static __attribute__((unused)) size_t band_size(const size_band_t *bands, uint64
   return bands->base + xorshift64(rng) % bands->span;
 }
 
+/* A stress program's budget: "N", a count (*count = N), or "Ns", seconds
+ * (*count = -1: until the time is up, see run_for). `unit` names the count
+ * in the line that refuses a bad budget. */
+static __attribute__((unused)) void parse_budget(const char *budget, const char *unit, long *count, double *seconds) {
+  *count = -1;
+  *seconds = 0;
+  if (budget[0] && budget[strlen(budget) - 1] == 's') *seconds = atof(budget);
+  else *count = atol(budget);
+  CHECK(*count > 0 || *seconds > 0, "bad budget %s (%s or SECONDSs)", budget, unit);
+}
+
+/* The time budget: sleeps `seconds`, then tells the threads to stop. */
+static __attribute__((unused)) void run_for(double seconds, volatile int *stop) {
+  struct timespec d = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+  nanosleep(&d, NULL);
+  *stop = 1;
+}
+
 /* ---- Forked workers, as R's mclapply runs them ----------------------------- */
 
 #define MAX_WORKERS 16

@@ -230,10 +230,8 @@ int main(int argc, char **argv) {
   api_init();
   int nthreads = argc > 1 ? atoi(argv[1]) : 4;
   const char *budget = argc > 2 ? argv[2] : "40";
-  double seconds = 0;
-  if (budget[0] && budget[strlen(budget) - 1] == 's') seconds = atof(budget);
-  else rounds = atol(budget);
-  CHECK(rounds > 0 || seconds > 0, "bad budget %s (ROUNDS or SECONDSs)", budget);
+  double seconds;
+  parse_budget(budget, "ROUNDS", &rounds, &seconds);
   uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 0) : 0x9e3779b97f4a7c15ull;
   CHECK(nthreads >= 1 && nthreads <= MAX_THREADS, "1..%d threads", MAX_THREADS);
   const char *mode = getenv("EXM_CHILD");
@@ -246,11 +244,7 @@ int main(int argc, char **argv) {
     ts[i].rng = mix64(seed + (uint64_t)i) | 1;
     CHECK(pthread_create(&th[i], NULL, worker, &ts[i]) == 0, "pthread_create");
   }
-  if (rounds < 0) {
-    struct timespec d = { (time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9) };
-    nanosleep(&d, NULL);
-    stop = 1;
-  }
+  if (rounds < 0) run_for(seconds, &stop);
   long ops = 0, forks = 0, ok = 0, spawns = 0;
   for (int i = 0; i < nthreads; i++) {
     pthread_join(th[i], NULL);

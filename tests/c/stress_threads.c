@@ -134,10 +134,8 @@ int main(int argc, char **argv) {
   api_init();
   int n = argc > 1 ? atoi(argv[1]) : 1;
   const char *budget = argc > 2 ? argv[2] : "20000";
-  double secs = 0;
-  if (budget[0] && budget[strlen(budget) - 1] == 's') secs = atof(budget);
-  else ops_per_thread = atol(budget);
-  CHECK(ops_per_thread > 0 || secs > 0, "bad budget %s (OPS or SECONDSs)", budget);
+  double secs;
+  parse_budget(budget, "OPS", &ops_per_thread, &secs);
   threshold = api_threshold();
   printf("threads=%d budget=%s threshold=%zu\n", n, budget, threshold);
   CHECK(n >= 1 && n <= 64, "bad thread count %d", n);
@@ -151,11 +149,7 @@ int main(int argc, char **argv) {
     ts[i].rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) + (uint64_t)time(NULL);
     CHECK(pthread_create(&th[i], NULL, worker, &ts[i]) == 0, "pthread_create");
   }
-  if (ops_per_thread < 0) {
-    struct timespec d = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
-    nanosleep(&d, NULL);
-    stop = 1;
-  }
+  if (ops_per_thread < 0) run_for(secs, &stop);
   long ops = 0, checked = 0, fb = 0;
   for (int i = 0; i < n; i++) {
     pthread_join(th[i], NULL);
