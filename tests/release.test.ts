@@ -170,6 +170,26 @@ function pythonOoc(mib: number): string[] {
   ];
 }
 
+/**
+ * The root's python3 allocates, writes and reads `mib` MiB under a memory
+ * cgroup of `limitMiB`: through the root's exm it finishes, every byte of it
+ * file-backed (as --stats says); without exm it is OOM-killed. `opts` as in
+ * inRoot, for the exm run only (the one that writes a file).
+ */
+async function oocInRoot(root: Root, limitMiB: number, mib: number, timeoutMs: number, opts: { fileLimitKiB?: number } = {}) {
+  const served = await runInCgroup(
+    limitMiB * MiB,
+    inRoot(root, [exmIn(root), "--threshold", "1M", "--stats", ...pythonOoc(mib)], opts),
+    { timeoutMs },
+  );
+  expect(served.code, explain(served)).toBe(0);
+  expect(served.oomKilled).toBe(false);
+  expect(served.stdout).toMatch(/^ooc ok 3\.9\./);
+  expect(served.stderr).toMatch(new RegExp(`peak ${mib}\\.\\d MiB file-backed`));
+  const plain = await runInCgroup(limitMiB * MiB, inRoot(root, pythonOoc(mib)), { timeoutMs });
+  expect(plain.oomKilled, explain(plain)).toBe(true);
+}
+
 function expectContract(results: { notFound: RunResult; notExec: RunResult; own: RunResult; pyOwn: RunResult }): void {
   expect(results.notFound.code, explain(results.notFound)).toBe(127);
   expect(results.notFound.stderr).toMatch(/^exm: no-such-program-here: command not found\n$/);
@@ -259,15 +279,7 @@ describe.skipIf(NO_RELEASE || NO_AMD64)("exm-linux-x64 on Debian 11 (glibc 2.31)
 
   test.skipIf(skipUnless(NO_CGROUP, "out-of-core run in the Debian 11 root"))(
     "the root's python3 writes and reads 768 MiB under a 256 MiB memory cgroup through exm; without exm it is OOM-killed",
-    async () => {
-      const served = await runInCgroup(256 * MiB, inRoot(root, [exmIn(root), "--threshold", "1M", "--stats", ...pythonOoc(768)]), { timeoutMs: 240_000 });
-      expect(served.code, explain(served)).toBe(0);
-      expect(served.oomKilled).toBe(false);
-      expect(served.stdout).toMatch(/^ooc ok 3\.9\./);
-      expect(served.stderr).toMatch(/peak 768\.\d MiB file-backed/);
-      const plain = await runInCgroup(256 * MiB, inRoot(root, pythonOoc(768)), { timeoutMs: 240_000 });
-      expect(plain.oomKilled, explain(plain)).toBe(true);
-    },
+    () => oocInRoot(root, 256, 768, 240_000),
   );
 });
 
@@ -290,19 +302,7 @@ describe.skipIf(NO_RELEASE || NO_ARM64)("exm-linux-arm64 on Debian 11 under qemu
 
   test.skipIf(skipUnless(NO_CGROUP, "out-of-core run in the arm64 root"))(
     "the root's python3 writes and reads 384 MiB under a 160 MiB memory cgroup through exm; without exm it is OOM-killed",
-    async () => {
-      const served = await runInCgroup(
-        160 * MiB,
-        inRoot(root, [exmIn(root), "--threshold", "1M", "--stats", ...pythonOoc(384)], { fileLimitKiB: QEMU_FILE_LIMIT_KIB }),
-        { timeoutMs: 280_000 },
-      );
-      expect(served.code, explain(served)).toBe(0);
-      expect(served.oomKilled).toBe(false);
-      expect(served.stdout).toMatch(/^ooc ok 3\.9\./);
-      expect(served.stderr).toMatch(/peak 384\.\d MiB file-backed/);
-      const plain = await runInCgroup(160 * MiB, inRoot(root, pythonOoc(384)), { timeoutMs: 280_000 });
-      expect(plain.oomKilled, explain(plain)).toBe(true);
-    },
+    () => oocInRoot(root, 160, 384, 280_000, { fileLimitKiB: QEMU_FILE_LIMIT_KIB }),
   );
 });
 
