@@ -310,15 +310,22 @@ describe.skipIf(NO_RELEASE || NO_ARM64)("exm-linux-arm64 on Debian 11 under qemu
 
 const NO_EXM = skipUnless(existsSync(EXM) ? null : `${EXM} is not built`, "unserved-program tests");
 
+/** `source` compiled by `cc` (another C library's or another architecture's) into scratch/name. */
+function compileWith(cc: string, name: string, source: string): string {
+  const src = join(scratch, `${name}.c`);
+  const bin = join(scratch, name);
+  writeFileSync(src, source);
+  const c = sh([cc, "-o", bin, src]);
+  expect(c.ok, c.out).toBe(true);
+  return bin;
+}
+
 describe.skipIf(NO_EXM)("programs exm cannot serve are told in one line and run", () => {
   test("a musl program: told, run without the library (a glibc preload would stop it loading)", async () => {
     const why = aptInstall(["musl-tools"], () => sh(["sh", "-c", "command -v musl-gcc"]).ok);
     if (skipUnless(why, "musl program")) return;
-    const src = join(scratch, "musl.c");
-    const bin = join(scratch, "musl-prog");
-    writeFileSync(src, '#include <stdio.h>\n#include <stdlib.h>\nint main(void) { char *p = malloc(8 << 20); p[0] = 1; puts("musl ran"); return 7; }\n');
-    const c = sh(["musl-gcc", "-o", bin, src]);
-    expect(c.ok, c.out).toBe(true);
+    const bin = compileWith("musl-gcc", "musl-prog",
+      '#include <stdio.h>\n#include <stdlib.h>\nint main(void) { char *p = malloc(8 << 20); p[0] = 1; puts("musl ran"); return 7; }\n');
     expect(sh(["readelf", "-l", bin]).out).toContain("ld-musl-");
     // What exm saves it from: musl's loader takes the preload and fails on glibc's symbols.
     const plain = await run([bin], { env: { LD_PRELOAD: join(ROOT, "build", "libexm.so") } });
@@ -332,11 +339,7 @@ describe.skipIf(NO_EXM)("programs exm cannot serve are told in one line and run"
   test.skipIf(process.arch !== "x64")("a program of another architecture (arm64, through qemu): told, run without the library", async () => {
     const why = aarch64Available() ?? aptInstall(["gcc-aarch64-linux-gnu"], () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
     if (skipUnless(why, "foreign-architecture program")) return;
-    const src = join(scratch, "arm.c");
-    const bin = join(scratch, "arm-prog");
-    writeFileSync(src, '#include <stdio.h>\nint main(void) { puts("arm ran"); return 5; }\n');
-    const c = sh(["aarch64-linux-gnu-gcc", "-o", bin, src]);
-    expect(c.ok, c.out).toBe(true);
+    const bin = compileWith("aarch64-linux-gnu-gcc", "arm-prog", '#include <stdio.h>\nint main(void) { puts("arm ran"); return 5; }\n');
     const r = await run([EXM, bin], { env: { HOME: scratch, QEMU_LD_PREFIX: "/usr/aarch64-linux-gnu" } });
     expect(r.code, explain(r)).toBe(5);
     expect(r.stdout).toBe("arm ran\n");
