@@ -28,8 +28,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compareVersions, GLIBC_FLOOR, parseGlibcNeeds } from "../build";
 import { kernelGaps, kernelUnserved } from "../src/program";
-import { aarch64Available, aptInstall, type DebArch, ensureRoot, removeStaleTemporaries } from "./support/roots";
-import { cgroupAvailable, EXM, explain, run, runInCgroup, skipUnless, type RunResult } from "./support/sys";
+import { aarch64Available, type DebArch, ensureRoot, removeStaleTemporaries } from "./support/roots";
+import { aptInstall, cgroupAvailable, EXM, explain, run, runInCgroup, skipUnless, type RunResult } from "./support/sys";
 
 const ROOT = join(import.meta.dir, "..");
 const RELEASE = join(ROOT, "dist", "release");
@@ -69,7 +69,7 @@ function releaseState(): string | null {
 function ensureRelease(): string | null {
   const state = releaseState();
   if (!state) return null;
-  const cross = aptInstall(["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"], () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
+  const cross = aptInstall(["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"], "release.test", () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
   if (cross) return cross;
   console.log(`release: dist/release is ${state}: npm run release`);
   const r = sh([process.execPath, join(ROOT, "build.ts"), "release"]);
@@ -322,7 +322,7 @@ function compileWith(cc: string, name: string, source: string): string {
 
 describe.skipIf(NO_EXM)("programs exm cannot serve are told in one line and run", () => {
   test("a musl program: told, run without the library (a glibc preload would stop it loading)", async () => {
-    const why = aptInstall(["musl-tools"], () => sh(["sh", "-c", "command -v musl-gcc"]).ok);
+    const why = aptInstall(["musl-tools"], "release.test", () => sh(["sh", "-c", "command -v musl-gcc"]).ok);
     if (skipUnless(why, "musl program")) return;
     const bin = compileWith("musl-gcc", "musl-prog",
       '#include <stdio.h>\n#include <stdlib.h>\nint main(void) { char *p = malloc(8 << 20); p[0] = 1; puts("musl ran"); return 7; }\n');
@@ -337,7 +337,7 @@ describe.skipIf(NO_EXM)("programs exm cannot serve are told in one line and run"
   });
 
   test.skipIf(process.arch !== "x64")("a program of another architecture (arm64, through qemu): told, run without the library", async () => {
-    const why = aarch64Available() ?? aptInstall(["gcc-aarch64-linux-gnu"], () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
+    const why = aarch64Available() ?? aptInstall(["gcc-aarch64-linux-gnu"], "release.test", () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
     if (skipUnless(why, "foreign-architecture program")) return;
     const bin = compileWith("aarch64-linux-gnu-gcc", "arm-prog", '#include <stdio.h>\nint main(void) { puts("arm ran"); return 5; }\n');
     const r = await run([EXM, bin], { env: { HOME: scratch, QEMU_LD_PREFIX: "/usr/aarch64-linux-gnu" } });

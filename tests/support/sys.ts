@@ -196,9 +196,12 @@ export function sh(argv: string[], env: Record<string, string | undefined> = {})
  * Installs Debian packages for a test file that needs them (CI starts from a
  * fresh machine): null when apt-get installed them, else why not. Stale package
  * lists are the usual cause of a failure, so it updates them and tries once more.
- * `who` names the test file in the line that says it is installing.
+ * `who` names the test file in the line that says it is installing; `probe`,
+ * when given, says whether what the packages bring is there (before: nothing
+ * to install; after: installed, but is it usable?).
  */
-export function aptInstall(packages: string[], who: string): string | null {
+export function aptInstall(packages: string[], who: string, probe?: () => boolean): string | null {
+  if (probe?.()) return null;
   const list = packages.join(" ");
   if (process.platform !== "linux") return "not Linux";
   if (process.getuid?.() !== 0) return `installing ${list} needs root`;
@@ -212,7 +215,8 @@ export function aptInstall(packages: string[], who: string): string | null {
     sh(["apt-get", "update", "-q", ...lock], env);
     r = install();
   }
-  return r.ok ? null : `apt-get install ${list} failed:\n${r.out.split("\n").slice(-8).join("\n")}`;
+  if (!r.ok) return `apt-get install ${list} failed:\n${r.out.split("\n").slice(-8).join("\n")}`;
+  return !probe || probe() ? null : `${list} installed but still not usable`;
 }
 
 const SIGNALS: Record<number, string> = {
