@@ -10,10 +10,10 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  GiB,
   LIB,
   MiB,
   ROOT,
+  arg,
   cgroupAvailable,
   cleanupCgroups,
   compile,
@@ -21,21 +21,12 @@ import {
   kv,
   runInCgroup,
   shellLine,
+  sizeArg,
   summarize,
 } from "./lib.ts";
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
-}
-function size(s: string): number {
-  const m = /^([\d.]+)([KMG]?)$/i.exec(s);
-  if (!m) throw new Error(`bad size ${s}`);
-  return Number(m[1]) * ({ "": 1, K: 1024, M: MiB, G: GiB } as Record<string, number>)[m[2]!.toUpperCase()]!;
-}
-
 const SIZE = arg("size", "4G");
-const LIMIT = size(arg("limit", "1G"));
+const LIMIT = sizeArg(arg("limit", "1G"), "--limit");
 const REPEATS = Number(arg("repeats", "3"));
 const READS = arg("reads", "20000");
 const RAND_S = arg("rand-seconds", "10");

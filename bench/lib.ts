@@ -1,27 +1,25 @@
 /**
  * Helpers for exm's benchmarks: compiling the C workloads, running them
- * (plain, preloaded, inside a memory cgroup), and statistics. Running a
- * program, its clean environment and parsing its key=value output are the
- * tests' (tests/support/sys.ts, re-exported here); the memory cgroups stay
- * the benchmarks' own: they may allow swap, report the peak, and are removed
- * synchronously from a signal handler.
+ * (plain, preloaded, inside a memory cgroup), their command-line options, and
+ * statistics. Running a program, its clean environment, memory cgroups and
+ * parsing key=value output are the tests' (tests/support/sys.ts, used or
+ * re-exported here); what is the benchmarks' own is holding every child and
+ * cgroup so that an interrupted run (SIGINT) leaves none behind.
  */
 import { spawn, spawnSync } from "bun";
-import {
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  rmSync,
-  rmdirSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { ROOT, run as sysRun, type RunResult as SysRunResult } from "../tests/support/sys";
+import { ExmError } from "../src/errors";
+import { parseSize } from "../src/options";
+import {
+  ROOT,
+  removeCgroupsNow,
+  run as sysRun,
+  runInCgroup as sysRunInCgroup,
+  type RunResult as SysRunResult,
+} from "../tests/support/sys";
 
-export { cleanEnv, EXM, kv, ROOT } from "../tests/support/sys";
+export { alive, cgroupAvailable, cleanEnv, EXM, kv, ROOT } from "../tests/support/sys";
 export const LIB = resolve(process.env.EXM_BENCH_LIB || join(ROOT, "build", "libexm.so"));
 export const C_DIR = join(ROOT, "bench", "c");
 export const OUT_DIR = join(ROOT, "build", "bench");
@@ -84,111 +82,33 @@ export function run(
   return sysRun(argv, { env, timeoutMs, live: liveChildren });
 }
 
-/* ---- memory cgroups (v1 or v2) --------------------------------------------------- */
+/* ---- command-line options ------------------------------------------------------------ */
 
-const CG_PREFIX = "exm-bench-";
-let cgProbe: { base: string; v: 1 | 2 } | string | undefined;
-
-function cgKind(): { base: string; v: 1 | 2 } | string {
-  if (cgProbe !== undefined) return cgProbe;
-  if (process.platform !== "linux") return (cgProbe = "not Linux");
-  const cands: { base: string; v: 1 | 2 }[] = [];
-  if (existsSync("/sys/fs/cgroup/memory/memory.limit_in_bytes") || existsSync("/sys/fs/cgroup/memory/cgroup.procs"))
-    cands.push({ base: "/sys/fs/cgroup/memory", v: 1 });
-  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) cands.push({ base: "/sys/fs/cgroup", v: 2 });
-  const why: string[] = [];
-  for (const c of cands) {
-    removeStaleCgroups(c.base);
-    const dir = join(c.base, `${CG_PREFIX}probe-${process.pid}`);
-    try {
-      mkdirSync(dir);
-    } catch (e) {
-      why.push(`cannot create a cgroup in ${c.base}: ${(e as Error).message}`);
-      continue;
-    }
-    try {
-      writeFileSync(join(dir, c.v === 1 ? "memory.limit_in_bytes" : "memory.max"), String(256 * MiB));
-      return (cgProbe = c);
-    } catch (e) {
-      why.push(`cannot limit memory in ${c.base}: ${(e as Error).message}`);
-    } finally {
-      try {
-        rmdirSync(dir);
-      } catch {}
-    }
-  }
-  return (cgProbe = why.join("; ") || "no memory cgroup hierarchy mounted");
+/** The value of `--name` on the command line, or def. */
+export function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
 }
 
-function cgPids(dir: string): number[] {
+/**
+ * A size given to a benchmark (512M, 4G, 1.5GiB: the grammar of exm's own
+ * options), in bytes. A bad one ends the benchmark with one line, status 2.
+ */
+export function sizeArg(text: string, what: string): number {
   try {
-    return readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
-  } catch {
-    return [];
+    return Number(parseSize(text, what));
+  } catch (e) {
+    if (!(e instanceof ExmError)) throw e;
+    console.error(`${basename(process.argv[1] ?? "bench")}: ${e.message}`);
+    process.exit(2);
   }
 }
 
-/** True when pid is a live process (a zombie, killed and not yet reaped, is not). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
-}
-
-function removeStaleCgroups(base: string): void {
-  let names: string[] = [];
-  try {
-    names = readdirSync(base);
-  } catch {}
-  for (const n of names) {
-    const m = new RegExp(`^${CG_PREFIX}(?:probe-)?(\\d+)-`).exec(n);
-    if (!m) continue;
-    if (alive(Number(m[1]))) continue; // its benchmark is still running
-    if (cgPids(join(base, n)).length === 0) {
-      try {
-        rmdirSync(join(base, n));
-      } catch {}
-    }
-  }
-}
-
-/** null when memory cgroups can be created and limited, else the reason. */
-export function cgroupAvailable(): string | null {
-  const k = cgKind();
-  return typeof k === "string" ? k : null;
-}
-
-const liveCgroups = new Set<string>();
-
-function removeCgroupSync(dir: string): void {
-  for (let i = 0; i < 200; i++) {
-    for (const pid of cgPids(dir)) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {}
-    }
-    try {
-      rmdirSync(dir);
-      liveCgroups.delete(dir);
-      return;
-    } catch {
-      Bun.sleepSync(25);
-    }
-  }
-  console.error(`warning: could not remove cgroup ${dir}`);
-}
+/* ---- memory cgroups, and cleaning up when interrupted ------------------------------ */
 
 /** Removes every cgroup this process created (for signal handlers). */
 export function cleanupCgroups(): void {
-  for (const d of [...liveCgroups]) removeCgroupSync(d);
+  removeCgroupsNow();
 }
 
 /** Kills the children still running (for signal handlers). */
@@ -222,50 +142,17 @@ export function cleanUpOnExit(more: () => void = () => {}): () => void {
 }
 
 /**
- * Runs argv inside a fresh memory cgroup limited to limitBytes. swap: whether
- * the cgroup may use swap (v1: memsw limit left unlimited and swappiness kept;
- * otherwise memory+swap is capped at the limit).
+ * tests/support/sys.ts's runInCgroup (a fresh memory cgroup limited to
+ * limitBytes, removed afterwards), its child held in liveChildren. swap:
+ * whether the cgroup may use swap (for the comparison with a swap file).
  */
-export async function runInCgroup(
+export function runInCgroup(
   limitBytes: number,
   argv: string[],
   env: Record<string, string | undefined> = {},
   opts: { timeoutMs?: number; swap?: boolean } = {},
 ): Promise<RunResult> {
-  const k = cgKind();
-  if (typeof k === "string") throw new Error(`memory cgroups unavailable: ${k}`);
-  const dir = join(k.base, `${CG_PREFIX}${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
-  mkdirSync(dir);
-  liveCgroups.add(dir);
-  try {
-    if (k.v === 1) {
-      writeFileSync(join(dir, "memory.limit_in_bytes"), String(limitBytes));
-      if (!opts.swap && existsSync(join(dir, "memory.memsw.limit_in_bytes")))
-        writeFileSync(join(dir, "memory.memsw.limit_in_bytes"), String(limitBytes));
-      if (opts.swap && existsSync(join(dir, "memory.swappiness"))) {
-        try {
-          writeFileSync(join(dir, "memory.swappiness"), "60");
-        } catch {}
-      }
-    } else {
-      writeFileSync(join(dir, "memory.max"), String(limitBytes));
-      if (existsSync(join(dir, "memory.swap.max")))
-        writeFileSync(join(dir, "memory.swap.max"), opts.swap ? "max" : "0");
-    }
-    const procs = join(dir, "cgroup.procs");
-    const r = await run(["sh", "-c", `echo $$ > '${procs}' && exec "$@"`, "sh", ...argv], env, opts.timeoutMs);
-    const oomFile = k.v === 1 ? "memory.oom_control" : "memory.events";
-    const m = /^oom_kill (\d+)$/m.exec(readFileSync(join(dir, oomFile), "utf8"));
-    let maxUsage = 0;
-    try {
-      maxUsage = Number(readFileSync(join(dir, k.v === 1 ? "memory.max_usage_in_bytes" : "memory.peak"), "utf8").trim());
-    } catch {}
-    r.oomKilled = (m ? Number(m[1]) : 0) > 0 || (r.signal === "SIGKILL" && !r.timedOut);
-    r.maxUsage = maxUsage;
-    return r;
-  } finally {
-    removeCgroupSync(dir);
-  }
+  return sysRunInCgroup(limitBytes, argv, { env, timeoutMs: opts.timeoutMs, swap: opts.swap, live: liveChildren });
 }
 
 /* ---- statistics -------------------------------------------------------------------- */

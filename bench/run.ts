@@ -169,38 +169,68 @@ function gb(n: number): string {
   return n >= GiB ? `${n / GiB} GiB` : `${n / MiB} MiB`;
 }
 
+/** A new scenario (status ok, no variants yet), added to the results. */
+function scenario(id: string, group: Scenario["group"], title: string, metrics: Scenario["metrics"]): Scenario {
+  const sc: Scenario = { id, group, title, status: "ok", metrics, variants: [] };
+  scenarios.push(sc);
+  return sc;
+}
+
+/** Marks a scenario skipped, saying why. */
+function skip(sc: Scenario, why: string): void {
+  sc.status = "skipped";
+  sc.note = why;
+}
+
 /* ---- out of core ------------------------------------------------------------------- */
 
+interface OocPlan {
+  name: string;
+  argv: string[];
+  env: Record<string, string>;
+  swap?: boolean;
+  expectOom?: boolean;
+  note?: string;
+}
+interface OocRuns {
+  ok: Record<string, string>[];
+  bad: string[];
+  oom: number;
+  maxUsage: number[];
+}
+
 async function outOfCore(): Promise<void> {
-  const sc: Scenario = {
-    id: "ooc",
-    group: "out-of-core",
-    title: `Out of core: ${gb(CFG.oocSize)} under a ${gb(CFG.oocLimit)} memory cgroup`,
-    status: "ok",
-    metrics: {
-      write_mbs: { unit: "MB/s", better: "higher", label: "sequential write" },
-      seq_mbs: { unit: "MB/s", better: "higher", label: "sequential read" },
-      rand_per_s: { unit: "reads/s", better: "higher", label: "random 4 KiB reads" },
-    },
-    variants: [],
-  };
-  scenarios.push(sc);
+  const sc = scenario("ooc", "out-of-core", `Out of core: ${gb(CFG.oocSize)} under a ${gb(CFG.oocLimit)} memory cgroup`, {
+    write_mbs: { unit: "MB/s", better: "higher", label: "sequential write" },
+    seq_mbs: { unit: "MB/s", better: "higher", label: "sequential read" },
+    rand_per_s: { unit: "reads/s", better: "higher", label: "random 4 KiB reads" },
+  });
   const why = cgroupAvailable();
   if (why) {
-    sc.status = "skipped";
-    sc.note = `memory cgroups unavailable: ${why}`;
+    skip(sc, `memory cgroups unavailable: ${why}`);
     console.error(`skip out-of-core: ${sc.note}`);
     return;
   }
+  const plans = oocPlans();
+  const runs = await oocRounds(plans);
+  for (const p of plans) sc.variants.push(oocVariant(sc, p, runs.get(p.name)!));
+  if (!WITH_SWAP)
+    sc.variants.push({ name: "swap", cmd: "bun bench/run.ts --with-swap", status: "not-run", metrics: {},
+      note: "anonymous memory with a swap file: run with --with-swap (creates, enables and removes a swap file)" });
+}
+
+/**
+ * What runs out of core: exm, the raw mapping (as is and at its best), anonymous memory, and
+ * with --with-swap, swap.
+ */
+function oocPlans(): OocPlan[] {
   const ooc = compile("ooc");
   const raw = compile("rawmap");
   const size = `${CFG.oocSize / MiB}M`;
   const common = ["--size", size, "--reads", String(CFG.reads), "--rand-seconds", String(CFG.randSeconds),
     "--seq-seconds", String(CFG.seqSeconds)];
-
-  interface Plan { name: string; argv: string[]; env: Record<string, string>; swap?: boolean; expectOom?: boolean; note?: string }
   const e = viaExm([ooc, ...common], { threshold: CFG.oocThreshold, dir: DATA_DIR });
-  const plans: Plan[] = [
+  const plans: OocPlan[] = [
     { name: "exm", ...e, note: "default settings (advice auto)" },
     { name: "raw", argv: [raw, "--dir", DATA_DIR, ...common], env: {}, note: "MAP_SHARED file mapping, kernel default advice" },
     { name: "raw-best", argv: [raw, "--dir", DATA_DIR, ...common, "--policy", "seq-rand"], env: {},
@@ -209,8 +239,15 @@ async function outOfCore(): Promise<void> {
   ];
   if (WITH_SWAP) plans.push({ name: "swap", argv: [ooc, "--anon", ...common], env: {}, swap: true,
     note: "anonymous memory, swap file on the same disk" });
+  return plans;
+}
 
-  const runs = new Map<string, { ok: Record<string, string>[]; bad: string[]; oom: number; maxUsage: number[] }>();
+/**
+ * REPEATS rounds of every plan under the memory cgroup (the swap file on for the duration,
+ * with --with-swap).
+ */
+async function oocRounds(plans: OocPlan[]): Promise<Map<string, OocRuns>> {
+  const runs = new Map<string, OocRuns>();
   for (const p of plans) runs.set(p.name, { ok: [], bad: [], oom: 0, maxUsage: [] });
   try {
     if (WITH_SWAP) enableSwap();
@@ -240,26 +277,28 @@ async function outOfCore(): Promise<void> {
   } finally {
     swapOff();
   }
-  for (const p of plans) {
-    const s = runs.get(p.name)!;
-    const v: Variant = {
-      name: p.name,
-      cmd: shellLine(p.argv, p.env),
-      status: s.ok.length ? "ok" : s.oom ? "oom-killed" : "failed",
-      note: p.note,
-      metrics: {},
-      maxUsage: Math.max(0, ...s.maxUsage),
-    };
-    for (const m of Object.keys(sc.metrics)) v.metrics[m] = summarize(s.ok.map((o) => num(o, m)));
-    if (s.ok.some((o) => o.seq_complete === "0"))
-      v.note = `${v.note}; the scan was stopped after ${CFG.seqSeconds} s (rate of the part read)`;
-    if (s.oom) v.note = `${v.note}; OOM-killed in ${s.oom} of ${s.oom + s.ok.length + s.bad.length} runs`;
-    if (s.bad.length) v.note = `${v.note}; failures: ${s.bad.join(" | ")}`;
-    sc.variants.push(v);
-  }
-  if (!WITH_SWAP)
-    sc.variants.push({ name: "swap", cmd: "bun bench/run.ts --with-swap", status: "not-run", metrics: {},
-      note: "anonymous memory with a swap file: run with --with-swap (creates, enables and removes a swap file)" });
+  return runs;
+}
+
+/**
+ * One plan's rounds as a variant: the metrics' summaries, and notes on early stops, OOM
+ * kills and failures.
+ */
+function oocVariant(sc: Scenario, p: OocPlan, s: OocRuns): Variant {
+  const v: Variant = {
+    name: p.name,
+    cmd: shellLine(p.argv, p.env),
+    status: s.ok.length ? "ok" : s.oom ? "oom-killed" : "failed",
+    note: p.note,
+    metrics: {},
+    maxUsage: Math.max(0, ...s.maxUsage),
+  };
+  for (const m of Object.keys(sc.metrics)) v.metrics[m] = summarize(s.ok.map((o) => num(o, m)));
+  if (s.ok.some((o) => o.seq_complete === "0"))
+    v.note = `${v.note}; the scan was stopped after ${CFG.seqSeconds} s (rate of the part read)`;
+  if (s.oom) v.note = `${v.note}; OOM-killed in ${s.oom} of ${s.oom + s.ok.length + s.bad.length} runs`;
+  if (s.bad.length) v.note = `${v.note}; failures: ${s.bad.join(" | ")}`;
+  return v;
 }
 
 /**
@@ -380,173 +419,146 @@ async function inRam(): Promise<void> {
   const big = compile("bigcycle");
   const cal = compile("calloc_big");
   const spawner = compile("spawn");
+  for (const threads of [1, 2]) await smallObjects(small, threads);
+  await smallInstructions(small);
+  await bigCycle(big);
+  await callocBeyondRam(cal);
+  await startup(spawner);
+}
 
-  for (const threads of [1, 2]) {
-    const sc: Scenario = {
-      id: `small-${threads}t`,
-      group: "in-ram",
-      title: `Small objects, ${threads} thread${threads > 1 ? "s" : ""} (${CFG.smallOps / 1e6}M malloc/free/realloc per thread)`,
-      status: "ok",
-      metrics: { seconds: { unit: "s", better: "lower", label: "time" } },
-      variants: [],
+/** Many small malloc/free/realloc: glibc, exm passing them through, and exm at threshold 0. */
+async function smallObjects(small: string, threads: number): Promise<void> {
+  const sc = scenario(`small-${threads}t`, "in-ram",
+    `Small objects, ${threads} thread${threads > 1 ? "s" : ""} (${CFG.smallOps / 1e6}M malloc/free/realloc per thread)`,
+    { seconds: { unit: "s", better: "lower", label: "time" } });
+  const argv = [small, "--threads", String(threads), "--ops", String(CFG.smallOps)];
+  await compare(sc, "seconds", [
+    { name: "glibc", argv, note: "no exm" },
+    { name: "exm", ...viaExm(argv), note: "default threshold (64M): everything passes through to glibc" },
+    { name: "exm-t0", ...viaExm(argv, { threshold: "0", dir: DATA_DIR }), note: "threshold 0: every block in the file" },
+  ], RAM_REPEATS);
+}
+
+/**
+ * The same single-thread workload counted in instructions by valgrind
+ * (cachegrind, no cache simulation): deterministic, so it shows a
+ * pass-through overhead that wall time on a shared 2-core machine cannot.
+ */
+async function smallInstructions(small: string): Promise<void> {
+  const sc = scenario("small-instr", "in-ram",
+    `Small objects, 1 thread, instructions counted by valgrind (${CFG.instrOps / 1e6}M operations)`,
+    { instructions: { unit: "M instr.", better: "lower", label: "instructions" },
+      per_op: { unit: "instr./op", better: "lower", label: "per operation" } });
+  const vg = Bun.which("valgrind");
+  if (!vg || !existsSync(LIB)) return skip(sc, !vg ? "valgrind is not installed" : `${LIB} is not built`);
+  const count = async (env: Record<string, string>, ops: number) => {
+    const argv = [vg, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", small, "--ops", String(ops)];
+    const r = await run(argv, env, 600_000);
+    const m = /I\s+refs:\s+([\d,]+)/.exec(r.stderr);
+    return { argv, n: r.code === 0 && m ? Number(m[1]!.replace(/,/g, "")) : NaN };
+  };
+  const vars: [string, Record<string, string>, string][] = [
+    ["glibc", {}, "no exm"],
+    ["exm", { LD_PRELOAD: LIB }, "default threshold: pass-through"],
+    ["exm-t0", { LD_PRELOAD: LIB, EXM_THRESHOLD: "0", EXM_DIR: DATA_DIR }, "threshold 0"],
+  ];
+  let base = NaN;
+  for (const [name, env, note] of vars) {
+    // Per operation: the difference to a 1-operation run takes out start-up.
+    const one = await count(env, 1);
+    const all = await count(env, CFG.instrOps);
+    const perOp = (all.n - one.n) / CFG.instrOps;
+    if (name === "glibc") base = perOp;
+    const v: Variant = {
+      name,
+      cmd: shellLine(all.argv, env),
+      status: Number.isFinite(perOp) ? "ok" : "failed",
+      note: `${note}; start-up ${Number.isFinite(one.n) ? (one.n / 1e3).toFixed(0) : "?"}k instructions`,
+      metrics: { instructions: summarize([all.n / 1e6]), per_op: summarize([perOp]) },
     };
-    scenarios.push(sc);
-    const argv = [small, "--threads", String(threads), "--ops", String(CFG.smallOps)];
-    await compare(sc, "seconds", [
-      { name: "glibc", argv, note: "no exm" },
-      { name: "exm", ...viaExm(argv), note: "default threshold (64M): everything passes through to glibc" },
-      { name: "exm-t0", ...viaExm(argv, { threshold: "0", dir: DATA_DIR }), note: "threshold 0: every block in the file" },
-    ], RAM_REPEATS);
+    if (name !== "glibc") v.ratio = summarize([perOp / base]);
+    sc.variants.push(v);
   }
+  log(`small-instr: ${sc.variants.map((v) => `${v.name} ${fmt(v.metrics.per_op!.median)}/op`).join(", ")}`);
+}
 
-  // The same single-thread workload counted in instructions by valgrind
-  // (cachegrind, no cache simulation): deterministic, so it shows a
-  // pass-through overhead that wall time on a shared 2-core machine cannot.
-  {
-    const sc: Scenario = {
-      id: "small-instr",
-      group: "in-ram",
-      title: `Small objects, 1 thread, instructions counted by valgrind (${CFG.instrOps / 1e6}M operations)`,
-      status: "ok",
-      metrics: { instructions: { unit: "M instr.", better: "lower", label: "instructions" },
-        per_op: { unit: "instr./op", better: "lower", label: "per operation" } },
-      variants: [],
-    };
-    scenarios.push(sc);
-    const vg = Bun.which("valgrind");
-    if (!vg || !existsSync(LIB)) {
-      sc.status = "skipped";
-      sc.note = !vg ? "valgrind is not installed" : `${LIB} is not built`;
-    } else {
-      const count = async (env: Record<string, string>, ops: number) => {
-        const argv = [vg, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", small, "--ops", String(ops)];
-        const r = await run(argv, env, 600_000);
-        const m = /I\s+refs:\s+([\d,]+)/.exec(r.stderr);
-        return { argv, n: r.code === 0 && m ? Number(m[1]!.replace(/,/g, "")) : NaN };
-      };
-      const vars: [string, Record<string, string>, string][] = [
-        ["glibc", {}, "no exm"],
-        ["exm", { LD_PRELOAD: LIB }, "default threshold: pass-through"],
-        ["exm-t0", { LD_PRELOAD: LIB, EXM_THRESHOLD: "0", EXM_DIR: DATA_DIR }, "threshold 0"],
-      ];
-      let base = NaN;
-      for (const [name, env, note] of vars) {
-        // Per operation: the difference to a 1-operation run takes out start-up.
-        const one = await count(env, 1);
-        const all = await count(env, CFG.instrOps);
-        const perOp = (all.n - one.n) / CFG.instrOps;
-        if (name === "glibc") base = perOp;
-        const v: Variant = {
-          name,
-          cmd: shellLine(all.argv, env),
-          status: Number.isFinite(perOp) ? "ok" : "failed",
-          note: `${note}; start-up ${Number.isFinite(one.n) ? (one.n / 1e3).toFixed(0) : "?"}k instructions`,
-          metrics: { instructions: summarize([all.n / 1e6]), per_op: summarize([perOp]) },
-        };
-        if (name !== "glibc") v.ratio = summarize([perOp / base]);
-        sc.variants.push(v);
-      }
-      log(`small-instr: ${sc.variants.map((v) => `${v.name} ${fmt(v.metrics.per_op!.median)}/op`).join(", ")}`);
-    }
-  }
+/** A large block malloc'ed, touched and freed over and over: glibc's mmap/munmap against the file. */
+async function bigCycle(big: string): Promise<void> {
+  const sc = scenario("bigcycle", "in-ram",
+    `Large block cycle: malloc, touch every page, free ${CFG.bigMiB} MiB, ${CFG.bigCycles} times`,
+    { ms_per_cycle: { unit: "ms", better: "lower", label: "per cycle" } });
+  const argv = [big, "--size", String(CFG.bigMiB), "--cycles", String(CFG.bigCycles)];
+  await compare(sc, "ms_per_cycle", [
+    { name: "glibc", argv, note: "no exm (glibc: mmap/munmap)" },
+    { name: "exm", ...viaExm(argv, { threshold: QUICK ? "16M" : "64M", dir: DATA_DIR }), note: "the blocks go to the file" },
+  ], RAM_REPEATS);
+}
 
-  {
-    const sc: Scenario = {
-      id: "bigcycle",
-      group: "in-ram",
-      title: `Large block cycle: malloc, touch every page, free ${CFG.bigMiB} MiB, ${CFG.bigCycles} times`,
-      status: "ok",
-      metrics: { ms_per_cycle: { unit: "ms", better: "lower", label: "per cycle" } },
-      variants: [],
-    };
-    scenarios.push(sc);
-    const argv = [big, "--size", String(CFG.bigMiB), "--cycles", String(CFG.bigCycles)];
-    await compare(sc, "ms_per_cycle", [
-      { name: "glibc", argv, note: "no exm (glibc: mmap/munmap)" },
-      { name: "exm", ...viaExm(argv, { threshold: QUICK ? "16M" : "64M", dir: DATA_DIR }), note: "the blocks go to the file" },
-    ], RAM_REPEATS);
-  }
-
-  {
-    const need = CFG.callocGiB * GiB;
-    const sc: Scenario = {
-      id: "calloc",
-      group: "in-ram",
-      title: `calloc of ${CFG.callocGiB} GiB`,
-      status: "ok",
-      metrics: {
-        calloc_ms: { unit: "ms", better: "lower", label: "calloc" },
-        rss_kib: { unit: "KiB", better: "lower", label: "resident after" },
-        free_ms: { unit: "ms", better: "lower", label: "free" },
-      },
-      variants: [],
-    };
-    scenarios.push(sc);
-    const st = statfsSync(DATA_DIR);
-    const avail = st.bavail * st.bsize;
-    const argv = [cal, "--size", String(CFG.callocGiB)];
-    // glibc: expected to fail beyond RAM+swap under heuristic overcommit; run once.
-    const g = await run(argv, {}, 120_000);
-    const go = kv(g.stdout);
-    sc.variants.push({
-      name: "glibc",
-      cmd: shellLine(argv),
-      status: g.code === 0 ? "ok" : "failed",
-      note: g.code === 0 ? "anonymous mmap" : `calloc returned NULL (errno ${go.errno ?? "?"}): more than RAM+swap under the kernel's overcommit heuristic`,
-      metrics: g.code === 0 ? { calloc_ms: summarize([num(go, "calloc_ms")]), rss_kib: summarize([num(go, "rss_kib")]), free_ms: summarize([num(go, "free_ms")]) } : {},
-    });
-    const ex = viaExm(argv, { dir: DATA_DIR });
-    if (avail < need + 4 * GiB) {
-      sc.variants.push({ name: "exm", cmd: shellLine(ex.argv, ex.env), status: "skipped", metrics: {},
-        note: `needs ${CFG.callocGiB + 4} GiB free in ${DATA_DIR}, has ${(avail / GiB).toFixed(1)} GiB` });
-      log(`calloc: skipped (disk)`);
-    } else {
-      const vals: Record<string, string>[] = [];
-      const bad: string[] = [];
-      for (let rep = 0; rep < RAM_REPEATS; rep++) {
-        const r = await run(ex.argv, ex.env, 120_000);
-        const o = kv(r.stdout);
-        if (r.code === 0 && o.ok === "1") vals.push(o);
-        else bad.push(`exit ${r.code ?? r.signal}: ${(r.stderr || r.stdout).trim().slice(0, 200)}`);
-      }
-      sc.variants.push({
-        name: "exm",
-        cmd: shellLine(ex.argv, ex.env),
-        status: vals.length ? "ok" : "failed",
-        note: ["disk reserved with fallocate at the call", bad.length ? `failures: ${bad.join(" | ")}` : ""].filter(Boolean).join("; "),
-        metrics: Object.fromEntries(Object.keys(sc.metrics).map((k) => [k, summarize(vals.map((o) => num(o, k)))])),
-      });
-      log(`calloc: exm ${fmt(sc.variants.at(-1)!.metrics.calloc_ms?.median ?? NaN)} ms`);
-    }
-  }
-
-  {
-    const sc: Scenario = {
-      id: "startup",
-      group: "in-ram",
-      title: "Start-up: `exm true` against `true`",
-      status: "ok",
-      metrics: { ms: { unit: "ms", better: "lower", label: "wall time" } },
-      variants: [],
-    };
-    scenarios.push(sc);
-    const t = Bun.which("true") ?? "/bin/true";
-    if (!existsSync(EXM)) {
-      sc.status = "skipped";
-      sc.note = `${EXM} is not built (npm run build)`;
-    } else {
-      spawnSync([EXM, t]); // warm: page cache, library cache
-      const r = await run([spawner, String(CFG.spawnRuns), t, "::", EXM, t], {}, 300_000);
+/**
+ * calloc of more than RAM: glibc once (it is expected to fail), exm RAM_REPEATS times when
+ * the disk has room.
+ */
+async function callocBeyondRam(cal: string): Promise<void> {
+  const need = CFG.callocGiB * GiB;
+  const sc = scenario("calloc", "in-ram", `calloc of ${CFG.callocGiB} GiB`, {
+    calloc_ms: { unit: "ms", better: "lower", label: "calloc" },
+    rss_kib: { unit: "KiB", better: "lower", label: "resident after" },
+    free_ms: { unit: "ms", better: "lower", label: "free" },
+  });
+  const st = statfsSync(DATA_DIR);
+  const avail = st.bavail * st.bsize;
+  const argv = [cal, "--size", String(CFG.callocGiB)];
+  // glibc: expected to fail beyond RAM+swap under heuristic overcommit; run once.
+  const g = await run(argv, {}, 120_000);
+  const go = kv(g.stdout);
+  sc.variants.push({
+    name: "glibc",
+    cmd: shellLine(argv),
+    status: g.code === 0 ? "ok" : "failed",
+    note: g.code === 0 ? "anonymous mmap" : `calloc returned NULL (errno ${go.errno ?? "?"}): more than RAM+swap under the kernel's overcommit heuristic`,
+    metrics: g.code === 0 ? { calloc_ms: summarize([num(go, "calloc_ms")]), rss_kib: summarize([num(go, "rss_kib")]), free_ms: summarize([num(go, "free_ms")]) } : {},
+  });
+  const ex = viaExm(argv, { dir: DATA_DIR });
+  if (avail < need + 4 * GiB) {
+    sc.variants.push({ name: "exm", cmd: shellLine(ex.argv, ex.env), status: "skipped", metrics: {},
+      note: `needs ${CFG.callocGiB + 4} GiB free in ${DATA_DIR}, has ${(avail / GiB).toFixed(1)} GiB` });
+    log(`calloc: skipped (disk)`);
+  } else {
+    const vals: Record<string, string>[] = [];
+    const bad: string[] = [];
+    for (let rep = 0; rep < RAM_REPEATS; rep++) {
+      const r = await run(ex.argv, ex.env, 120_000);
       const o = kv(r.stdout);
-      const parse = (k: string) => (o[k] ?? "").split(",").filter(Boolean).map(Number);
-      sc.variants.push({ name: "true", cmd: shellLine([t]), status: o.cmd0_fail === "0" ? "ok" : "failed",
-        metrics: { ms: summarize(parse("cmd0_ms")) } });
-      sc.variants.push({ name: "exm", cmd: shellLine([EXM, t]), status: o.cmd1_fail === "0" ? "ok" : "failed",
-        metrics: { ms: summarize(parse("cmd1_ms")) } });
-      sc.note = `fork+exec+wait timed by bench/c/spawn.c, ${CFG.spawnRuns} runs each, alternated, after one warm-up run`;
-      log(`startup: true ${fmt(sc.variants[0]!.metrics.ms!.median, 2)} ms, exm true ${fmt(sc.variants[1]!.metrics.ms!.median, 2)} ms`);
+      if (r.code === 0 && o.ok === "1") vals.push(o);
+      else bad.push(`exit ${r.code ?? r.signal}: ${(r.stderr || r.stdout).trim().slice(0, 200)}`);
     }
+    sc.variants.push({
+      name: "exm",
+      cmd: shellLine(ex.argv, ex.env),
+      status: vals.length ? "ok" : "failed",
+      note: ["disk reserved with fallocate at the call", bad.length ? `failures: ${bad.join(" | ")}` : ""].filter(Boolean).join("; "),
+      metrics: Object.fromEntries(Object.keys(sc.metrics).map((k) => [k, summarize(vals.map((o) => num(o, k)))])),
+    });
+    log(`calloc: exm ${fmt(sc.variants.at(-1)!.metrics.calloc_ms?.median ?? NaN)} ms`);
   }
+}
+
+/** Start-up: `exm true` against `true`, fork+exec+wait timed by bench/c/spawn.c. */
+async function startup(spawner: string): Promise<void> {
+  const sc = scenario("startup", "in-ram", "Start-up: `exm true` against `true`",
+    { ms: { unit: "ms", better: "lower", label: "wall time" } });
+  const t = Bun.which("true") ?? "/bin/true";
+  if (!existsSync(EXM)) return skip(sc, `${EXM} is not built (npm run build)`);
+  spawnSync([EXM, t]); // warm: page cache, library cache
+  const r = await run([spawner, String(CFG.spawnRuns), t, "::", EXM, t], {}, 300_000);
+  const o = kv(r.stdout);
+  const parse = (k: string) => (o[k] ?? "").split(",").filter(Boolean).map(Number);
+  sc.variants.push({ name: "true", cmd: shellLine([t]), status: o.cmd0_fail === "0" ? "ok" : "failed",
+    metrics: { ms: summarize(parse("cmd0_ms")) } });
+  sc.variants.push({ name: "exm", cmd: shellLine([EXM, t]), status: o.cmd1_fail === "0" ? "ok" : "failed",
+    metrics: { ms: summarize(parse("cmd1_ms")) } });
+  sc.note = `fork+exec+wait timed by bench/c/spawn.c, ${CFG.spawnRuns} runs each, alternated, after one warm-up run`;
+  log(`startup: true ${fmt(sc.variants[0]!.metrics.ms!.median, 2)} ms, exm true ${fmt(sc.variants[1]!.metrics.ms!.median, 2)} ms`);
 }
 
 /* ---- goals -------------------------------------------------------------------------------- */

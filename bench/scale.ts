@@ -38,6 +38,7 @@ import {
   MiB,
   ROOT,
   alive,
+  arg,
   cgroupAvailable,
   cleanUpOnExit,
   compile,
@@ -46,25 +47,14 @@ import {
   run,
   runInCgroup,
   shellLine,
+  sizeArg,
   summarize,
   type Summary,
 } from "./lib.ts";
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
-}
-function bytes(s: string): number {
-  const m = /^([\d.]+)([KMG]?)$/i.exec(s);
-  if (!m) {
-    console.error(`scale: bad size ${s} (expected e.g. 512M or 4G)`);
-    process.exit(2);
-  }
-  return Number(m[1]) * ({ "": 1, K: 1024, M: MiB, G: GiB } as Record<string, number>)[m[2]!.toUpperCase()]!;
-}
 
 const SIZES = arg("sizes", "4G,16G").split(",");
-const LIMIT = bytes(arg("limit", "1G"));
+const LIMIT = sizeArg(arg("limit", "1G"), "--limit");
 const ROUNDS = Number(arg("rounds", "3"));
 const READS = arg("reads", "20000");
 const THREADS = arg("threads", "4");
@@ -244,7 +234,7 @@ function write(): void {
 }
 
 for (const size of SIZES) {
-  const sz = bytes(size);
+  const sz = sizeArg(size, "--sizes");
   for (let round = 0; round < ROUNDS; round++) {
     const order = BACKENDS.map((_, i) => BACKENDS[(i + round) % BACKENDS.length]!);
     for (const b of order) {

@@ -22,7 +22,7 @@ import { renderOptionsMarkdown } from "../src/help";
 import { FD_CLOEXEC, getFdFlags } from "../src/libc";
 import { parseSize } from "../src/options";
 import {
-  EXM, LIB, cgroupAvailable, cleanEnv, python3, runInCgroup, skipUnless, tmpfsAvailable, withTmpfs,
+  EXM, LIB, cgroupAvailable, cleanEnv, python3, runInCgroup, skipUnless, spawnUntil, tmpfsAvailable, withTmpfs,
 } from "./support/sys";
 
 const ROOT = join(import.meta.dir, "..");
@@ -701,12 +701,11 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(run.stdout).toMatch(/^linked \d+\.\d+\.\d+\ndlopened \d+\.\d+\.\d+\n$/);
   });
 
-  test("--inspect reports an arena mapping: size, resident, disk, settings (text and JSON)", async () => {
-    const py = python3();
-    if (!py) {
-      console.warn("skip --inspect test: no python3");
-      return;
-    }
+  // The programs that --inspect looks at are python3 processes.
+  const PY = python3();
+  const noPython = skipUnless(PY ? null : "no python3", "--inspect of a running program");
+
+  test.skipIf(noPython)("--inspect reports an arena mapping: size, resident, disk, settings (text and JSON)", async () => {
     // A stand-in arena made the way the library makes one: an O_TMPFILE file
     // in the data directory mapped MAP_SHARED, 2 GiB virtual, 8 MiB touched.
     const data = mkdtempSync(join(scratch, "inspect-"));
@@ -719,17 +718,8 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
       "print('ready', flush=True)",
       "time.sleep(60)",
     ].join("\n");
-    const proc = spawn([EXM, "--threshold", "1G", "--dir", data, py, "-c", script], {
-      env: cleanEnv(home().env), stdout: "pipe", stderr: "pipe", stdin: "ignore",
-    });
+    const { proc } = await spawnUntil([EXM, "--threshold", "1G", "--dir", data, PY!, "-c", script], home().env, "ready\n");
     try {
-      const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
-      let said = "";
-      while (!said.includes("ready\n")) {
-        const chunk = await reader.read();
-        if (chunk.done) throw new Error(`stand-in exited early: ${said}${await new Response(proc.stderr).text()}`);
-        said += new TextDecoder().decode(chunk.value);
-      }
       const text = await exm(["--inspect", String(proc.pid)]);
       expectOk(text);
       expect(text.stdout).toContain(`pid ${proc.pid}:`);
@@ -767,24 +757,10 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(self.stderr).toMatch(new RegExp(`^exm: pid ${process.pid} \\(.*\\) has no exm arena: libexm is not loaded in it\\n$`));
   });
 
-  test("--inspect finds the arena the library made in a program it serves", async () => {
-    const py = python3();
-    if (!py) {
-      console.warn("skip: no python3");
-      return;
-    }
+  test.skipIf(noPython)("--inspect finds the arena the library made in a program it serves", async () => {
     const script = "b = bytearray(32 << 20)\nb[::4096] = b'\\x01' * ((32 << 20) // 4096)\nprint('ready', flush=True)\nimport time; time.sleep(60)";
-    const proc = spawn([EXM, "--threshold", "1M", py, "-c", script], {
-      env: cleanEnv(home().env), stdout: "pipe", stderr: "pipe", stdin: "ignore",
-    });
+    const { proc } = await spawnUntil([EXM, "--threshold", "1M", PY!, "-c", script], home().env, "ready\n");
     try {
-      const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
-      let said = "";
-      while (!said.includes("ready\n")) {
-        const chunk = await reader.read();
-        if (chunk.done) throw new Error(`python exited early: ${said}${await new Response(proc.stderr).text()}`);
-        said += new TextDecoder().decode(chunk.value);
-      }
       const r = await exm(["--inspect", String(proc.pid), "--json"]);
       if (r.code !== 0) throw new Error(`no arena found: is libexm functional yet? (${LIB})\n${explain(r)}`);
       const rep = JSON.parse(r.stdout);

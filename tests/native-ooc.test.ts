@@ -39,6 +39,27 @@ const noNumpy = skipUnless(hasNumpy ? null : "python3 has no numpy", "numpy test
 
 const LIMIT = 256 * MiB;
 
+// Each test bounds its own runs; this only backs them up.
+setDefaultTimeout(120_000);
+
+/**
+ * `python3 -c script` under LIMIT: OOM-killed without exm, and printing
+ * `marker` with libexm preloaded (data in a fresh directory); the time of the
+ * run with exm goes to the log as `what`.
+ */
+async function pythonBeyondRam(script: string, marker: string, what: string, plainMs: number, exmMs: number) {
+  const plain = await runInCgroup(LIMIT, [PY!, "-c", script], { timeoutMs: plainMs });
+  assertRun(plain.oomKilled && plain.code !== 0, plain, `${what} without exm must be OOM-killed`);
+  await withDataDir(async (dir) => {
+    const r = await runInCgroup(LIMIT, [PY!, "-c", script], {
+      env: { LD_PRELOAD: LIB, EXM_DIR: dir },
+      timeoutMs: exmMs,
+    });
+    assertOk(r, marker, `${what} with exm under the cgroup`);
+    console.log(`${what} in 256M cgroup: ${(r.ms / 1000).toFixed(1)} s`);
+  });
+}
+
 describe.skipIf(noCgroup)("out of core under a 256 MiB cgroup", () => {
   test("C: 1 GiB fill + checksum is OOM-killed without exm, finishes with it, same checksum", async () => {
     const bin = cProgram("ooc_fill");
@@ -82,19 +103,7 @@ print("checksum=%08x" % got)
 print("python ok" if got == want else "python MISMATCH want %08x" % want)
 sys.exit(0 if got == want else 1)
 `;
-
-// Each test bounds its own runs; this only backs them up.
-setDefaultTimeout(120_000);
-    const plain = await runInCgroup(LIMIT, [PY!, "-c", script], { timeoutMs: 180_000 });
-    assertRun(plain.oomKilled && plain.code !== 0, plain, "python without exm must be OOM-killed");
-    await withDataDir(async (dir) => {
-      const r = await runInCgroup(LIMIT, [PY!, "-c", script], {
-        env: { LD_PRELOAD: LIB, EXM_DIR: dir },
-        timeoutMs: 300_000,
-      });
-      assertOk(r, "python ok", "python3 with exm under the cgroup");
-      console.log(`python 1 GiB in 256M cgroup: ${(r.ms / 1000).toFixed(1)} s`);
-    });
+    await pythonBeyondRam(script, "python ok", "python 1 GiB", 180_000, 300_000);
   }, 500_000);
 
   test.skipIf(noNumpy)("python3 + numpy: 2 GiB of float64 arrays, OOM-killed without exm", async () => {
@@ -108,16 +117,7 @@ s = float(a.sum() + b.sum())
 want = 2.0 * (n - 1) * n
 print("numpy ok" if abs(s - want) < 1e-9 * want else "numpy MISMATCH %r %r" % (s, want))
 `;
-    const plain = await runInCgroup(LIMIT, [PY!, "-c", script], { timeoutMs: 120_000 });
-    assertRun(plain.oomKilled && plain.code !== 0, plain, "numpy without exm must be OOM-killed");
-    await withDataDir(async (dir) => {
-      const r = await runInCgroup(LIMIT, [PY!, "-c", script], {
-        env: { LD_PRELOAD: LIB, EXM_DIR: dir },
-        timeoutMs: 240_000,
-      });
-      assertOk(r, "numpy ok", "numpy with exm under the cgroup");
-      console.log(`numpy 2 GiB in 256M cgroup: ${(r.ms / 1000).toFixed(1)} s`);
-    });
+    await pythonBeyondRam(script, "numpy ok", "numpy 2 GiB", 120_000, 240_000);
   }, 400_000);
 
   test("free() of an evicted 1 GiB block causes no major faults", async () => {

@@ -34,6 +34,26 @@ beforeAll(() => {
 });
 afterAll(() => work.remove());
 
+/**
+ * `interpreter file`, with `script` written as `file` into the run's
+ * directory, compared between glibc and exm (stderr too) at every threshold,
+ * at each of which a file-backed arena must be made; the plain run must
+ * print `marker`.
+ */
+async function compareScript(what: string, interpreter: string, file: string, script: string, marker: string) {
+  const c = await compareRuns(what, null, {
+    prepare: (cwd) => {
+      writeFileSync(join(cwd, file), script);
+      return [interpreter, file];
+    },
+    compareStderr: true,
+    mustServe: ["0", "4K", "default"],
+    timeoutMs: 120_000,
+  });
+  expect(c.plain.stdout).toContain(marker);
+  console.log(c.summary);
+}
+
 /** A test that needs tools: installs them or skips (saying why). */
 function withTools(tools: Record<string, string>): boolean {
   return noLib || skipUnless(ensureTools(tools), Object.keys(tools).join("/"));
@@ -126,17 +146,7 @@ describe.skipIf(noLib || skipUnless(PY ? null : "no python3", "python3 programs"
   }, 900_000);
 
   test("large lists, dicts, sets, bytes and bytearrays: same digests", async () => {
-    const c = await compareRuns("python3 bigdata", null, {
-      prepare: (cwd) => {
-        writeFileSync(join(cwd, "big.py"), PY_BIGDATA);
-        return [PY!, "big.py"];
-      },
-      compareStderr: true,
-      mustServe: ["0", "4K", "default"],
-      timeoutMs: 120_000,
-    });
-    expect(c.plain.stdout).toContain("bigdata ok");
-    console.log(c.summary);
+    await compareScript("python3 bigdata", PY!, "big.py", PY_BIGDATA, "bigdata ok");
   }, 400_000);
 });
 
@@ -159,17 +169,7 @@ if __name__ == "__main__":
 
 describe.skipIf(noLib || skipUnless(PY ? null : "no python3", "python3 multiprocessing"))("python3 multiprocessing", () => {
   test("a fork pool of 4 workers reading a 200 MiB parent buffer: same digests", async () => {
-    const c = await compareRuns("python3 multiprocessing", null, {
-      prepare: (cwd) => {
-        writeFileSync(join(cwd, "pool.py"), PY_POOL);
-        return [PY!, "pool.py"];
-      },
-      compareStderr: true,
-      mustServe: ["0", "4K", "default"],
-      timeoutMs: 120_000,
-    });
-    expect(c.plain.stdout).toContain("pool ok");
-    console.log(c.summary);
+    await compareScript("python3 multiprocessing", PY!, "pool.py", PY_POOL, "pool ok");
   }, 400_000);
 });
 
@@ -225,17 +225,7 @@ console.log("node bigdata ok");
 
 describe.skipIf(noLib || skipUnless(NODE ? null : "no node", "node programs"))("node", () => {
   test("large Buffers, typed arrays, JSON round trips: same digests", async () => {
-    const c = await compareRuns("node bigdata", null, {
-      prepare: (cwd) => {
-        writeFileSync(join(cwd, "big.js"), NODE_BIGDATA);
-        return [NODE!, "big.js"];
-      },
-      compareStderr: true,
-      mustServe: ["0", "4K", "default"],
-      timeoutMs: 120_000,
-    });
-    expect(c.plain.stdout).toContain("node bigdata ok");
-    console.log(c.summary);
+    await compareScript("node bigdata", NODE!, "big.js", NODE_BIGDATA, "node bigdata ok");
   }, 400_000);
 });
 

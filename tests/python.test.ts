@@ -18,19 +18,20 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, wri
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GiB, MiB, assertOk, assertRun, withDataDir } from "./support/native";
-import { IS_ROOT, realPython, which } from "./support/programs";
+import { realPython, which } from "./support/programs";
 import {
   EXM,
   LIB,
   ROOT,
+  aptInstall,
   cgroupAvailable,
-  cleanEnv,
   compileC,
   explain,
   freshDir,
   kv,
   run,
   runInCgroup,
+  sh,
   skipUnless,
   tmpfsAvailable,
   withTmpfs,
@@ -46,16 +47,6 @@ const NOT_UNDER_EXM =
 /** text as a literal in a RegExp. */
 const re = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-/** Runs argv to completion; ok is false also when it cannot be started. */
-function sh(argv: string[], env: Record<string, string | undefined> = {}) {
-  try {
-    const r = spawnSync(argv, { env: cleanEnv(env), stdout: "pipe", stderr: "pipe" });
-    return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
-  } catch (e) {
-    return { ok: false, out: `${argv[0]}: ${(e as Error).message}` };
-  }
-}
-
 function hasNumpy(py: string): boolean {
   return sh([py, "-c", "import numpy"]).ok;
 }
@@ -66,29 +57,12 @@ function candidates(): string[] {
   return [...new Set(list)];
 }
 
-function aptInstall(pkgs: string[]): string | null {
-  if (process.platform !== "linux") return "not Linux";
-  if (!IS_ROOT) return `installing ${pkgs.join(" ")} needs root`;
-  if (!which("apt-get")) return `no apt-get to install ${pkgs.join(" ")}`;
-  console.warn(`python.test: installing ${pkgs.join(" ")} with apt-get (once)`);
-  const env = { DEBIAN_FRONTEND: "noninteractive" };
-  const install = () =>
-    sh(["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", ...pkgs], env);
-  let r = install();
-  if (!r.ok) {
-    // Stale package lists are the usual cause on a fresh machine.
-    sh(["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=300"], env);
-    r = install();
-  }
-  return r.ok ? null : `apt-get install ${pkgs.join(" ")} failed:\n${r.out.split("\n").slice(-6).join("\n")}`;
-}
-
 /** A python3 with numpy (installing python3-numpy if needed and possible), or why there is none. */
 function ensureNumpy(): { py: string | null; why: string | null } {
   let py = candidates().find(hasNumpy);
   if (py) return { py, why: null };
   if (!existsSync("/usr/bin/python3")) return { py: null, why: "no python3 has numpy, and there is no /usr/bin/python3 to give it python3-numpy" };
-  const why = aptInstall(["python3-numpy"]);
+  const why = aptInstall(["python3-numpy"], "python.test");
   if (why) return { py: null, why: `no python3 has numpy, and ${why}` };
   py = candidates().find(hasNumpy);
   return py ? { py, why: null } : { py: null, why: "python3-numpy installed, but no python3 imports numpy" };
@@ -146,7 +120,7 @@ function ensurePip(): { py: string | null; why: string | null } {
   let py = prefer(candidates()).find(canBuild);
   if (py) return { py, why: null };
   if (!existsSync("/usr/bin/python3")) return { py: null, why: "no python3 has pip, setuptools and wheel" };
-  const why = aptInstall(["python3-pip", "python3-setuptools", "python3-wheel"]);
+  const why = aptInstall(["python3-pip", "python3-setuptools", "python3-wheel"], "python.test");
   if (why) return { py: null, why: `no python3 has pip, setuptools and wheel, and ${why}` };
   py = prefer(candidates()).find(canBuild);
   return py ? { py, why: null } : { py: null, why: "python3-pip installed, but no python3 can build with it" };

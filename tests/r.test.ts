@@ -6,18 +6,21 @@
  * installs it with apt-get (as root), and skips with the reason where it
  * cannot. The package is built from a copy of rpkg/ laid out as in the
  * repository (so its configure takes native/exm.h, as `R CMD INSTALL rpkg`
- * does); that the vendored rpkg/src/exm.h is current is checked separately.
+ * does), once more outside it (configure then takes the header from the exm
+ * launcher on PATH), and once with neither, where the install must stop.
  */
 import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { spawnSync } from "bun";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { GiB, MiB, assertOk, assertRun, withDataDir } from "./support/native";
+import { which } from "./support/programs";
 import {
   EXM,
   LIB,
   ROOT,
+  aptInstall,
   cgroupAvailable,
   cleanEnv,
   explain,
@@ -25,6 +28,7 @@ import {
   kv,
   run,
   runInCgroup,
+  sh,
   skipUnless,
 } from "./support/sys";
 
@@ -34,50 +38,14 @@ const FIXTURES = join(ROOT, "tests", "fixtures", "r");
 const NOT_UNDER_EXM =
   "this R session was not started under exm: run it as `exm R` or `exm Rscript ...`";
 
-/** Runs argv to completion; ok is false also when it cannot be started. */
-function sh(argv: string[], env: Record<string, string | undefined> = {}) {
-  try {
-    const r = spawnSync(argv, { env: cleanEnv(env), stdout: "pipe", stderr: "pipe" });
-    return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
-  } catch (e) {
-    return { ok: false, out: `${argv[0]}: ${(e as Error).message}` };
-  }
-}
-
-function haveCommand(cmd: string): boolean {
-  return sh(["sh", "-c", `command -v ${cmd}`]).ok;
-}
-
 /**
  * null when Rscript runs (installing r-base-core first if needed and
  * possible), else why the R tests cannot run.
  */
 function ensureR(): string | null {
-  if (haveCommand("Rscript") && sh(["Rscript", "--version"]).ok) return null;
-  if (process.platform !== "linux") return "R is not installed (and this is not Linux)";
-  if (process.getuid?.() !== 0) return "R is not installed, and installing r-base-core needs root";
-  if (!haveCommand("apt-get")) return "R is not installed, and there is no apt-get to install r-base-core";
-  console.warn("r.test: installing r-base-core with apt-get (once)");
-  const install = () =>
-    sh(
-      [
-        "apt-get",
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "-o",
-        "DPkg::Lock::Timeout=300",
-        "r-base-core",
-      ],
-      { DEBIAN_FRONTEND: "noninteractive" },
-    );
-  let r = install();
-  if (!r.ok) {
-    // Stale package lists are the usual cause on a fresh machine.
-    sh(["apt-get", "update", "-o", "DPkg::Lock::Timeout=300"], { DEBIAN_FRONTEND: "noninteractive" });
-    r = install();
-  }
-  if (!r.ok) return `apt-get install r-base-core failed:\n${r.out.split("\n").slice(-8).join("\n")}`;
+  if (which("Rscript") && sh(["Rscript", "--version"]).ok) return null;
+  const why = aptInstall(["r-base-core"], "r.test");
+  if (why) return `R is not installed, and ${why}`;
   if (!sh(["Rscript", "--version"]).ok) return "r-base-core installed but Rscript does not run";
   return null;
 }
@@ -86,7 +54,7 @@ const R_MISSING = skipUnless(ensureR(), "R package tests");
 const EXM_MISSING = skipUnless(existsSync(EXM) ? null : `${EXM} is not built`, "R package tests");
 const SKIP = R_MISSING || EXM_MISSING;
 const CC_MISSING =
-  !SKIP && skipUnless(haveCommand("gcc") || haveCommand("cc") ? null : "no C compiler", "R package install");
+  !SKIP && skipUnless(which("gcc") || which("cc") ? null : "no C compiler", "R package install");
 
 /* ---- The package, installed once into a temporary library ---------------------------- */
 
@@ -94,26 +62,51 @@ let work = "";
 let lib = "";
 let installLog = "";
 
-beforeAll(() => {
-  if (SKIP || CC_MISSING) return;
-  work = mkdtempSync(join(tmpdir(), "exm-rpkg-"));
-  lib = join(work, "lib");
-  mkdirSync(lib);
-  mkdirSync(join(work, "native"));
-  cpSync(join(ROOT, "native", "exm.h"), join(work, "native", "exm.h"));
-  cpSync(join(ROOT, "rpkg"), join(work, "rpkg"), {
+/**
+ * Lays out rpkg/ in dir as in a clone (without what a build leaves in it, the
+ * header configure puts into src/ included), with `header` as dir/native/exm.h
+ * when given, and runs R CMD INSTALL there into dir/lib, with `env` over the
+ * test environment (PATH decides whether configure finds an exm launcher).
+ */
+function installPackage(dir: string, header: string | null, env: Record<string, string> = {}) {
+  const into = join(dir, "lib");
+  mkdirSync(into, { recursive: true });
+  if (header !== null) {
+    mkdirSync(join(dir, "native"), { recursive: true });
+    writeFileSync(join(dir, "native", "exm.h"), header);
+  }
+  const built = join(ROOT, "rpkg", "src", "exm.h");
+  cpSync(join(ROOT, "rpkg"), join(dir, "rpkg"), {
     recursive: true,
-    filter: (src) => !/\.(o|so)$/.test(src),
+    filter: (src) => !/\.(o|so)$/.test(src) && src !== built,
   });
-  const t0 = performance.now();
-  const r = spawnSync(["R", "CMD", "INSTALL", "--no-test-load", "-l", lib, "rpkg"], {
-    cwd: work,
-    env: cleanEnv(),
+  const r = spawnSync(["R", "CMD", "INSTALL", "--no-test-load", "-l", into, "rpkg"], {
+    cwd: dir,
+    env: cleanEnv(env),
     stdout: "pipe",
     stderr: "pipe",
   });
-  installLog = r.stdout.toString() + r.stderr.toString();
-  if (r.exitCode !== 0) throw new Error(`R CMD INSTALL rpkg failed:\n${installLog}`);
+  return { ok: r.exitCode === 0, log: r.stdout.toString() + r.stderr.toString(), lib: into };
+}
+
+/** PATH without any directory that holds an `exm`, so that configure finds no launcher. */
+function pathWithoutExm(): string {
+  return (process.env.PATH ?? "/usr/bin:/bin")
+    .split(":")
+    .filter((d) => d && !existsSync(join(d, "exm")))
+    .join(":");
+}
+
+const NATIVE_HEADER = readFileSync(join(ROOT, "native", "exm.h"), "utf8");
+
+beforeAll(() => {
+  if (SKIP || CC_MISSING) return;
+  work = mkdtempSync(join(tmpdir(), "exm-rpkg-"));
+  const t0 = performance.now();
+  const r = installPackage(work, NATIVE_HEADER);
+  installLog = r.log;
+  lib = r.lib;
+  if (!r.ok) throw new Error(`R CMD INSTALL rpkg failed:\n${installLog}`);
   console.log(`r.test: R CMD INSTALL rpkg took ${Math.round(performance.now() - t0)} ms`);
 }, 300_000);
 
@@ -128,21 +121,95 @@ function exmRscript(opts: string[], script: string, args: string[], timeoutMs = 
   });
 }
 
-/* ---- Tests -------------------------------------------------------------------------------- */
+/**
+ * What tests/fixtures/r/api.R prints, key by key, run under
+ * `exm --threshold 64M --dir dir1` with dir2 as its second directory: every
+ * function of the package, its refusals aside (the test checks those).
+ */
+function apiExpected(dir1: string, dir2: string, libVersion: string): Record<string, string> {
+  return {
+    available: "TRUE",
+    version: libVersion,
+    // threshold: from --threshold, number, size string, > 2^31, Inf, refused values
+    threshold: String(64 * MiB),
+    threshold_old: String(64 * MiB),
+    threshold_1G: String(GiB),
+    threshold_visible: "FALSE",
+    threshold_6G: String(6 * GiB),
+    threshold_1_5G: String(1.5 * GiB),
+    threshold_inf: "Inf",
+    // data path: from --dir, set, a missing directory refused
+    dir: dir1,
+    dir_old: dir1,
+    dir_new: dir2,
+    dir_after_err: dir2,
+    // lookup: data of a 128 MiB vector read back through the backing file
+    x_file_backed: "TRUE",
+    x_is_file_backed: "TRUE",
+    x_size: String(128 * MiB),
+    x_offset_ok: "TRUE",
+    x_target_in_dir2: "TRUE",
+    x_from_file: "42,43",
+    small_file_backed: "FALSE",
+    small_is_file_backed: "FALSE",
+    small_size: "24",
+    small_path: "NA",
+    altrep_file_backed: "FALSE",
+    altrep_allocs_same: "TRUE",
+    lookup_list: "TRUE",
+    // advice
+    advise_normal: "TRUE",
+    advise_random: "TRUE",
+    advise_sequential: "TRUE",
+    advice: "auto",
+    advice_old: "auto",
+    advice_new: "random",
+    // disk cap
+    max_disk: "0",
+    max_disk_100G: String(100 * GiB),
+    // child mode
+    child: "copy on write",
+    child_old: "copy on write",
+    child_shared: "shared",
+    child_duplicate: "duplicate",
+    child_cow: "copy on write",
+    child_exm_shared: "shared",
+    child_exm_duplicate: "duplicate",
+    child_exm_cow: "copy on write",
+    child_in_expr: "shared",
+    child_after_expr: "copy on write",
+    // file-backed vectors whatever the threshold, also of more than 2^31 elements
+    vector_file_backed: "TRUE",
+    vector_type: "integer",
+    vector_length: "1000",
+    vector_sum: "0",
+    vector_sum_filled: "500500",
+    vector_numeric: "double",
+    big_length: String(2 ** 31 + 10),
+    big_size: String(2 ** 31 + 10),
+    big_file_backed: "TRUE",
+    big_last: "00",
+    // statistics
+    stats_names:
+      "live_bytes,peak_live_bytes,live_blocks,total_allocs,total_frees,disk_reserved," +
+      "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns",
+    stats_all_double: "TRUE",
+    stats_live_at_least_x: "TRUE",
+    stats_allocs_grew: "TRUE",
+    stats_frees_grew: "TRUE",
+    stats_live_back: "TRUE",
+    check: "TRUE",
+  };
+}
 
-test("rpkg/src/exm.h is a copy of native/exm.h", () => {
-  const vendored = readFileSync(join(ROOT, "rpkg", "src", "exm.h"), "utf8");
-  const native = readFileSync(join(ROOT, "native", "exm.h"), "utf8");
-  if (vendored !== native)
-    throw new Error("rpkg/src/exm.h differs from native/exm.h: run `cp native/exm.h rpkg/src/exm.h`");
-});
+/* ---- Tests -------------------------------------------------------------------------------- */
 
 describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
   test("R CMD INSTALL built it without linking libexm", () => {
     expect(installLog).toContain("DONE (exm)");
     const so = join(lib, "exm", "libs", "exm.so");
     expect(existsSync(so)).toBe(true);
-    if (haveCommand("readelf")) {
+    if (which("readelf")) {
       const d = sh(["readelf", "-d", so]);
       expect(d.ok).toBe(true);
       expect(d.out).not.toContain("libexm");
@@ -159,6 +226,26 @@ describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
        cat("missing=", paste(setdiff(fns, aliases), collapse = ","), "\\n", sep = "")`,
     ]);
     expect(r.out).toContain("missing=\n");
+  });
+
+  test("outside the repository, configure takes exm.h from the exm launcher on PATH (exm --extract)", async () => {
+    const dir = join(work, "outside");
+    const r = installPackage(dir, null, { PATH: `${dirname(EXM)}:${pathWithoutExm()}` });
+    if (!r.ok) throw new Error(`R CMD INSTALL rpkg outside the repository failed:\n${r.log}`);
+    expect(r.log).toContain(`configure: exm: exm.h from ${EXM} --extract`);
+    const v = await run(
+      [EXM, "Rscript", "--vanilla", "-e", `library(exm, lib.loc = "${r.lib}"); cat("available=", exm_available(), "\\n", sep = "")`],
+      { timeoutMs: 60_000 },
+    );
+    assertOk(v, "available=TRUE", "the package built from exm --extract's header, under exm");
+  });
+
+  test("with neither native/exm.h nor an exm launcher, the install stops saying so", () => {
+    const r = installPackage(join(work, "nowhere"), null, { PATH: pathWithoutExm() });
+    expect(r.ok).toBe(false);
+    expect(r.log).toContain(
+      "configure: exm: error: no exm.h: install from the exm repository (R CMD INSTALL rpkg), or put the exm command on PATH",
+    );
   });
 
   const noCgroup = skipUnless(cgroupAvailable(), "R 2 GiB vector under a 512 MiB cgroup");
@@ -196,79 +283,7 @@ describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
       assertOk(r, "done", "api.R under exm");
       const v = kv(r.stdout);
       const libVersion = /libexm (\d+\.\d+\.\d+)/.exec(sh([EXM, "--version"]).out)?.[1];
-      expect(v).toMatchObject({
-        available: "TRUE",
-        version: libVersion ?? "?",
-        // threshold: from --threshold, number, size string, > 2^31, Inf, refused values
-        threshold: String(64 * MiB),
-        threshold_old: String(64 * MiB),
-        threshold_1G: String(GiB),
-        threshold_visible: "FALSE",
-        threshold_6G: String(6 * GiB),
-        threshold_1_5G: String(1.5 * GiB),
-        threshold_inf: "Inf",
-        // data path: from --dir, set, a missing directory refused
-        dir: dir1,
-        dir_old: dir1,
-        dir_new: dir2,
-        dir_after_err: dir2,
-        // lookup: data of a 128 MiB vector read back through the backing file
-        x_file_backed: "TRUE",
-        x_is_file_backed: "TRUE",
-        x_size: String(128 * MiB),
-        x_offset_ok: "TRUE",
-        x_target_in_dir2: "TRUE",
-        x_from_file: "42,43",
-        small_file_backed: "FALSE",
-        small_is_file_backed: "FALSE",
-        small_size: "24",
-        small_path: "NA",
-        altrep_file_backed: "FALSE",
-        altrep_allocs_same: "TRUE",
-        lookup_list: "TRUE",
-        // advice
-        advise_normal: "TRUE",
-        advise_random: "TRUE",
-        advise_sequential: "TRUE",
-        advice: "auto",
-        advice_old: "auto",
-        advice_new: "random",
-        // disk cap
-        max_disk: "0",
-        max_disk_100G: String(100 * GiB),
-        // child mode
-        child: "copy on write",
-        child_old: "copy on write",
-        child_shared: "shared",
-        child_duplicate: "duplicate",
-        child_cow: "copy on write",
-        child_exm_shared: "shared",
-        child_exm_duplicate: "duplicate",
-        child_exm_cow: "copy on write",
-        child_in_expr: "shared",
-        child_after_expr: "copy on write",
-        // file-backed vectors whatever the threshold, also of more than 2^31 elements
-        vector_file_backed: "TRUE",
-        vector_type: "integer",
-        vector_length: "1000",
-        vector_sum: "0",
-        vector_sum_filled: "500500",
-        vector_numeric: "double",
-        big_length: String(2 ** 31 + 10),
-        big_size: String(2 ** 31 + 10),
-        big_file_backed: "TRUE",
-        big_last: "00",
-        // statistics
-        stats_names:
-          "live_bytes,peak_live_bytes,live_blocks,total_allocs,total_frees,disk_reserved," +
-          "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns",
-        stats_all_double: "TRUE",
-        stats_live_at_least_x: "TRUE",
-        stats_allocs_grew: "TRUE",
-        stats_frees_grew: "TRUE",
-        stats_live_back: "TRUE",
-        check: "TRUE",
-      });
+      expect(v).toMatchObject(apiExpected(dir1, dir2, libVersion ?? "?"));
       expect(v.threshold_err_neg).toContain("must be a whole number of bytes");
       expect(v.threshold_err_str).toContain("cannot read 'lots' as a size");
       expect(v.dir_err).toContain("no such directory");
@@ -336,26 +351,19 @@ describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
   });
 
   test("a package built for another libexm version refuses, saying so", async () => {
-    // The same package with a header claiming version 0.99.0, in a library of its own.
-    const other = join(work, "other");
-    mkdirSync(join(other, "lib"), { recursive: true });
-    cpSync(join(work, "rpkg"), join(other, "rpkg"), { recursive: true, filter: (src) => !/\.(o|so)$/.test(src) });
-    const h = join(other, "rpkg", "src", "exm.h");
-    writeFileSync(h, readFileSync(h, "utf8").replace(/#define EXM_VERSION_MINOR \d+/, "#define EXM_VERSION_MINOR 99"));
-    const inst = spawnSync(["R", "CMD", "INSTALL", "--no-test-load", "-l", "lib", "rpkg"], {
-      cwd: other,
-      env: cleanEnv(),
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    expect(inst.exitCode).toBe(0);
+    // The same package built against a native/exm.h claiming version 0.99.0, in a library of its own.
+    const other = installPackage(
+      join(work, "other"),
+      NATIVE_HEADER.replace(/#define EXM_VERSION_MINOR \d+/, "#define EXM_VERSION_MINOR 99"),
+    );
+    if (!other.ok) throw new Error(`R CMD INSTALL rpkg (version 0.99) failed:\n${other.log}`);
     const r = await run(
       [
         EXM,
         "Rscript",
         "--vanilla",
         "-e",
-        `library(exm, lib.loc = "${join(other, "lib")}"); cat("available=", exm_available(), "\\n", sep = "");
+        `library(exm, lib.loc = "${other.lib}"); cat("available=", exm_available(), "\\n", sep = "");
          cat("error=", tryCatch(exm_threshold(), error = function(e) conditionMessage(e)), "\\n", sep = "")`,
       ],
       { timeoutMs: 60_000 },

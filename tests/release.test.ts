@@ -28,8 +28,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compareVersions, GLIBC_FLOOR, parseGlibcNeeds } from "../build";
 import { kernelGaps, kernelUnserved } from "../src/program";
-import { aarch64Available, aptInstall, type DebArch, ensureRoot, removeStaleTemporaries } from "./support/roots";
-import { cgroupAvailable, EXM, explain, run, runInCgroup, skipUnless, type RunResult } from "./support/sys";
+import { aarch64Available, type DebArch, ensureRoot, removeStaleTemporaries } from "./support/roots";
+import { aptInstall, cgroupAvailable, EXM, explain, run, runInCgroup, skipUnless, type RunResult } from "./support/sys";
 
 const ROOT = join(import.meta.dir, "..");
 const RELEASE = join(ROOT, "dist", "release");
@@ -69,7 +69,7 @@ function releaseState(): string | null {
 function ensureRelease(): string | null {
   const state = releaseState();
   if (!state) return null;
-  const cross = aptInstall(["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"], () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
+  const cross = aptInstall(["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"], "release.test", () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
   if (cross) return cross;
   console.log(`release: dist/release is ${state}: npm run release`);
   const r = sh([process.execPath, join(ROOT, "build.ts"), "release"]);
@@ -170,6 +170,26 @@ function pythonOoc(mib: number): string[] {
   ];
 }
 
+/**
+ * The root's python3 allocates, writes and reads `mib` MiB under a memory
+ * cgroup of `limitMiB`: through the root's exm it finishes, every byte of it
+ * file-backed (as --stats says); without exm it is OOM-killed. `opts` as in
+ * inRoot, for the exm run only (the one that writes a file).
+ */
+async function oocInRoot(root: Root, limitMiB: number, mib: number, timeoutMs: number, opts: { fileLimitKiB?: number } = {}) {
+  const served = await runInCgroup(
+    limitMiB * MiB,
+    inRoot(root, [exmIn(root), "--threshold", "1M", "--stats", ...pythonOoc(mib)], opts),
+    { timeoutMs },
+  );
+  expect(served.code, explain(served)).toBe(0);
+  expect(served.oomKilled).toBe(false);
+  expect(served.stdout).toMatch(/^ooc ok 3\.9\./);
+  expect(served.stderr).toMatch(new RegExp(`peak ${mib}\\.\\d MiB file-backed`));
+  const plain = await runInCgroup(limitMiB * MiB, inRoot(root, pythonOoc(mib)), { timeoutMs });
+  expect(plain.oomKilled, explain(plain)).toBe(true);
+}
+
 function expectContract(results: { notFound: RunResult; notExec: RunResult; own: RunResult; pyOwn: RunResult }): void {
   expect(results.notFound.code, explain(results.notFound)).toBe(127);
   expect(results.notFound.stderr).toMatch(/^exm: no-such-program-here: command not found\n$/);
@@ -259,15 +279,7 @@ describe.skipIf(NO_RELEASE || NO_AMD64)("exm-linux-x64 on Debian 11 (glibc 2.31)
 
   test.skipIf(skipUnless(NO_CGROUP, "out-of-core run in the Debian 11 root"))(
     "the root's python3 writes and reads 768 MiB under a 256 MiB memory cgroup through exm; without exm it is OOM-killed",
-    async () => {
-      const served = await runInCgroup(256 * MiB, inRoot(root, [exmIn(root), "--threshold", "1M", "--stats", ...pythonOoc(768)]), { timeoutMs: 240_000 });
-      expect(served.code, explain(served)).toBe(0);
-      expect(served.oomKilled).toBe(false);
-      expect(served.stdout).toMatch(/^ooc ok 3\.9\./);
-      expect(served.stderr).toMatch(/peak 768\.\d MiB file-backed/);
-      const plain = await runInCgroup(256 * MiB, inRoot(root, pythonOoc(768)), { timeoutMs: 240_000 });
-      expect(plain.oomKilled, explain(plain)).toBe(true);
-    },
+    () => oocInRoot(root, 256, 768, 240_000),
   );
 });
 
@@ -290,19 +302,7 @@ describe.skipIf(NO_RELEASE || NO_ARM64)("exm-linux-arm64 on Debian 11 under qemu
 
   test.skipIf(skipUnless(NO_CGROUP, "out-of-core run in the arm64 root"))(
     "the root's python3 writes and reads 384 MiB under a 160 MiB memory cgroup through exm; without exm it is OOM-killed",
-    async () => {
-      const served = await runInCgroup(
-        160 * MiB,
-        inRoot(root, [exmIn(root), "--threshold", "1M", "--stats", ...pythonOoc(384)], { fileLimitKiB: QEMU_FILE_LIMIT_KIB }),
-        { timeoutMs: 280_000 },
-      );
-      expect(served.code, explain(served)).toBe(0);
-      expect(served.oomKilled).toBe(false);
-      expect(served.stdout).toMatch(/^ooc ok 3\.9\./);
-      expect(served.stderr).toMatch(/peak 384\.\d MiB file-backed/);
-      const plain = await runInCgroup(160 * MiB, inRoot(root, pythonOoc(384)), { timeoutMs: 280_000 });
-      expect(plain.oomKilled, explain(plain)).toBe(true);
-    },
+    () => oocInRoot(root, 160, 384, 280_000, { fileLimitKiB: QEMU_FILE_LIMIT_KIB }),
   );
 });
 
@@ -310,15 +310,22 @@ describe.skipIf(NO_RELEASE || NO_ARM64)("exm-linux-arm64 on Debian 11 under qemu
 
 const NO_EXM = skipUnless(existsSync(EXM) ? null : `${EXM} is not built`, "unserved-program tests");
 
+/** `source` compiled by `cc` (another C library's or another architecture's) into scratch/name. */
+function compileWith(cc: string, name: string, source: string): string {
+  const src = join(scratch, `${name}.c`);
+  const bin = join(scratch, name);
+  writeFileSync(src, source);
+  const c = sh([cc, "-o", bin, src]);
+  expect(c.ok, c.out).toBe(true);
+  return bin;
+}
+
 describe.skipIf(NO_EXM)("programs exm cannot serve are told in one line and run", () => {
   test("a musl program: told, run without the library (a glibc preload would stop it loading)", async () => {
-    const why = aptInstall(["musl-tools"], () => sh(["sh", "-c", "command -v musl-gcc"]).ok);
+    const why = aptInstall(["musl-tools"], "release.test", () => sh(["sh", "-c", "command -v musl-gcc"]).ok);
     if (skipUnless(why, "musl program")) return;
-    const src = join(scratch, "musl.c");
-    const bin = join(scratch, "musl-prog");
-    writeFileSync(src, '#include <stdio.h>\n#include <stdlib.h>\nint main(void) { char *p = malloc(8 << 20); p[0] = 1; puts("musl ran"); return 7; }\n');
-    const c = sh(["musl-gcc", "-o", bin, src]);
-    expect(c.ok, c.out).toBe(true);
+    const bin = compileWith("musl-gcc", "musl-prog",
+      '#include <stdio.h>\n#include <stdlib.h>\nint main(void) { char *p = malloc(8 << 20); p[0] = 1; puts("musl ran"); return 7; }\n');
     expect(sh(["readelf", "-l", bin]).out).toContain("ld-musl-");
     // What exm saves it from: musl's loader takes the preload and fails on glibc's symbols.
     const plain = await run([bin], { env: { LD_PRELOAD: join(ROOT, "build", "libexm.so") } });
@@ -330,13 +337,9 @@ describe.skipIf(NO_EXM)("programs exm cannot serve are told in one line and run"
   });
 
   test.skipIf(process.arch !== "x64")("a program of another architecture (arm64, through qemu): told, run without the library", async () => {
-    const why = aarch64Available() ?? aptInstall(["gcc-aarch64-linux-gnu"], () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
+    const why = aarch64Available() ?? aptInstall(["gcc-aarch64-linux-gnu"], "release.test", () => sh(["sh", "-c", "command -v aarch64-linux-gnu-gcc"]).ok);
     if (skipUnless(why, "foreign-architecture program")) return;
-    const src = join(scratch, "arm.c");
-    const bin = join(scratch, "arm-prog");
-    writeFileSync(src, '#include <stdio.h>\nint main(void) { puts("arm ran"); return 5; }\n');
-    const c = sh(["aarch64-linux-gnu-gcc", "-o", bin, src]);
-    expect(c.ok, c.out).toBe(true);
+    const bin = compileWith("aarch64-linux-gnu-gcc", "arm-prog", '#include <stdio.h>\nint main(void) { puts("arm ran"); return 5; }\n');
     const r = await run([EXM, bin], { env: { HOME: scratch, QEMU_LD_PREFIX: "/usr/aarch64-linux-gnu" } });
     expect(r.code, explain(r)).toBe(5);
     expect(r.stdout).toBe("arm ran\n");

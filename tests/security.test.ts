@@ -291,22 +291,23 @@ describe.skipIf(noCli)("another user's planted /tmp/exm-<uid> cannot make exm lo
     });
   });
 
+  /** The cache path as the attacker's symlink to `target`, a directory of `owner` with a library planted in it. */
+  async function symlinkToPlanted(target: string, owner: number, marker: string) {
+    plantLibrary(join(target, await cachedLibName()), marker, owner);
+    symlinkSync(target, tmpCache);
+    spawnSync(["chown", "-h", `${ATTACKER_UID}:${ATTACKER_UID}`, tmpCache]);
+  }
+
   test("a symlink of theirs to a directory of theirs", async () => {
-    await attempt("symlink", async (marker) => {
-      const target = ownedDir(sub("attacker-dir"), ATTACKER_UID, 0o755);
-      plantLibrary(join(target, await cachedLibName()), marker, ATTACKER_UID);
-      symlinkSync(target, tmpCache);
-      spawnSync(["chown", "-h", `${ATTACKER_UID}:${ATTACKER_UID}`, tmpCache]);
-    });
+    await attempt("symlink", (marker) =>
+      symlinkToPlanted(ownedDir(sub("attacker-dir"), ATTACKER_UID, 0o755), ATTACKER_UID, marker),
+    );
   });
 
   test("a symlink of theirs to a private directory of the user's", async () => {
-    await attempt("symlink to the user's dir", async (marker) => {
-      const target = ownedDir(sub("victim-dir"), VICTIM_UID, 0o700);
-      plantLibrary(join(target, await cachedLibName()), marker, VICTIM_UID);
-      symlinkSync(target, tmpCache);
-      spawnSync(["chown", "-h", `${ATTACKER_UID}:${ATTACKER_UID}`, tmpCache]);
-    });
+    await attempt("symlink to the user's dir", (marker) =>
+      symlinkToPlanted(ownedDir(sub("victim-dir"), VICTIM_UID, 0o700), VICTIM_UID, marker),
+    );
   });
 
   test("a regular file of theirs", async () => {

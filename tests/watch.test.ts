@@ -7,7 +7,7 @@
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { spawn, spawnSync } from "bun";
 import { readFileSync, rmSync } from "node:fs";
-import { cleanEnv, EXM, freshDir, libAvailable, python3, run, skipUnless } from "./support/sys";
+import { aptInstall, cleanEnv, EXM, freshDir, libAvailable, python3, run, sh, skipUnless } from "./support/sys";
 
 setDefaultTimeout(120_000);
 const py = python3();
@@ -155,8 +155,6 @@ function existsOrReason(): string | null {
 
 /** tmux, installed with apt-get when missing and we are root (as tests/r.test.ts does for R). */
 function ensureTmux(): string | null {
-  if (spawnSync(["tmux", "-V"], { stdout: "pipe", stderr: "pipe" }).exitCode === 0) return null;
-  if (process.getuid?.() !== 0) return "tmux not installed and not root to apt-get it";
-  spawnSync(["apt-get", "install", "-y", "tmux"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
-  return spawnSync(["tmux", "-V"]).exitCode === 0 ? null : "apt-get install tmux failed";
+  const why = aptInstall(["tmux"], "watch.test", () => sh(["tmux", "-V"]).ok);
+  return why && `tmux is not installed, and ${why}`;
 }

@@ -12,12 +12,6 @@
 
 #define MAXB 512
 
-typedef struct blk {
-  unsigned char *p;
-  size_t n;
-  uint64_t seed;
-} blk_t;
-
 static blk_t live[MAXB];
 static int nlive;
 

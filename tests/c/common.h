@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -196,6 +197,112 @@ static __attribute__((unused)) long long find_nonzero(const void *p, size_t n) {
   for (; i < n; i++)
     if (b[i]) return (long long)i;
   return -1;
+}
+
+/* ---- Random blocks, for the stress programs -------------------------------- */
+
+/* xorshift64: the sequence that picks sizes, slots and operations, so that a
+ * seed gives the same run on a loaded machine as on an idle one. */
+static inline uint64_t xorshift64(uint64_t *x) {
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
+}
+
+/* A block under test: where, how large, and the seed of the pattern it holds. */
+typedef struct blk {
+  unsigned char *p;
+  size_t n;
+  uint64_t seed;
+} blk_t;
+
+/* One band of a size distribution: a draw below `permille` (of 1000, the
+ * bands in rising order, the last at 1000) gives base + a second draw % span. */
+typedef struct size_band {
+  unsigned permille;
+  size_t base, span;
+} size_band_t;
+
+static __attribute__((unused)) size_t band_size(const size_band_t *bands, uint64_t *rng) {
+  uint64_t r = xorshift64(rng) % 1000;
+  while (r >= bands->permille) bands++;
+  return bands->base + xorshift64(rng) % bands->span;
+}
+
+/* A stress program's budget: "N", a count (*count = N), or "Ns", seconds
+ * (*count = -1: until the time is up, see run_for). `unit` names the count
+ * in the line that refuses a bad budget. */
+static __attribute__((unused)) void parse_budget(const char *budget, const char *unit, long *count, double *seconds) {
+  *count = -1;
+  *seconds = 0;
+  if (budget[0] && budget[strlen(budget) - 1] == 's') *seconds = atof(budget);
+  else *count = atol(budget);
+  CHECK(*count > 0 || *seconds > 0, "bad budget %s (%s or SECONDSs)", budget, unit);
+}
+
+/* The time budget: sleeps `seconds`, then tells the threads to stop. */
+static __attribute__((unused)) void run_for(double seconds, volatile int *stop) {
+  struct timespec d = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+  nanosleep(&d, NULL);
+  *stop = 1;
+}
+
+/* ---- Forked workers, as R's mclapply runs them ----------------------------- */
+
+#define MAX_WORKERS 16
+
+/* Worker w's share [*lo, *hi) of n items among nw; the last takes the rest. */
+static inline void share_of(size_t n, int nw, int w, size_t *lo, size_t *hi) {
+  *lo = n / (size_t)nw * (size_t)w;
+  *hi = w == nw - 1 ? n : n / (size_t)nw * (size_t)(w + 1);
+}
+
+typedef uint64_t (*worker_fn)(int w, int nw);
+
+/* Forks nw workers: worker w computes work(w, nw) over what it inherited
+ * and sends it back through a pipe; the parent computes the same itself once
+ * the worker has exited, prints both and compares. together: every worker
+ * waits until all are forked, so that all are alive at once. A worker that
+ * fails (killed, by its alarm after alarm_s too, or no answer) ends the
+ * program. Returns how many answers were wrong. */
+static __attribute__((unused)) int fork_workers(int nw, worker_fn work, unsigned alarm_s, int together) {
+  CHECK(nw >= 1 && nw <= MAX_WORKERS, "bad worker count %d", nw);
+  int go[2], fd[MAX_WORKERS][2];
+  pid_t pid[MAX_WORKERS];
+  CHECK(pipe(go) == 0, "pipe");
+  for (int w = 0; w < nw; w++) {
+    CHECK(pipe(fd[w]) == 0, "pipe");
+    fflush(NULL);
+    pid[w] = fork();
+    CHECK(pid[w] >= 0, "fork: %s", strerror(errno));
+    if (pid[w] == 0) {
+      alarm(alarm_s);
+      close(go[1]);
+      char c;
+      if (together && read(go[0], &c, 1) < 0) _exit(3);  /* the parent closes go once all are forked */
+      uint64_t s = work(w, nw);
+      if (write(fd[w][1], &s, sizeof s) != sizeof s) _exit(2);
+      _exit(0);
+    }
+    close(fd[w][1]);
+  }
+  close(go[0]);
+  close(go[1]);
+  int bad = 0;
+  for (int w = 0; w < nw; w++) {
+    uint64_t got = 0;
+    ssize_t r = read(fd[w][0], &got, sizeof got);
+    close(fd[w][0]);
+    int status;
+    CHECK(waitpid(pid[w], &status, 0) == pid[w], "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && r == sizeof got,
+          "worker %d failed: status 0x%x, read %zd", w, status, r);
+    uint64_t want = work(w, nw);
+    printf("worker %d: sum=%016" PRIx64 " want=%016" PRIx64 "\n", w, got, want);
+    bad += got != want;
+  }
+  return bad;
 }
 
 /* Hides a value from the optimizer (no folding of sizes known to overflow). */

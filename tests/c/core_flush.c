@@ -14,12 +14,7 @@
  *
  * usage: core_flush
  */
-#include "../../native/core.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
+#include "core_buffer.h"
 
 #define CAP ((size_t)256 << 20)
 #define DIE(...) do { fprintf(stderr, "core_flush: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
@@ -34,11 +29,7 @@ static void h_decommit(void *ctx, size_t off, size_t len) {
   decommits++;
   if (len < smallest_punched) smallest_punched = len;
 }
-static void *h_meta_map(void *ctx, size_t len) {
-  (void)ctx;
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
-}
+static void *h_meta_map(void *ctx, size_t len) { (void)ctx; return anon_map(len); }
 static void h_meta_unmap(void *ctx, void *p, size_t len) { (void)ctx; munmap(p, len); }
 
 static void check(exm_core_t *c, const char *when) {
@@ -54,12 +45,10 @@ static void *alloc(exm_core_t *c, size_t n) {
 }
 
 int main(void) {
-  buf = mmap(NULL, CAP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (buf == MAP_FAILED) DIE("mmap");
   exm_host_t host = { NULL, h_commit, h_decommit, h_meta_map, h_meta_unmap };
   static exm_core_t core;
   exm_core_t *c = &core;
-  exm_core_init(c, buf, CAP, &host);
+  buf = core_on_buffer(c, CAP, &host);
   const size_t limit = c->dirty_limit, small = 16 * 1024, large = 512 * 1024;
   if (large > c->retain_max) DIE("a %zu-byte block would not be retained", large);
   /* Pairs of (small, large) blocks with a kept block after each, so that no

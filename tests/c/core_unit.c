@@ -9,13 +9,7 @@
  *
  * usage: core_unit [operations] [seed]
  */
-#include "../../native/core.h"
-
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
+#include "core_buffer.h"
 
 #define CAP ((size_t)512 << 20)
 #define MAXLIVE 400
@@ -55,8 +49,8 @@ static void h_decommit(void *ctx, size_t off, size_t len) {
 
 static void *h_meta_map(void *ctx, size_t len) {
   (void)ctx;
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return NULL;
+  void *p = anon_map(len);
+  if (!p) return NULL;
   meta_bytes += len;
   return p;
 }
@@ -112,12 +106,10 @@ static void check(exm_core_t *c, long step) {
 int main(int argc, char **argv) {
   long ops = argc > 1 ? atol(argv[1]) : 200000;
   rng_state = argc > 2 ? strtoull(argv[2], NULL, 0) : 0x9e3779b97f4a7c15ull;
-  buf = mmap(NULL, CAP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (buf == MAP_FAILED) DIE("mmap");
   exm_host_t host = { NULL, h_commit, h_decommit, h_meta_map, h_meta_unmap };
   static exm_core_t core;
   exm_core_t *c = &core;
-  exm_core_init(c, buf, CAP, &host);
+  buf = core_on_buffer(c, CAP, &host);
   /* A cap below the range: some allocations must fail cleanly. */
   c->max_commit = CAP - (64 << 20);
   long fails = 0, inplace = 0, dirty_reuse = 0;

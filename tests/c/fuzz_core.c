@@ -22,7 +22,7 @@
  *                failed is there to keep (a poor man's fuzzer for machines
  *                without clang; bench/soak.ts uses it).
  */
-#include "../../native/core.h"
+#include "core_buffer.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -91,8 +91,8 @@ static void h_decommit(void *ctx, size_t off, size_t len) {
 static void *h_meta_map(void *ctx, size_t len) {
   (void)ctx;
   if (nmeta == MAXMETA) return NULL;
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return NULL;
+  void *p = anon_map(len);
+  if (!p) return NULL;
   meta[nmeta].p = p;
   meta[nmeta++].len = len;
   return p;
@@ -179,134 +179,117 @@ static size_t pick_size(in_t *in) {
   }
 }
 
-static void run_input(const uint8_t *data, size_t size) {
-  static exm_core_t core;
-  exm_core_t *c = &core;
-  exm_host_t host = { NULL, h_commit, h_decommit, h_meta_map, h_meta_unmap };
-  exm_core_init(c, buf, CAP, &host);
-  fail_bits = 0;
-  ncommit = 0;
-  nlive = nstale = 0;
-  in_t in = { data, size };
-  while (in.n) {
-    unsigned op = get8(&in);
-    switch (op % 12) {
-      case 0: case 1: case 2: case 3: {               /* allocate */
-        size_t n = pick_size(&in);
-        unsigned a = get8(&in);
-        size_t align = a & 0x80 ? (size_t)16 << (a % 13) : 16;   /* 16 .. 64 KiB */
-        int zero = a & 0x40 ? EXM_CORE_ZERO : 0, dirty = 0, err = 0;
-        if (nlive == MAXLIVE) break;
-        unsigned char *p = exm_core_alloc(c, n, align, zero, &dirty, &err);
-        T("alloc %zu align %zu%s -> %s%zx\n", n, align, zero ? " zero" : "", p ? "+" : "NULL ", p ? (size_t)(p - buf) : 0);
-        if (!p) {
-          if (err != ENOMEM) die("allocation of %zu failed with %d, want ENOMEM", n, err);
-          break;
-        }
-        if ((uintptr_t)p % (align < 16 ? 16 : align)) die("%zu bytes at %p not aligned to %zu", n, (void *)p, align);
-        if (p < buf || p + n > buf + CAP) die("block %p+%zu outside the range", (void *)p, n);
-        if (exm_core_usable(c, p) < n) die("usable %zu < %zu", exm_core_usable(c, p), n);
-        overlap_check(p, n ? n : 1);
-        if (!dirty)
-          for (size_t k = 0; k < n; k = next_off(k, n))
-            if (p[k]) die("clean block of %zu bytes not zero at %zu", n, k);
-        for (size_t pg = (size_t)(p - buf) / EXM_PAGE; n && pg <= (size_t)(p - buf + n - 1) / EXM_PAGE; pg++)
-          if (!committed[pg]) die("live block %p+%zu has uncommitted page %zu", (void *)p, n, pg);
-        live[nlive] = (live_t){ p, n, (uint8_t)get8(&in), n < EXM_SMALL_MAX && align < EXM_PAGE };
-        fill(&live[nlive++]);
-        break;
-      }
-      case 4: case 5: {                                 /* free */
-        if (!nlive) break;
-        int i = (int)(get8(&in) % (unsigned)nlive);
-        verify(&live[i], live[i].n, "before free");
-        unsigned char *p = live[i].p;
-        T("free%s +%zx (%zu)\n", op & 0x10 ? " (begin/end)" : "", (size_t)(p - buf), live[i].n);
-        if (op & 0x10) {                              /* the out-of-lock path */
-          exm_ext_t *busy = NULL;
-          if (exm_core_free_begin(c, p, &busy)) die("free_begin of a live block refused");
-          if (busy) {
-            h_decommit(NULL, busy->off, busy->len);
-            exm_core_free_end(c, busy);
-          }
-        } else if (exm_core_free(c, p)) {
-          die("free of a live block refused");
-        }
-        live_t gone = live[i];
-        live[i] = live[--nlive];
-        live[nlive] = gone;
-        stale[nstale % 16].p = p;
-        stale[nstale++ % 16].small = live[nlive].small;   /* the freed entry, just moved out */
-        break;
-      }
-      case 6: {                                         /* resize in place */
-        if (!nlive) break;
-        int i = (int)(get8(&in) % (unsigned)nlive);
-        size_t n = get8(&in) % 2 ? pick_size(&in) : live[i].n + get16(&in);
-        int r = exm_core_resize(c, live[i].p, n);
-        T("resize +%zx %zu -> %zu: %d\n", (size_t)(live[i].p - buf), live[i].n, n, r);
-        if (r == 0) {
-          verify(&live[i], n < live[i].n ? n : live[i].n, "after an in-place resize");
-          if (exm_core_usable(c, live[i].p) < n) die("usable below the resized size");
-          for (int k = 0; k < nlive; k++)
-            if (k != i && live[k].p < live[i].p + n && live[i].p < live[k].p + live[k].n) die("resize grew over a live block");
-          live[i].n = n;
-          fill(&live[i]);
-        } else if (r != ENOMEM) {
-          die("resize of a live block returned %d", r);
-        }
-        break;
-      }
-      case 7: {                                         /* bad frees: refused, harmless */
-        unsigned k = get8(&in);
-        if (k & 1 && nlive) {
-          live_t *b = &live[k % (unsigned)nlive];
-          size_t off = b->n > 16 ? 16 * (1 + get16(&in) % (b->n / 16)) : 0;
-          T("bad free +%zx+%zu\n", (size_t)(b->p - buf), off);
-          if (off && off < b->n && exm_core_free(c, b->p + off) == 0)
-            die("free of interior pointer %p+%zu accepted", (void *)b->p, off);
-        } else if (nstale) {
-          int si = (int)(k % (unsigned)(nstale < 16 ? nstale : 16));
-          unsigned char *p = stale[si].p;
-          int is_live = 0;
-          for (int i = 0; i < nlive; i++) is_live |= live[i].p == p;
-          /* A small chunk's header is in band, and a later block may have
-           * overwritten it with its own data; the segment's bitmap of live
-           * chunk starts still refuses the stale pointer
-           * (tests/fuzz/corpus/small-double-free-reused). */
-          if (!strict && stale[si].small) is_live = 1;
-          T("double free +%zx%s\n", (size_t)(p - buf), is_live ? " (live again: skipped)" : "");
-          if (!is_live && exm_core_free(c, p) == 0) die("double free of %p accepted", (void *)p);
-        }
-        break;
-      }
-      case 8: {                                         /* lookups */
-        if (!nlive) break;
-        live_t *b = &live[get8(&in) % (unsigned)nlive];
-        size_t off = b->n ? get16(&in) % b->n : 0;
-        void *base;
-        size_t sz;
-        if (!exm_core_find(c, b->p + off, &base, &sz, NULL) || base != b->p || sz < b->n)
-          die("find(%p+%zu) did not give the block back", (void *)b->p, off);
-        break;
-      }
-      case 9:
-        T("flush\n");
-        exm_core_flush(c);
-        break;
-      case 10: {                                        /* a disk cap */
-        unsigned v = get8(&in);
-        c->max_commit = v % 4 == 0 ? 0 : (size_t)(v % 64 + 1) << 20;
-        T("max_commit %zu\n", c->max_commit);
-        break;
-      }
-      default:                                          /* commit failures */
-        fail_bits = (uint64_t)get16(&in) << (get8(&in) % 48);
-        T("fail_bits %llx\n", (unsigned long long)fail_bits);
-        break;
-    }
-    check(c, "an operation");
+/* Allocate: size class, alignment and zero flag from the input; the block must
+ * be aligned, inside the range, apart from every live one, at least as large
+ * as asked, zero when clean, and on committed disk. */
+static void op_alloc(exm_core_t *c, in_t *in) {
+  size_t n = pick_size(in);
+  unsigned a = get8(in);
+  size_t align = a & 0x80 ? (size_t)16 << (a % 13) : 16;   /* 16 .. 64 KiB */
+  int zero = a & 0x40 ? EXM_CORE_ZERO : 0, dirty = 0, err = 0;
+  if (nlive == MAXLIVE) return;
+  unsigned char *p = exm_core_alloc(c, n, align, zero, &dirty, &err);
+  T("alloc %zu align %zu%s -> %s%zx\n", n, align, zero ? " zero" : "", p ? "+" : "NULL ", p ? (size_t)(p - buf) : 0);
+  if (!p) {
+    if (err != ENOMEM) die("allocation of %zu failed with %d, want ENOMEM", n, err);
+    return;
   }
+  if ((uintptr_t)p % (align < 16 ? 16 : align)) die("%zu bytes at %p not aligned to %zu", n, (void *)p, align);
+  if (p < buf || p + n > buf + CAP) die("block %p+%zu outside the range", (void *)p, n);
+  if (exm_core_usable(c, p) < n) die("usable %zu < %zu", exm_core_usable(c, p), n);
+  overlap_check(p, n ? n : 1);
+  if (!dirty)
+    for (size_t k = 0; k < n; k = next_off(k, n))
+      if (p[k]) die("clean block of %zu bytes not zero at %zu", n, k);
+  for (size_t pg = (size_t)(p - buf) / EXM_PAGE; n && pg <= (size_t)(p - buf + n - 1) / EXM_PAGE; pg++)
+    if (!committed[pg]) die("live block %p+%zu has uncommitted page %zu", (void *)p, n, pg);
+  live[nlive] = (live_t){ p, n, (uint8_t)get8(in), n < EXM_SMALL_MAX && align < EXM_PAGE };
+  fill(&live[nlive++]);
+}
+
+/* Free a live block, through exm_core_free or (op bit 0x10) the out-of-lock
+ * path; it is remembered for a later double free. */
+static void op_free(exm_core_t *c, in_t *in, unsigned op) {
+  if (!nlive) return;
+  int i = (int)(get8(in) % (unsigned)nlive);
+  verify(&live[i], live[i].n, "before free");
+  unsigned char *p = live[i].p;
+  T("free%s +%zx (%zu)\n", op & 0x10 ? " (begin/end)" : "", (size_t)(p - buf), live[i].n);
+  if (op & 0x10) {                              /* the out-of-lock path */
+    exm_ext_t *busy = NULL;
+    if (exm_core_free_begin(c, p, &busy)) die("free_begin of a live block refused");
+    if (busy) {
+      h_decommit(NULL, busy->off, busy->len);
+      exm_core_free_end(c, busy);
+    }
+  } else if (exm_core_free(c, p)) {
+    die("free of a live block refused");
+  }
+  live_t gone = live[i];
+  live[i] = live[--nlive];
+  live[nlive] = gone;
+  stale[nstale % 16].p = p;
+  stale[nstale++ % 16].small = live[nlive].small;   /* the freed entry, just moved out */
+}
+
+/* Resize a live block in place: contents kept, no live neighbour overrun; or ENOMEM. */
+static void op_resize(exm_core_t *c, in_t *in) {
+  if (!nlive) return;
+  int i = (int)(get8(in) % (unsigned)nlive);
+  size_t n = get8(in) % 2 ? pick_size(in) : live[i].n + get16(in);
+  int r = exm_core_resize(c, live[i].p, n);
+  T("resize +%zx %zu -> %zu: %d\n", (size_t)(live[i].p - buf), live[i].n, n, r);
+  if (r == 0) {
+    verify(&live[i], n < live[i].n ? n : live[i].n, "after an in-place resize");
+    if (exm_core_usable(c, live[i].p) < n) die("usable below the resized size");
+    for (int k = 0; k < nlive; k++)
+      if (k != i && live[k].p < live[i].p + n && live[i].p < live[k].p + live[k].n) die("resize grew over a live block");
+    live[i].n = n;
+    fill(&live[i]);
+  } else if (r != ENOMEM) {
+    die("resize of a live block returned %d", r);
+  }
+}
+
+/* Bad frees, of an interior pointer or a stale one: refused, and harmless. */
+static void op_bad_free(exm_core_t *c, in_t *in) {
+  unsigned k = get8(in);
+  if (k & 1 && nlive) {
+    live_t *b = &live[k % (unsigned)nlive];
+    size_t off = b->n > 16 ? 16 * (1 + get16(in) % (b->n / 16)) : 0;
+    T("bad free +%zx+%zu\n", (size_t)(b->p - buf), off);
+    if (off && off < b->n && exm_core_free(c, b->p + off) == 0)
+      die("free of interior pointer %p+%zu accepted", (void *)b->p, off);
+  } else if (nstale) {
+    int si = (int)(k % (unsigned)(nstale < 16 ? nstale : 16));
+    unsigned char *p = stale[si].p;
+    int is_live = 0;
+    for (int i = 0; i < nlive; i++) is_live |= live[i].p == p;
+    /* A small chunk's header is in band, and a later block may have
+     * overwritten it with its own data; the segment's bitmap of live
+     * chunk starts still refuses the stale pointer
+     * (tests/fuzz/corpus/small-double-free-reused). */
+    if (!strict && stale[si].small) is_live = 1;
+    T("double free +%zx%s\n", (size_t)(p - buf), is_live ? " (live again: skipped)" : "");
+    if (!is_live && exm_core_free(c, p) == 0) die("double free of %p accepted", (void *)p);
+  }
+}
+
+/* A lookup anywhere inside a live block gives the block back. */
+static void op_lookup(exm_core_t *c, in_t *in) {
+  if (!nlive) return;
+  live_t *b = &live[get8(in) % (unsigned)nlive];
+  size_t off = b->n ? get16(in) % b->n : 0;
+  void *base;
+  size_t sz;
+  if (!exm_core_find(c, b->p + off, &base, &sz, NULL) || base != b->p || sz < b->n)
+    die("find(%p+%zu) did not give the block back", (void *)b->p, off);
+}
+
+/* After the last operation: the walk agrees with the host, everything can be
+ * freed and all disk comes back; then fresh bookkeeping and zeroed memory for
+ * the next input. */
+static void finish_input(exm_core_t *c) {
   size_t walked = 0;
   exm_core_walk(c, walk_sum, &walked);
   if (walked != committed_bytes) die("walk sums %zu bytes, %zu committed", walked, committed_bytes);
@@ -326,10 +309,45 @@ static void run_input(const uint8_t *data, size_t size) {
   madvise(buf, (c->st.top_peak + EXM_PAGE - 1) & ~(EXM_PAGE - 1), MADV_DONTNEED);
 }
 
+static void run_input(const uint8_t *data, size_t size) {
+  static exm_core_t core;
+  exm_core_t *c = &core;
+  exm_host_t host = { NULL, h_commit, h_decommit, h_meta_map, h_meta_unmap };
+  exm_core_init(c, buf, CAP, &host);
+  fail_bits = 0;
+  ncommit = 0;
+  nlive = nstale = 0;
+  in_t in = { data, size };
+  while (in.n) {
+    unsigned op = get8(&in);
+    switch (op % 12) {
+      case 0: case 1: case 2: case 3: op_alloc(c, &in); break;
+      case 4: case 5: op_free(c, &in, op); break;
+      case 6: op_resize(c, &in); break;
+      case 7: op_bad_free(c, &in); break;
+      case 8: op_lookup(c, &in); break;
+      case 9:
+        T("flush\n");
+        exm_core_flush(c);
+        break;
+      case 10: {                                        /* a disk cap */
+        unsigned v = get8(&in);
+        c->max_commit = v % 4 == 0 ? 0 : (size_t)(v % 64 + 1) << 20;
+        T("max_commit %zu\n", c->max_commit);
+        break;
+      }
+      default:                                          /* commit failures */
+        fail_bits = (uint64_t)get16(&in) << (get8(&in) % 48);
+        T("fail_bits %llx\n", (unsigned long long)fail_bits);
+        break;
+    }
+    check(c, "an operation");
+  }
+  finish_input(c);
+}
+
 static void setup(void) {
-  if (buf) return;
-  buf = mmap(NULL, CAP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (buf == MAP_FAILED) die("mmap");
+  if (!buf) buf = core_buffer(CAP);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

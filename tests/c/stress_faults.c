@@ -33,12 +33,11 @@
 
 /* ---- fill ------------------------------------------------------------------ */
 
-typedef struct { unsigned char *p; size_t n; uint64_t seed; } blk_t;
 #define MAXB 20000
 static blk_t blk[MAXB];
 static int nb;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint64_t rnd(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+static uint64_t rnd(void) { return xorshift64(&rng); }
 
 /* Allocates until a block lands in RAM (the arena is full); every block is
  * written in full (a block whose disk was not reserved would SIGBUS here on

@@ -38,12 +38,6 @@
 
 extern char **environ;
 
-typedef struct blk {
-  unsigned char *p;
-  size_t n;
-  uint64_t seed;
-} blk_t;
-
 typedef struct tstate {
   int id;
   uint64_t rng;
@@ -55,21 +49,13 @@ static volatile int stop;
 static int shared_mode;      /* EXM_CHILD=shared: children only read and free */
 static long max_forks_per_thread = 12;
 
-static uint64_t rnd(tstate_t *t) {
-  t->rng ^= t->rng << 13;
-  t->rng ^= t->rng >> 7;
-  t->rng ^= t->rng << 17;
-  return t->rng;
-}
+static uint64_t rnd(tstate_t *t) { return xorshift64(&t->rng); }
 
-static size_t rand_size(tstate_t *t) {
-  uint64_t r = rnd(t) % 1000;
-  if (r < 450) return 1 + rnd(t) % 256;
-  if (r < 700) return 1 + rnd(t) % 4096;
-  if (r < 850) return 4096 + rnd(t) % (60 * KiB);
-  if (r < 970) return 64 * KiB + rnd(t) % MiB;
-  return MiB + rnd(t) % (6 * MiB);
-}
+static const size_band_t SIZES[] = {
+    {450, 1, 256}, {700, 1, 4096}, {850, 4096, 60 * KiB}, {970, 64 * KiB, MiB}, {1000, MiB, 6 * MiB},
+};
+
+static size_t rand_size(tstate_t *t) { return band_size(SIZES, &t->rng); }
 
 static void verify(tstate_t *t, blk_t *b, const char *what) {
   long long m = find_pattern_mismatch(b->p, b->n, b->seed);
@@ -244,10 +230,8 @@ int main(int argc, char **argv) {
   api_init();
   int nthreads = argc > 1 ? atoi(argv[1]) : 4;
   const char *budget = argc > 2 ? argv[2] : "40";
-  double seconds = 0;
-  if (budget[0] && budget[strlen(budget) - 1] == 's') seconds = atof(budget);
-  else rounds = atol(budget);
-  CHECK(rounds > 0 || seconds > 0, "bad budget %s (ROUNDS or SECONDSs)", budget);
+  double seconds;
+  parse_budget(budget, "ROUNDS", &rounds, &seconds);
   uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 0) : 0x9e3779b97f4a7c15ull;
   CHECK(nthreads >= 1 && nthreads <= MAX_THREADS, "1..%d threads", MAX_THREADS);
   const char *mode = getenv("EXM_CHILD");
@@ -260,11 +244,7 @@ int main(int argc, char **argv) {
     ts[i].rng = mix64(seed + (uint64_t)i) | 1;
     CHECK(pthread_create(&th[i], NULL, worker, &ts[i]) == 0, "pthread_create");
   }
-  if (rounds < 0) {
-    struct timespec d = { (time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9) };
-    nanosleep(&d, NULL);
-    stop = 1;
-  }
+  if (rounds < 0) run_for(seconds, &stop);
   long ops = 0, forks = 0, ok = 0, spawns = 0;
   for (int i = 0; i < nthreads; i++) {
     pthread_join(th[i], NULL);

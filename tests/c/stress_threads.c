@@ -16,12 +16,6 @@
 #define SLOTS 192
 #define XCHG 64
 
-typedef struct blk {
-  unsigned char *p;
-  size_t n;
-  uint64_t seed;
-} blk_t;
-
 static blk_t xchg[XCHG];
 static pthread_mutex_t xchg_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile int stop;
@@ -34,21 +28,14 @@ typedef struct tstate {
   blk_t slot[SLOTS];
 } tstate_t;
 
-static uint64_t rnd(tstate_t *t) {
-  t->rng ^= t->rng << 13;
-  t->rng ^= t->rng >> 7;
-  t->rng ^= t->rng << 17;
-  return t->rng;
-}
+static uint64_t rnd(tstate_t *t) { return xorshift64(&t->rng); }
 
-static size_t rand_size(tstate_t *t) {
-  uint64_t r = rnd(t) % 1000;
-  if (r < 600) return 1 + rnd(t) % 512;
-  if (r < 850) return 1 + rnd(t) % 16384;
-  if (r < 960) return 1 + rnd(t) % (512 * KiB);
-  if (r < 990) return 512 * KiB + rnd(t) % (2 * MiB);
-  return 2 * MiB + rnd(t) % (6 * MiB); /* several MiB */
-}
+/* Mostly small, a few of several MiB. */
+static const size_band_t SIZES[] = {
+    {600, 1, 512}, {850, 1, 16384}, {960, 1, 512 * KiB}, {990, 512 * KiB, 2 * MiB}, {1000, 2 * MiB, 6 * MiB},
+};
+
+static size_t rand_size(tstate_t *t) { return band_size(SIZES, &t->rng); }
 
 static void verify(tstate_t *t, blk_t *b, const char *what) {
   long long m = find_pattern_mismatch(b->p, b->n, b->seed);
@@ -147,10 +134,8 @@ int main(int argc, char **argv) {
   api_init();
   int n = argc > 1 ? atoi(argv[1]) : 1;
   const char *budget = argc > 2 ? argv[2] : "20000";
-  double secs = 0;
-  if (budget[0] && budget[strlen(budget) - 1] == 's') secs = atof(budget);
-  else ops_per_thread = atol(budget);
-  CHECK(ops_per_thread > 0 || secs > 0, "bad budget %s (OPS or SECONDSs)", budget);
+  double secs;
+  parse_budget(budget, "OPS", &ops_per_thread, &secs);
   threshold = api_threshold();
   printf("threads=%d budget=%s threshold=%zu\n", n, budget, threshold);
   CHECK(n >= 1 && n <= 64, "bad thread count %d", n);
@@ -164,11 +149,7 @@ int main(int argc, char **argv) {
     ts[i].rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) + (uint64_t)time(NULL);
     CHECK(pthread_create(&th[i], NULL, worker, &ts[i]) == 0, "pthread_create");
   }
-  if (ops_per_thread < 0) {
-    struct timespec d = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
-    nanosleep(&d, NULL);
-    stop = 1;
-  }
+  if (ops_per_thread < 0) run_for(secs, &stop);
   long ops = 0, checked = 0, fb = 0;
   for (int i = 0; i < n; i++) {
     pthread_join(th[i], NULL);

@@ -14,7 +14,7 @@ import { spawnSync } from "bun";
 import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { LIB, type RunOptions, type RunResult, cleanEnv, dirIsEmpty, explain, freshDir, listDir, run } from "./sys";
+import { LIB, type RunOptions, type RunResult, aptInstall, cleanEnv, dirIsEmpty, explain, freshDir, listDir, run } from "./sys";
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -37,8 +37,6 @@ export function which(cmd: string): string | null {
   return r.exitCode === 0 && p.startsWith("/") ? p : null;
 }
 
-let aptUpdated = false;
-
 /**
  * Makes sure every command in `cmds` (command -> Debian package) is there,
  * installing the missing ones with apt-get when we are root (CI runs on a
@@ -48,19 +46,8 @@ export function ensureTools(cmds: Record<string, string>): string | null {
   const missing = Object.entries(cmds).filter(([cmd]) => !which(cmd));
   if (missing.length === 0) return null;
   const pkgs = [...new Set(missing.map(([, pkg]) => pkg))];
-  if (!IS_ROOT || !which("apt-get")) return `missing ${missing.map(([c]) => c).join(", ")} (not root or no apt-get to install ${pkgs.join(" ")})`;
-  const env = cleanEnv({ DEBIAN_FRONTEND: "noninteractive" });
-  const install = () =>
-    spawnSync(["apt-get", "install", "-y", "-q", "--no-install-recommends", ...pkgs], { stdout: "pipe", stderr: "pipe", env });
-  let r = install();
-  if (r.exitCode !== 0 && !aptUpdated) {
-    aptUpdated = true;
-    spawnSync(["apt-get", "update", "-q"], { stdout: "pipe", stderr: "pipe", env });
-    r = install();
-  }
-  const still = missing.filter(([cmd]) => !which(cmd));
-  if (still.length === 0) return null;
-  return `missing ${still.map(([c]) => c).join(", ")}: apt-get install ${pkgs.join(" ")} failed: ${r.stderr.toString().trim().split("\n").pop()}`;
+  const why = aptInstall(pkgs, "tests", () => missing.every(([cmd]) => which(cmd)));
+  return why && `missing ${missing.map(([c]) => c).join(", ")}: ${why}`;
 }
 
 /** The real python3 binary (the pyenv shim is a bash script), or null. */

@@ -22,6 +22,7 @@
 import { spawnSync } from "bun";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { aptInstall } from "./sys";
 
 export type DebArch = "amd64" | "arm64";
 
@@ -49,19 +50,6 @@ function have(cmd: string): boolean {
   return sh(["sh", "-c", `command -v ${cmd}`]).ok;
 }
 
-/** Installs Debian packages for the tests (as tests/r.test.ts does for R); returns why not, or null. */
-export function aptInstall(packages: string[], probe: () => boolean): string | null {
-  if (probe()) return null;
-  if (process.getuid?.() !== 0) return `not root: cannot apt-get install ${packages.join(" ")}`;
-  if (!have("apt-get")) return `no apt-get to install ${packages.join(" ")}`;
-  const r = sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...packages]);
-  if (!r.ok) {
-    sh(["apt-get", "update", "-qq"]);
-    const again = sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...packages]);
-    if (!again.ok) return `apt-get install ${packages.join(" ")} failed: ${again.out.trim().split("\n").slice(-2).join(" ")}`;
-  }
-  return probe() ? null : `${packages.join(" ")} installed but still not usable`;
-}
 
 const BINFMT = "/proc/sys/fs/binfmt_misc";
 
@@ -69,7 +57,7 @@ const BINFMT = "/proc/sys/fs/binfmt_misc";
 export function aarch64Available(): string | null {
   if (process.arch === "arm64") return null;
   if (process.getuid?.() !== 0) return "not root: cannot set up qemu-aarch64 through binfmt_misc";
-  const why = aptInstall(["qemu-user-static"], () => existsSync("/usr/bin/qemu-aarch64-static"));
+  const why = aptInstall(["qemu-user-static"], "release.test", () => existsSync("/usr/bin/qemu-aarch64-static"));
   if (why) return why;
   if (!existsSync(join(BINFMT, "register"))) {
     const m = sh(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT]);
@@ -105,7 +93,7 @@ export function ensureRoot(arch: DebArch): { root: string } | { skip: string } {
     // not there, or not complete: build it
   }
   if (process.getuid?.() !== 0) return { skip: "not root: debootstrap and chroot need root" };
-  const why = aptInstall(["debootstrap"], () => have("debootstrap"));
+  const why = aptInstall(["debootstrap"], "release.test", () => have("debootstrap"));
   if (why) return { skip: why };
   if (arch === "arm64" && process.arch !== "arm64") {
     const q = aarch64Available();

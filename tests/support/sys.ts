@@ -182,6 +182,43 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): Record
   return env;
 }
 
+/** Runs argv to completion, stdout and stderr together; ok is false also when it cannot be started. */
+export function sh(argv: string[], env: Record<string, string | undefined> = {}): { ok: boolean; out: string } {
+  try {
+    const r = spawnSync(argv, { env: cleanEnv(env), stdout: "pipe", stderr: "pipe" });
+    return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
+  } catch (e) {
+    return { ok: false, out: `${argv[0]}: ${(e as Error).message}` };
+  }
+}
+
+/**
+ * Installs Debian packages for a test file that needs them (CI starts from a
+ * fresh machine): null when apt-get installed them, else why not. Stale package
+ * lists are the usual cause of a failure, so it updates them and tries once more.
+ * `who` names the test file in the line that says it is installing; `probe`,
+ * when given, says whether what the packages bring is there (before: nothing
+ * to install; after: installed, but is it usable?).
+ */
+export function aptInstall(packages: string[], who: string, probe?: () => boolean): string | null {
+  if (probe?.()) return null;
+  const list = packages.join(" ");
+  if (process.platform !== "linux") return "not Linux";
+  if (process.getuid?.() !== 0) return `installing ${list} needs root`;
+  if (!sh(["sh", "-c", "command -v apt-get"]).ok) return `no apt-get to install ${list}`;
+  console.warn(`${who}: installing ${list} with apt-get (once)`);
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  const lock = ["-o", "DPkg::Lock::Timeout=300"];
+  const install = () => sh(["apt-get", "install", "-y", "-q", "--no-install-recommends", ...lock, ...packages], env);
+  let r = install();
+  if (!r.ok) {
+    sh(["apt-get", "update", "-q", ...lock], env);
+    r = install();
+  }
+  if (!r.ok) return `apt-get install ${list} failed:\n${r.out.split("\n").slice(-8).join("\n")}`;
+  return !probe || probe() ? null : `${list} installed but still not usable`;
+}
+
 const SIGNALS: Record<number, string> = {
   1: "SIGHUP",
   2: "SIGINT",
@@ -387,7 +424,22 @@ function detectCgroup(): { kind: CgroupKind | null; reason: string | null } {
   return { kind: null, reason: reasons.join("; ") };
 }
 
-/** Removes empty exm-test-<pid>-* cgroups left by test runs that died. */
+/** True when pid is a live process (a zombie, killed and not yet reaped, is not). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** Removes empty exm-test-<pid>-* cgroups left by test runs (and benchmarks) that died. */
 function removeStaleCgroups(base: string): void {
   let names: string[];
   try {
@@ -398,14 +450,7 @@ function removeStaleCgroups(base: string): void {
   for (const name of names) {
     const m = /^exm-test-(?:probe-)?(\d+)-/.exec(name);
     if (!m) continue;
-    const pid = Number(m[1]);
-    let alive = true;
-    try {
-      process.kill(pid, 0);
-    } catch {
-      alive = false;
-    }
-    if (alive || cgroupPids(join(base, name)).length > 0) continue;
+    if (alive(Number(m[1])) || cgroupPids(join(base, name)).length > 0) continue;
     try {
       rmdirSync(join(base, name));
     } catch {
@@ -448,51 +493,85 @@ function cgroupPids(dir: string): number[] {
   }
 }
 
+/** The cgroups made by runInCgroup and not yet removed. */
+const liveCgroups = new Set<string>();
+
+/** One try at removing a cgroup: kills what is left in it, then rmdir. */
+function tryRemoveCgroup(dir: string): boolean {
+  for (const pid of cgroupPids(dir)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* gone already */
+    }
+  }
+  try {
+    rmdirSync(dir);
+    liveCgroups.delete(dir);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function removeCgroup(dir: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const pids = cgroupPids(dir);
-    for (const pid of pids) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        /* gone already */
-      }
-    }
-    try {
-      rmdirSync(dir);
-      return;
-    } catch {
-      await Bun.sleep(50);
-    }
+    if (tryRemoveCgroup(dir)) return;
+    await Bun.sleep(50);
   }
   console.warn(`warning: could not remove cgroup ${dir}`);
 }
 
 /**
+ * Removes every cgroup this process still has, synchronously: for a signal
+ * handler or an exit hook (an interrupted benchmark), where nothing awaits.
+ */
+export function removeCgroupsNow(): void {
+  for (const dir of [...liveCgroups]) {
+    let done = false;
+    for (let i = 0; i < 200 && !(done = tryRemoveCgroup(dir)); i++) Bun.sleepSync(25);
+    if (!done) console.error(`warning: could not remove cgroup ${dir}`);
+  }
+}
+
+/** runInCgroup's options: run()'s, and whether the cgroup may swap. */
+export interface CgroupOptions extends RunOptions {
+  /**
+   * Let the cgroup use swap (v1: memory+swap left unlimited, swappiness 60;
+   * v2: memory.swap.max unlimited), for the benchmarks that compare with a
+   * swap file. By default memory+swap is capped at the limit, so that swap
+   * cannot help.
+   */
+  swap?: boolean;
+}
+
+/**
  * Runs argv in a fresh memory cgroup limited to limitBytes (swap included
- * where the kernel accounts it, so swap cannot help), and removes the cgroup
+ * where the kernel accounts it, unless opts.swap), and removes the cgroup
  * afterwards, killing anything left in it. Environment as in run().
  */
 export async function runInCgroup(
   limitBytes: number,
   argv: string[],
-  opts: RunOptions = {},
+  opts: CgroupOptions = {},
 ): Promise<CgroupResult> {
   const why = cgroupAvailable();
   if (why) throw new Error(`memory cgroups unavailable: ${why}`);
   const kind = cgroupProbe!.kind!;
   const dir = join(kind.base, `exm-test-${process.pid}-${randomBytes(6).toString("hex")}`);
   mkdirSync(dir);
+  liveCgroups.add(dir);
   try {
     if (kind.version === 1) {
       writeFileSync(join(dir, "memory.limit_in_bytes"), String(limitBytes));
-      if (existsSync(join(dir, "memory.memsw.limit_in_bytes")))
+      if (!opts.swap && existsSync(join(dir, "memory.memsw.limit_in_bytes")))
         writeFileSync(join(dir, "memory.memsw.limit_in_bytes"), String(limitBytes));
       if (existsSync(join(dir, "memory.swappiness")))
-        tryWrite(join(dir, "memory.swappiness"), "0");
+        tryWrite(join(dir, "memory.swappiness"), opts.swap ? "60" : "0");
     } else {
       writeFileSync(join(dir, "memory.max"), String(limitBytes));
-      if (existsSync(join(dir, "memory.swap.max"))) writeFileSync(join(dir, "memory.swap.max"), "0");
+      if (existsSync(join(dir, "memory.swap.max")))
+        writeFileSync(join(dir, "memory.swap.max"), opts.swap ? "max" : "0");
     }
     const procs = join(dir, "cgroup.procs");
     // The shell moves itself into the cgroup, then becomes the program.
