@@ -889,6 +889,32 @@ static void retain_after(exm_core_t *c, exm_ext_t *e, exm_ext_t *t, size_t off, 
   pbin_insert(c, coalesce(c, t));
 }
 
+/* Reserve the extra bytes of a growth at off, and *slack more past them
+ * when a node for the slack can be had (returned in *t) and the disk takes
+ * it; without the slack when it does not. 0, or NO_DISK. */
+static int reserve_growth(exm_core_t *c, size_t off, size_t extra, size_t *slack, exm_ext_t **t) {
+  *t = *slack ? node_new(c) : NULL;
+  if (*t && commit(c, off, extra + *slack) == 0) return 0;
+  if (*t) node_del(c, *t), *t = NULL;
+  *slack = 0;
+  return commit(c, off, extra) ? NO_DISK : 0;
+}
+
+/* Give the first `take` bytes of free extent nx (e's successor, out of its
+ * bin) to e's growth: nx shrinks, or goes when nothing is left of it. */
+static void take_from_next(exm_core_t *c, exm_ext_t *e, exm_ext_t *nx, size_t take) {
+  if (nx->len > take) {
+    nx->off += take;
+    nx->len -= take;
+    pbin_insert(c, nx);
+    return;
+  }
+  e->next = nx->next;
+  if (nx->next) nx->next->prev = e;
+  else c->last = e;
+  node_del(c, nx);
+}
+
 static int page_resize(exm_core_t *c, exm_ext_t *e, size_t n) {
   if (n < EXM_SMALL_MAX / 2) return ENOMEM;    /* too small for a page block: move it */
   size_t len = align_up(n, EXM_PAGE);
@@ -905,76 +931,35 @@ static int page_resize(exm_core_t *c, exm_ext_t *e, size_t n) {
     page_free(c, t);
     return 0;
   }
-  size_t extra = len - e->len;
-  exm_ext_t *nx = e->next;
+  size_t extra = len - e->len, end = e->off + len, slack = 0;
+  exm_ext_t *nx = e->next, *t = NULL;
   if (nx && nx->state == EXT_DIRTY && nx->len >= extra) {
     pbin_remove(c, nx);
     c->dirty_bytes -= extra;
-    if (nx->len == extra) {
-      e->next = nx->next;
-      if (nx->next) nx->next->prev = e;
-      else c->last = e;
-      node_del(c, nx);
-    } else {
-      nx->off += extra;
-      nx->len -= extra;
-      pbin_insert(c, nx);
-    }
+    take_from_next(c, e, nx, extra);
   } else if (nx && nx->state == EXT_CLEAN && nx != c->last && nx->len >= extra) {
-    size_t slack = growth_slack(c, len, nx->len - extra);
-    exm_ext_t *t = slack ? node_new(c) : NULL;
-    if (!t) slack = 0;
-    if (commit(c, nx->off, extra + slack)) {
-      if (t) node_del(c, t);
-      return NO_DISK;
-    }
+    slack = growth_slack(c, len, nx->len - extra);
+    if (reserve_growth(c, nx->off, extra, &slack, &t)) return NO_DISK;
     pbin_remove(c, nx);
-    if (nx->len == extra) {
-      e->next = nx->next;
-      if (nx->next) nx->next->prev = e;
-      else c->last = e;
-      node_del(c, nx);
-    } else {
-      nx->off += extra + slack;
-      nx->len -= extra + slack;
-      if (nx->len) pbin_insert(c, nx);
-      else {                      /* the slack took the rest: nx's node becomes it */
-        e->next = nx->next;
-        if (nx->next) nx->next->prev = e;
-        else c->last = e;
-        node_del(c, nx);
-      }
-    }
-    e->len = len;
-    if (slack) retain_after(c, e, t, e->off + len, slack);
-    goto grown;
+    take_from_next(c, e, nx, extra + slack);
   } else if (!nx || (nx->state == EXT_CLEAN && nx == c->last)) {
     /* Grow into the wilderness (through a clean last extent). */
-    size_t end = e->off + len;
     if (end > c->cap || end < e->off) return ENOMEM;
-    size_t slack = growth_slack(c, len, c->cap - end);
-    exm_ext_t *t = slack ? node_new(c) : NULL;
-    if (!t) slack = 0;
-    if (commit(c, e->off + e->len, extra + slack)) {
-      if (t) node_del(c, t);
-      return NO_DISK;
-    }
+    slack = growth_slack(c, len, c->cap - end);
+    if (reserve_growth(c, e->off + e->len, extra, &slack, &t)) return NO_DISK;
     if (nx) {
       pbin_remove(c, nx);
       node_del(c, nx);
     }
     e->next = NULL;
     c->last = e;
-    e->len = len;
     c->top = end + slack;
     if (c->top > c->st.top_peak) c->st.top_peak = c->top;
-    if (slack) retain_after(c, e, t, end, slack);
-    goto grown;
   } else {
     return ENOMEM;
   }
   e->len = len;
-grown:
+  if (slack) retain_after(c, e, t, end, slack);
   c->st.live_bytes += extra;
   if (c->st.live_bytes > c->st.peak_live_bytes) c->st.peak_live_bytes = c->st.live_bytes;
   return 0;

@@ -30,21 +30,12 @@
 #define CAP ((size_t)1 << 30)
 #define DIE(...) do { fprintf(stderr, "core_growth: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
+#include "core_host.h"
+
 static long commits, decommits;
 
 static int h_commit(void *ctx, size_t off, size_t len) { (void)ctx, (void)off, (void)len; commits++; return 0; }
 static void h_decommit(void *ctx, size_t off, size_t len) { (void)ctx, (void)off, (void)len; decommits++; }
-static void *h_meta_map(void *ctx, size_t len) {
-  (void)ctx;
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
-}
-static void h_meta_unmap(void *ctx, void *p, size_t len) { (void)ctx; munmap(p, len); }
-
-static void check(exm_core_t *c, const char *when) {
-  char msg[160];
-  if (exm_core_check(c, msg, sizeof msg)) DIE("%s: exm_core_check: %s", when, msg);
-}
 
 static unsigned char *alloc(exm_core_t *c, size_t n) {
   int dirty, err;

@@ -1,0 +1,27 @@
+/*
+ * core_host.h: for the C tests that run the carving core on a plain buffer
+ * (core_flush.c, core_growth.c): the host's memory for the core's
+ * bookkeeping (anonymous mappings) and the consistency walk between phases.
+ * The includer defines DIE(...), its one-line failure, first; the disk
+ * callbacks (what each test counts) are its own.
+ */
+#ifndef EXM_TEST_CORE_HOST_H
+#define EXM_TEST_CORE_HOST_H
+
+#include <sys/mman.h>
+
+#include "../../native/core.h"
+
+static void *h_meta_map(void *ctx, size_t len) {
+  (void)ctx;
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+static void h_meta_unmap(void *ctx, void *p, size_t len) { (void)ctx; munmap(p, len); }
+
+static void check(exm_core_t *c, const char *when) {
+  char msg[160];
+  if (exm_core_check(c, msg, sizeof msg)) DIE("%s: exm_core_check: %s", when, msg);
+}
+
+#endif
