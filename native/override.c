@@ -276,6 +276,10 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n) {
    * below it, it moves to glibc, a block that fell back here while RAM was
    * short too (malloc serves it from the arena again if RAM still is). */
   if (n >= t) {
+    if (a == &exm_own && n < EXM_SMALL_MAX) {   /* a small chunk: through the cache if it can */
+      void *q = exm_tcache_realloc(&exm_own.core, p, n, "realloc");
+      if (q) return q;
+    }
     exm_enter();
     int r = exm_arena_resize(a, p, n, "realloc");
     exm_leave();

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "arena.h"
 #include "core.h"
@@ -39,7 +40,7 @@
 #define TC_MAX_CHUNK EXM_TC_MAX_CHUNK
 #define TC_LIMIT EXM_TC_LIMIT
 #define TC_BATCH 8                               /* chunks taken per lock on a miss */
-#define TC_SLAB ((size_t)64 * 1024)              /* caches are carved 28 at a time */
+#define TC_SLAB ((size_t)64 * 1024)              /* caches are carved 27 at a time */
 
 typedef exm_tcache_t tcache_t;
 
@@ -158,6 +159,26 @@ int exm_tcache_push_slow(void *p, unsigned cls, const char *who) {
   errno = saved;
   cache_put(t, cls, p);
   return 1;
+}
+
+/* realloc without the lock where the cache can serve it (tcache.h). The
+ * pointer passes the checks free's cache applies (a live small chunk of the
+ * own arena, in no cache); anything else takes the locked path, which
+ * checks it in full. */
+void *exm_tcache_realloc(exm_core_t *c, void *p, size_t n, const char *who) {
+  size_t sz = exm_core_small_peek(c, p);
+  if (!sz || (__atomic_load_n(exm_core_head_of(p), __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)) return NULL;
+  size_t want = exm_core_chunk_size_for(n);
+  if (want <= sz && sz - want < 32) return p;    /* fits, nothing to split off */
+  void *q = exm_tcache_pop(n);
+  if (!q) return NULL;
+  memcpy(q, p, sz - 8 < n ? sz - 8 : n);
+  if (!exm_tcache_push(c, p, who)) {            /* the thread is exiting: no cache */
+    exm_enter();
+    exm_arena_free(&exm_own, p, who);
+    exm_leave();
+  }
+  return q;
 }
 
 static void cache_flush(tcache_t *t) {

@@ -71,6 +71,12 @@ static inline int exm_tcache_push(exm_core_t *c, void *p, const char *who) {
   return 1;
 }
 
+/* realloc of p (a pointer into the own arena, core c) to n bytes, below
+ * EXM_SMALL_MAX, with no lock: p when its chunk fits n with less than a
+ * chunk to spare, or a chunk of n's size from this thread's cache that p's
+ * contents went into (p cached in its place); NULL when the locked path
+ * must do it (not a small chunk, a cache miss). */
+void *exm_tcache_realloc(exm_core_t *c, void *p, size_t n, const char *who);
 /* Under exm_own.lock, after a miss: stock the cache with chunks of this size. */
 void exm_tcache_refill(size_t chunk);
 /* Arm this thread's exit flush, if not yet. Outside every lock of ours. */
