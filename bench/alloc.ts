@@ -27,10 +27,6 @@
  * glibc) and at threshold 0; per operation, as the difference to a
  * one-operation run (which takes out start-up).
  *
- * The realloc growth loop at threshold 0 runs a hundredth of the operations
- * (it is two orders of magnitude slower there: DESIGN.md's 24.5x and worse);
- * time per operation keeps the ratio fair.
- *
  * Results: bench/results/alloc.json (--quick: build/bench/results/alloc.json),
  * with the load average before, during and after (a shared machine).
  */
@@ -79,8 +75,6 @@ interface Workload {
   /** Total operations (all threads). */
   ops: number;
   argv: (threads: number, ops: number) => string[];
-  /** Threshold 0 runs ops / t0Div (per-operation figures stay comparable). */
-  t0Div?: number;
 }
 
 function workloads(): Workload[] {
@@ -96,7 +90,7 @@ function workloads(): Workload[] {
     { name: "cache-scratch", what: "cache-scratch: threads free a block main allocated, then malloc/write/free 8 B", ops: 800_000_000, argv: mode("cache-scratch") },
     { name: "cache-thrash", what: "cache-thrash: threads malloc/write/free 8 B at the same time", ops: 800_000_000, argv: mode("cache-thrash") },
     { name: "mstress", what: "mstress: 200 000 live blocks of 16 B-64 KiB (~130 MB) churned, 1/16 swapped through a shared table", ops: 1_000_000, argv: mode("mstress") },
-    { name: "realloc", what: "realloc growth: 32 vectors a thread grown from 8 B to 64 KiB (x1.5 or +16-128 B)", ops: 3_000_000, argv: mode("realloc"), t0Div: 100 },
+    { name: "realloc", what: "realloc growth: 32 vectors a thread grown from 8 B to 64 KiB (x1.5 or +16-128 B)", ops: 3_000_000, argv: mode("realloc") },
   ];
   return list.filter((w) => !ONLY || ONLY.includes(w.name)).map((w) => ({ ...w, ops: Math.max(1, Math.round(w.ops / SCALE)) }));
 }
@@ -150,8 +144,7 @@ interface Cell {
 }
 
 async function runOnce(w: Workload, threads: number, v: VariantName, scratch: string): Promise<{ s: Sample; cmd: string }> {
-  const ops = v === "exm-t0" && w.t0Div ? Math.max(1, Math.round(w.ops / w.t0Div)) : w.ops;
-  const argv = w.argv(threads, ops);
+  const ops = w.ops, argv = w.argv(threads, ops);
   const statsFile = join(scratch, `stats-${process.pid}.json`);
   rmSync(statsFile, { force: true });
   const e = env(v, statsFile);
@@ -280,7 +273,7 @@ async function main(): Promise<void> {
       threads: THREADS,
       loadavg: loads,
       variants: VARIANT_NOTE,
-      workloads: Object.fromEntries(list.map((w) => [w.name, { what: w.what, ops: w.ops, t0Ops: w.t0Div ? Math.round(w.ops / w.t0Div) : w.ops }])),
+      workloads: Object.fromEntries(list.map((w) => [w.name, { what: w.what, ops: w.ops }])),
       goals: { passthroughInstr: 1.03, passthroughTime: "within the noise", t0Time: 1.1, t0DiskOverLive: 1.3 },
       rows,
       instructions: instr,

@@ -251,7 +251,7 @@ void exm_arena_auto_advise(size_t off, size_t len, int advice, int announce) {
 }
 
 void exm_arena_free(exm_arena_t *a, void *p, const char *who) {
-  if (a == &exm_own && ((uintptr_t)p & (EXM_PAGE - 1)) && exm_tcache_push(p, who)) return;
+  if (a == &exm_own && ((uintptr_t)p & (EXM_PAGE - 1)) && exm_tcache_push(&exm_own.core, p, who)) return;
   int saved = errno;
   int timed = !((uintptr_t)p & (EXM_PAGE - 1));    /* page blocks: the ones with system calls */
   pthread_mutex_lock(&a->lock);

@@ -38,6 +38,7 @@
 #include "os.h"
 #include "override.h"
 #include "stats.h"
+#include "tcache.h"
 #include "trace.h"
 
 extern void *__libc_malloc(size_t);
@@ -146,6 +147,13 @@ static void tell_ram(size_t n, int err) {
 /* The arena, for a request at or above the threshold; RAM when it cannot. */
 static void *from_arena(size_t n, size_t align, int zero) {
   int served, err = 0;
+  /* A chunk from this thread's cache first: no lock, so not "inside" for a
+   * fork from a signal handler (exm_enter); the cache stays consistent
+   * for the child wherever the pop is interrupted (tcache.c). */
+  if (align <= 16 && n < EXM_SMALL_MAX) {
+    void *c = exm_tcache_pop(n);
+    if (c) return zero ? memset(c, 0, n) : c;
+  }
   exm_enter();
   void *p = exm_arena_alloc(n, align, zero, &served, &err);
   exm_leave();
@@ -193,6 +201,9 @@ EXM_API void *malloc(size_t n) {
 static __attribute__((noinline)) void free_slow(void *p) {
   exm_arena_t *a = exm_arena_of(p);
   if (!a) return __libc_free(p);   /* between two arenas: glibc's */
+  /* Into this thread's cache with no call in between (its slow path enters
+   * by itself where it locks) */
+  if (a == &exm_own && ((uintptr_t)p & (EXM_PAGE - 1)) && exm_tcache_push(&exm_own.core, p, "free")) return;
   exm_enter();
   exm_arena_free(a, p, "free");
   exm_leave();
@@ -265,6 +276,10 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n) {
    * below it, it moves to glibc, a block that fell back here while RAM was
    * short too (malloc serves it from the arena again if RAM still is). */
   if (n >= t) {
+    if (a == &exm_own && n < EXM_SMALL_MAX) {   /* a small chunk: through the cache if it can */
+      void *q = exm_tcache_realloc(&exm_own.core, p, n, "realloc");
+      if (q) return q;
+    }
     exm_enter();
     int r = exm_arena_resize(a, p, n, "realloc");
     exm_leave();

@@ -1,8 +1,9 @@
 /*
  * tcache.c: the per-thread cache of small chunks of the process's own arena.
  *
- * Owns each thread's cache (a __thread array of free lists) and the
- * thread-exit hook that gives it back. Promises: a chunk is in at most one
+ * Owns each thread's cache (free lists reached through one initial-exec
+ * TLS pointer, tcache.h; the caches carved from anonymous slabs and reused
+ * after their thread exits) and the thread-exit hook that gives it back. Promises: a chunk is in at most one
  * cache, which its head says (EXM_CHUNK_CACHED, set and tested in one atomic
  * operation), so a double free is caught whatever thread frees; chunks in a
  * cache are "in use" for the carving core and live in the statistics; the
@@ -13,11 +14,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "arena.h"
 #include "core.h"
+#include "fork.h"
 #include "internal.h"
 #include "msg.h"
+#include "os.h"
 #include "tcache.h"
 
 /* ---- per-thread cache of small chunks -------------------------------------
@@ -32,21 +36,48 @@
  * gives its cache back when it exits, whether it ever allocated or only
  * freed (a consumer thread). Small blocks held in caches count as live in
  * the statistics. */
-#define TC_CLASSES 256                          /* chunk sizes 32 .. 4112 */
-#define TC_MAX_CHUNK ((size_t)(TC_CLASSES + 1) * 16)
-#define TC_LIMIT(cls) ((cls) < 64 ? 16 : 4)      /* at most ~2.5 MiB cached per thread */
+#define TC_CLASSES EXM_TC_CLASSES
+#define TC_MAX_CHUNK EXM_TC_MAX_CHUNK
+#define TC_LIMIT EXM_TC_LIMIT
 #define TC_BATCH 8                               /* chunks taken per lock on a miss */
+#define TC_SLAB ((size_t)64 * 1024)              /* caches are carved 27 at a time */
 
-typedef struct tcache {
-  void *head[TC_CLASSES];
-  uint8_t count[TC_CLASSES];
-  int registered;                    /* thread-exit destructor armed */
-  int gone;                          /* the destructor ran: no caching any more */
-} tcache_t;
+typedef exm_tcache_t tcache_t;
 
-static __thread tcache_t tc;
+__thread tcache_t *exm_tc __attribute__((tls_model("initial-exec")));
 static pthread_key_t tc_exit_key;
 static int tc_exit_ready;
+
+/* Where an exited thread's pointer goes: every bin empty and full, so that
+ * pop finds nothing and push takes the slow path, which sees `gone`. */
+static tcache_t gone_cache = {
+  .count = { [0 ... TC_CLASSES - 1] = 0xff }, .registered = 1, .gone = 1,
+};
+
+/* Caches of exited threads, for the next new thread; under exm_own.lock. */
+static tcache_t *free_caches;
+static char *slab_next, *slab_end;
+
+/* Under exm_own.lock: a cache for the calling thread, or NULL (no memory:
+ * the thread then goes through the lock every time). Not malloc: the cache
+ * is part of malloc. */
+static tcache_t *cache_new(void) {
+  tcache_t *t = free_caches;
+  if (t) {
+    free_caches = t->next;
+  } else {
+    if (slab_end - slab_next < (ptrdiff_t)sizeof *t) {
+      char *slab = exm_os_anon(TC_SLAB);
+      if (!slab) return NULL;
+      slab_next = slab, slab_end = slab + TC_SLAB;
+    }
+    t = (tcache_t *)slab_next;          /* zeroed by the kernel */
+    slab_next += (sizeof *t + 63) & ~(size_t)63;
+  }
+  t->next = NULL;
+  exm_tc = t;
+  return t;
+}
 
 static inline void mark_cached(void *p) {
   __atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED);
@@ -55,38 +86,28 @@ static inline void unmark_cached(void *p) {
   __atomic_fetch_and(exm_core_head_of(p), ~EXM_CHUNK_CACHED, __ATOMIC_RELAXED);
 }
 
-static inline void cache_put(unsigned cls, void *p) {
-  *(void **)p = tc.head[cls];
-  tc.head[cls] = p;
-  tc.count[cls]++;
-}
-
-void *exm_tcache_pop(size_t n) {
-  size_t sz = exm_core_chunk_size_for(n);
-  if (sz > TC_MAX_CHUNK) return NULL;
-  unsigned cls = (unsigned)(sz >> 4) - 2;
-  void **p = tc.head[cls];
-  if (!p) return NULL;
-  tc.head[cls] = p[0];
-  tc.count[cls]--;
-  unmark_cached(p);
-  return p;
+static inline void cache_put(tcache_t *t, unsigned cls, void *p) {
+  *(void **)p = t->head[cls];
+  t->head[cls] = p;
+  t->count[cls]++;
 }
 
 /* Arm the thread-exit flush. Outside every lock of ours: pthread_setspecific
  * may allocate (keys past the first 32). */
 void exm_tcache_arm(void) {
-  if (likely(tc.registered) || !tc_exit_ready) return;
-  tc.registered = 1;
-  pthread_setspecific(tc_exit_key, &tc);
+  tcache_t *t = exm_tc;
+  if (!t || likely(t->registered) || !tc_exit_ready) return;
+  t->registered = 1;
+  pthread_setspecific(tc_exit_key, t);
 }
 
 /* Under exm_own.lock, after a miss: stock the cache with more chunks of the
  * size just served, so the next few mallocs of it take no lock. */
 void exm_tcache_refill(size_t chunk) {
-  if (chunk > TC_MAX_CHUNK || tc.gone) return;
+  tcache_t *t = exm_tc;
+  if (chunk > TC_MAX_CHUNK || (!t && !(t = cache_new())) || t->gone) return;
   unsigned cls = (unsigned)(chunk >> 4) - 2;
-  for (int i = 1; i < TC_BATCH && tc.count[cls] < TC_LIMIT(cls); i++) {
+  for (int i = 1; i < TC_BATCH && t->count[cls] < TC_LIMIT(cls); i++) {
     int dirty, err;
     /* a request that stays small (a 4112-byte chunk is 4095 bytes, not 4104,
      * which would be a page block: shared-mode children write into those) */
@@ -94,43 +115,70 @@ void exm_tcache_refill(size_t chunk) {
     void *q = exm_core_alloc(&exm_own.core, n, 16, 0, &dirty, &err);
     if (!q) break;
     mark_cached(q);
-    cache_put(cls, q);
+    cache_put(t, cls, q);
   }
 }
 
-/* 1 when p (a chunk of our own arena) went into this thread's cache, or
- * went back to the arena together with half of a full cache bin. */
-int exm_tcache_push(void *p, const char *who) {
-  size_t sz = exm_core_small_peek(&exm_own.core, p);
-  if (!sz || sz > TC_MAX_CHUNK || tc.gone) return 0;
-  unsigned cls = (unsigned)(sz >> 4) - 2;
+/* free may call this outside exm_enter (override.c): it enters by itself
+ * around the lock, so that a fork from a signal handler that interrupts it
+ * does not wait for a lock this thread holds. */
+int exm_tcache_push_slow(void *p, unsigned cls, const char *who) {
+  tcache_t *t = exm_tc;
+  if (t && t->gone) return 0;
+  int saved = errno;
+  if (!t) {                           /* a thread that frees before it allocates */
+    exm_enter();
+    pthread_mutex_lock(&exm_own.lock);
+    t = cache_new();
+    pthread_mutex_unlock(&exm_own.lock);
+    exm_leave();
+    if (!t) return errno = saved, 0;
+  }
   if (__atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)
     exm_bad_pointer(who, p);          /* already in a cache: a double free */
-  if (tc.count[cls] >= TC_LIMIT(cls)) {
+  if (t->count[cls] >= TC_LIMIT(cls)) {
     /* Full: p and half of the bin go back, under one lock. */
-    int saved = errno;
+    exm_enter();
     pthread_mutex_lock(&exm_own.lock);
     unmark_cached(p);
     int bad = exm_core_free(&exm_own.core, p);
     for (int i = TC_LIMIT(cls) / 2; i > 0 && !bad; i--) {
-      void **q = tc.head[cls];
-      tc.head[cls] = q[0];
-      tc.count[cls]--;
+      void **q = t->head[cls];
+      t->head[cls] = q[0];
+      t->count[cls]--;
       unmark_cached(q);
       exm_core_free(&exm_own.core, q);
     }
     pthread_mutex_unlock(&exm_own.lock);
+    exm_leave();
     errno = saved;
     if (bad) exm_bad_pointer(who, p);
     return 1;
   }
-  if (unlikely(!tc.registered)) {
-    int saved = errno;
-    exm_tcache_arm();
-    errno = saved;
-  }
-  cache_put(cls, p);
+  exm_tcache_arm();
+  errno = saved;
+  cache_put(t, cls, p);
   return 1;
+}
+
+/* realloc without the lock where the cache can serve it (tcache.h). The
+ * pointer passes the checks free's cache applies (a live small chunk of the
+ * own arena, in no cache); anything else takes the locked path, which
+ * checks it in full. */
+void *exm_tcache_realloc(exm_core_t *c, void *p, size_t n, const char *who) {
+  size_t sz = exm_core_small_peek(c, p);
+  if (!sz || (__atomic_load_n(exm_core_head_of(p), __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)) return NULL;
+  size_t want = exm_core_chunk_size_for(n);
+  if (want <= sz && sz - want < 32) return p;    /* fits, nothing to split off */
+  void *q = exm_tcache_pop(n);
+  if (!q) return NULL;
+  memcpy(q, p, sz - 8 < n ? sz - 8 : n);
+  if (!exm_tcache_push(c, p, who)) {            /* the thread is exiting: no cache */
+    exm_enter();
+    exm_arena_free(&exm_own, p, who);
+    exm_leave();
+  }
+  return q;
 }
 
 static void cache_flush(tcache_t *t) {
@@ -157,7 +205,12 @@ static void cache_flush(tcache_t *t) {
 static void cache_exit(void *arg) {
   tcache_t *t = arg;
   cache_flush(t);
-  t->gone = 1;
+  exm_tc = &gone_cache;
+  t->registered = 0;
+  pthread_mutex_lock(&exm_own.lock);
+  t->next = free_caches;
+  free_caches = t;
+  pthread_mutex_unlock(&exm_own.lock);
 }
 
 /* In a forked child: the caches of the parent's other threads did not come
@@ -165,12 +218,17 @@ static void cache_exit(void *arg) {
  * child refers to them); the calling thread's own cache came along. */
 void exm_tcache_after_fork(exm_core_t *c) {
   exm_core_clear_cached(c);
+  tcache_t *t = exm_tc;
+  if (!t || t->gone) return;
   for (unsigned cls = 0; cls < TC_CLASSES; cls++)
-    for (void **p = tc.head[cls]; p; p = p[0])
+    for (void **p = t->head[cls]; p; p = p[0])
       if (exm_core_owns(c, p)) mark_cached(p);
 }
 
-void exm_tcache_flush(void) { cache_flush(&tc); }
+void exm_tcache_flush(void) {
+  tcache_t *t = exm_tc;
+  if (t && !t->gone) cache_flush(t);
+}
 
 void exm_tcache_setup(void) {
   if (!pthread_key_create(&tc_exit_key, cache_exit)) tc_exit_ready = 1;

@@ -1,20 +1,84 @@
 /*
  * tcache.h: the per-thread cache of small chunks of the own arena (tcache.c).
+ *
+ * The fast paths (a pop that finds a chunk, a push with room in its bin)
+ * are inline here, so that the arena's malloc and free reach the cache
+ * without a call. A thread's cache is reached through one initial-exec TLS
+ * pointer (8 bytes of the static TLS surplus, which a dlopen of the library
+ * from bun:ffi can still get; the 2.3 KiB cache itself could not, and the
+ * general-dynamic model cost a __tls_get_addr call per access). The cache
+ * is made at the thread's first push or refill (tcache.c).
  */
 #ifndef EXM_TCACHE_H
 #define EXM_TCACHE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core.h"
+#include "internal.h"
+#include "msg.h"
+
+#define EXM_TC_CLASSES 256                          /* chunk sizes 32 .. 4112 */
+#define EXM_TC_MAX_CHUNK ((size_t)(EXM_TC_CLASSES + 1) * 16)
+#define EXM_TC_LIMIT(cls) ((cls) < 64 ? 16 : 4)      /* at most ~2.5 MiB cached per thread */
+
+typedef struct exm_tcache {
+  void *head[EXM_TC_CLASSES];
+  uint8_t count[EXM_TC_CLASSES];
+  int registered;                    /* thread-exit destructor armed */
+  int gone;                          /* the exited threads' sentinel: no caching any more */
+  struct exm_tcache *next;           /* on the free list of caches (tcache.c) */
+} exm_tcache_t;
+
+/* This thread's cache: NULL until made, the sentinel after the thread's
+ * exit flush (its bins look full and empty, so both fast paths miss). */
+extern __thread exm_tcache_t *exm_tc __attribute__((tls_model("initial-exec")));
 
 /* A cached chunk for a request of n bytes, or NULL. No lock. */
-void *exm_tcache_pop(size_t n);
+static inline void *exm_tcache_pop(size_t n) {
+  exm_tcache_t *t = exm_tc;
+  size_t sz = exm_core_chunk_size_for(n);
+  if (!t || sz > EXM_TC_MAX_CHUNK) return NULL;
+  unsigned cls = (unsigned)(sz >> 4) - 2;
+  void **p = t->head[cls];
+  if (!p) return NULL;
+  t->head[cls] = p[0];
+  t->count[cls]--;
+  __atomic_fetch_and(exm_core_head_of(p), ~EXM_CHUNK_CACHED, __ATOMIC_RELAXED);
+  return p;
+}
+
+/* push's other cases: no cache yet, a full bin, the exit hook not armed, an
+ * exited thread. */
+int exm_tcache_push_slow(void *p, unsigned cls, const char *who);
+
+/* 1 when p (a pointer into the own arena, core c) was taken care of: cached,
+ * or given back to the arena with half of a full bin; 0 when it is not a
+ * small chunk or this thread caches no more (the caller frees it under the
+ * lock). Aborts on a double free. */
+static inline int exm_tcache_push(exm_core_t *c, void *p, const char *who) {
+  size_t sz = exm_core_small_peek(c, p);
+  if (!sz || sz > EXM_TC_MAX_CHUNK) return 0;
+  unsigned cls = (unsigned)(sz >> 4) - 2;
+  exm_tcache_t *t = exm_tc;
+  if (unlikely(!t || t->count[cls] >= EXM_TC_LIMIT(cls) || !t->registered)) return exm_tcache_push_slow(p, cls, who);
+  if (__atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)
+    exm_bad_pointer(who, p);          /* already in a cache: a double free */
+  *(void **)p = t->head[cls];
+  t->head[cls] = p;
+  t->count[cls]++;
+  return 1;
+}
+
+/* realloc of p (a pointer into the own arena, core c) to n bytes, below
+ * EXM_SMALL_MAX, with no lock: p when its chunk fits n with less than a
+ * chunk to spare, or a chunk of n's size from this thread's cache that p's
+ * contents went into (p cached in its place); NULL when the locked path
+ * must do it (not a small chunk, a cache miss). */
+void *exm_tcache_realloc(exm_core_t *c, void *p, size_t n, const char *who);
 /* Under exm_own.lock, after a miss: stock the cache with chunks of this size. */
 void exm_tcache_refill(size_t chunk);
-/* 1 when p (a chunk of the own arena) was taken care of: cached, or given
- * back to the arena with half of a full bin. Aborts on a double free. */
-int exm_tcache_push(void *p, const char *who);
 /* Arm this thread's exit flush, if not yet. Outside every lock of ours. */
 void exm_tcache_arm(void);
 /* Give the calling thread's cached chunks back to their arenas. */

@@ -19,6 +19,8 @@
 #define CAP ((size_t)256 << 20)
 #define DIE(...) do { fprintf(stderr, "core_flush: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
+#include "core_host.h"
+
 static unsigned char *buf;
 static long commits, decommits;
 static size_t smallest_punched = (size_t)-1;
@@ -28,13 +30,6 @@ static void h_decommit(void *ctx, size_t off, size_t len) {
   (void)ctx, (void)off;
   decommits++;
   if (len < smallest_punched) smallest_punched = len;
-}
-static void *h_meta_map(void *ctx, size_t len) { (void)ctx; return anon_map(len); }
-static void h_meta_unmap(void *ctx, void *p, size_t len) { (void)ctx; munmap(p, len); }
-
-static void check(exm_core_t *c, const char *when) {
-  char msg[160];
-  if (exm_core_check(c, msg, sizeof msg)) DIE("%s: exm_core_check: %s", when, msg);
 }
 
 static void *alloc(exm_core_t *c, size_t n) {
