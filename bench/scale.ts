@@ -29,7 +29,7 @@
  *
  * Needs root (cgroups, swapon) and fio (apt-get install fio) for the device.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { spawnSync } from "bun";
 import {
@@ -37,7 +37,6 @@ import {
   LIB,
   MiB,
   ROOT,
-  alive,
   arg,
   cgroupAvailable,
   cleanUpOnExit,
@@ -51,6 +50,7 @@ import {
   summarize,
   type Summary,
 } from "./lib.ts";
+import { removeStale, swapOff, swapOn } from "./swap.ts";
 
 
 const SIZES = arg("sizes", "4G,16G").split(",");
@@ -84,41 +84,12 @@ if (BACKENDS.includes("device") && !haveFio) console.error("note: fio not found 
 
 /* ---- clean-up: children, cgroups, the swap file, fio's file --------------- */
 
-let swapFile: string | null = null;
 let fioFile: string | null = null;
-function swapOff(): void {
-  if (!swapFile) return;
-  const f = swapFile;
-  spawnSync(["swapoff", f], { stdout: "pipe", stderr: "pipe" });
-  if (readFileSync("/proc/swaps", "utf8").includes(f)) {
-    console.error(`warning: swapoff ${f} failed; the file stays`);
-    return;
-  }
-  rmSync(f, { force: true });
-  swapFile = null;
-}
 cleanUpOnExit(() => {
   swapOff();
   if (fioFile) rmSync(fioFile, { force: true });
 });
-
-/** Swap and fio files left by a run that was SIGKILLed. */
-for (const n of readdirSync(DIR)) {
-  const m = /^exm-scale-(\d+)\.(swap|fio)$/.exec(n);
-  if (!m || alive(Number(m[1]))) continue;
-  const f = join(DIR, n);
-  if (readFileSync("/proc/swaps", "utf8").includes(f)) spawnSync(["swapoff", f]);
-  if (!readFileSync("/proc/swaps", "utf8").includes(f)) rmSync(f, { force: true });
-}
-
-function swapOn(size: number): void {
-  const f = join(DIR, `exm-scale-${process.pid}.swap`);
-  swapFile = f;
-  for (const argv of [["fallocate", "-l", String(size), f], ["chmod", "600", f], ["mkswap", f], ["swapon", f]]) {
-    const r = spawnSync(argv, { stdout: "pipe", stderr: "pipe" });
-    if (r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString().trim()}`);
-  }
-}
+removeStale(DIR, "exm-scale", ["swap", "fio"]);
 
 function loadavg(): number {
   return Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
@@ -256,7 +227,7 @@ for (const size of SIZES) {
       const p = plan(b, size);
       r.cmd = shellLine(p.argv, p.env) + ` (in a ${LIMIT / MiB} MiB memory cgroup${p.swap ? ", swap allowed" : ", memory+swap capped"})`;
       try {
-        if (p.swap) swapOn(sz + 2 * GiB);
+        if (p.swap) swapOn(DIR, "exm-scale", sz + 2 * GiB);
         const res = await runInCgroup(LIMIT, p.argv, p.env, { timeoutMs: 3_600_000, swap: p.swap });
         const o = kv(res.stdout);
         if (res.code === 0 && o.sum_ok === "1") {
