@@ -30,6 +30,7 @@
 
 #include "advisor.h"
 #include "arena_int.h"
+#include "budget.h"
 #include "fork.h"
 #include "init.h"
 #include "msg.h"
@@ -307,6 +308,7 @@ static void fork_child(void) {
   exm_advisor_after_fork();
   forks = 0;
   exm_arena_child_counters();
+  exm_budget_after_fork();
   exm_cfg.stats[0] = 0;     /* the process exm was given reports, not its children */
   if (!exm_own.core.cap) return;
   if (took & TOOK_INTERRUPTED) return child_keeps_view();
