@@ -31,6 +31,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "budget.h"
 #include "msg.h"
@@ -150,7 +151,9 @@ static uint64_t headroom(void) {
 static void tell(size_t n, int ram) {
   if (!exm_cfg.verbose) return;
   exm_line_t l = { .n = 0 };
-  exm_line_str(&l, "exm: --threshold auto: ");
+  exm_line_str(&l, "exm: pid ");            /* as trace.c's --verbose lines */
+  exm_line_u64(&l, (uint64_t)getpid());
+  exm_line_str(&l, ": --threshold auto: ");
   exm_line_size(&l, n);
   if (ram) {
     exm_line_str(&l, " in RAM, from a budget of half the headroom (");
