@@ -155,17 +155,14 @@ static void tell(size_t n, int ram) {
   exm_line_u64(&l, (uint64_t)getpid());
   exm_line_str(&l, ": --threshold auto: ");
   exm_line_size(&l, n);
-  if (ram) {
-    exm_line_str(&l, " in RAM, from a budget of half the headroom (");
-    exm_line_size(&l, headroom_seen);
-    exm_line_str(&l, ": the smaller of MemAvailable and the memory cgroup's limit less its usage); past it, blocks go to the file");
-  } else {
+  if (ram) exm_line_str(&l, " in RAM, from a budget of half the headroom (");
+  else {
     exm_line_str(&l, " to the file: the RAM budget is spent (");
     exm_line_size(&l, served);
-    exm_line_str(&l, " served from RAM, headroom at the last look ");
-    exm_line_size(&l, headroom_seen);
-    exm_line_str(&l, ")");
+    exm_line_str(&l, " served from RAM; headroom at the last look ");
   }
+  exm_line_size(&l, headroom_seen);
+  exm_line_str(&l, ram ? ": the smaller of MemAvailable and the memory cgroups' limits less their usage); past it, blocks go to the file" : ")");
   exm_line_emit(&l);
 }
 

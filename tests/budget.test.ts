@@ -48,11 +48,11 @@ describe.skipIf(skipNoLib)("a run that fits", () => {
 });
 
 describe.skipIf(noCgroup)("a run that outgrows its memory cgroup under auto", () => {
-  test("8 blocks of 96 MiB kept live under 512 MiB: completes, the first in RAM, later ones in the file", async () => {
+  test("8 blocks of 96 MiB kept live under 512 MiB: completes, the first in RAM, later ones in the file; --verbose says both", async () => {
     await withDataDir(async (dir) => {
       const argv = [cProgram("budget"), "8", "96M"];
       const r = await runInCgroup(512 * MiB, argv, {
-        env: { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_THRESHOLD: "auto", EXM_TEST_REQUIRE_LIB: "1" },
+        env: { LD_PRELOAD: LIB, EXM_DIR: dir, EXM_THRESHOLD: "auto", EXM_VERBOSE: "1", EXM_TEST_REQUIRE_LIB: "1" },
         timeoutMs: 240_000,
       });
       assertRun(!r.oomKilled, r, "OOM kill");
@@ -62,6 +62,8 @@ describe.skipIf(noCgroup)("a run that outgrows its memory cgroup under auto", ()
       expect(placed).toContain("F");
       // RAM blocks never take more than about half the limit
       expect(placed.split("").filter((c) => c === "R").length).toBeLessThanOrEqual(3);
+      expect(r.stderr).toMatch(/^exm: pid \d+: --threshold auto: 96\.0 MiB in RAM, from a budget of half the headroom \([\d.]+ MiB: /m);
+      expect(r.stderr).toMatch(/^exm: pid \d+: --threshold auto: 96\.0 MiB to the file: the RAM budget is spent \([\d.]+ MiB served from RAM/m);
     });
   }, 300_000);
 });

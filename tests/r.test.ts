@@ -261,7 +261,7 @@ describe.skipIf(SKIP || CC_MISSING)("the exm R package", () => {
         // statistics
         stats_names:
           "live_bytes,peak_live_bytes,live_blocks,total_allocs,total_frees,disk_reserved," +
-          "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns",
+          "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns,ram_budget_bytes",
         stats_all_double: "TRUE",
         stats_live_at_least_x: "TRUE",
         stats_allocs_grew: "TRUE",
