@@ -4,15 +4,17 @@
  * major faults in the hundreds, free as quick as munmap, start-up at most
  * 20 ms over the program).
  *
- * Every workload runs plain and under `dist/exm` (default settings) in the
- * same round, the order of the two rotating from round to round; each run is
+ * Every workload runs plain, under `dist/exm` (default settings) and under
+ * `dist/exm --threshold auto` (large blocks in RAM while the budget lasts)
+ * in the same round, the order of the three rotating from round to round
+ * (--no-auto: plain and default only); each run is
  * wrapped by bench/c/measure.c, which reports wall time, major faults and the
  * bytes the run sent to the disk (write_bytes - cancelled_write_bytes from
  * /proc/PID/io: a dirty page punched before writeback costs no disk write).
  * The ratio of a round is exm's time over plain's in that round; the report
- * gives the median and range of the per-round ratios.
+ * gives the median and range of the per-round ratios, and auto's median.
  *
- *   bun bench/fit.ts [--rounds N] [--only NAME,NAME] [--quick]
+ *   bun bench/fit.ts [--rounds N] [--only NAME,NAME] [--quick] [--no-auto]
  *
  * Results: build/bench/fit.json (the README's figures come from it).
  */
@@ -27,6 +29,8 @@ const opt = (name: string) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const QUICK = args.includes("--quick");
+const VARIANTS = args.includes("--no-auto") ? (["plain", "exm"] as const) : (["plain", "exm", "auto"] as const);
+type Variant = "plain" | "exm" | "auto";
 const ROUNDS = Number(opt("rounds") ?? (QUICK ? 1 : 3));
 const ONLY = opt("only")?.split(",");
 const PY = ["/usr/bin/python3", "python3"].find((p) => p.startsWith("/") ? existsSync(p) : true)!;
@@ -127,22 +131,26 @@ async function main(): Promise<void> {
       const r = await run([PY, "-c", `import random\nr = random.Random(7)\nwith open(${JSON.stringify(join(scratch, "sort-input.txt"))}, "w") as f:\n    for i in range(${n}): f.write("%016x %d\\n" % (r.getrandbits(64), i))`]);
       if (r.code !== 0) throw new Error(r.stderr);
     }
-    const results: Record<string, { what: string; goal: number; ofFree: boolean; plain: Sample[]; exm: Sample[] }> = {};
-    for (const w of list) results[w.name] = { what: w.what, goal: w.goal, ofFree: w.ofFree ?? false, plain: [], exm: [] };
+    const results: Record<string, { what: string; goal: number; ofFree: boolean } & Record<Variant, Sample[]>> = {};
+    for (const w of list) results[w.name] = { what: w.what, goal: w.goal, ofFree: w.ofFree ?? false, plain: [], exm: [], auto: [] };
     for (let round = 0; round < ROUNDS; round++) {
       for (const [i, w] of list.entries()) {
-        const order = (round + i) % 2 ? ["exm", "plain"] : ["plain", "exm"];
+        const k = (round + i) % VARIANTS.length;
+        const order = [...VARIANTS.slice(k), ...VARIANTS.slice(0, k)];
+        if ((round + i) % 2) order.reverse();
         for (const which of order) {
-          const argv = which === "exm" ? [EXM, ...(w.exmOpts ?? []), ...w.argv] : w.argv;
+          const argv = which === "plain" ? w.argv : [EXM, ...(which === "auto" ? ["--threshold", "auto"] : []), ...(w.exmOpts ?? []), ...w.argv];
           const s = await measureOnce(argv);
-          results[w.name]![which as "plain" | "exm"].push(s);
+          results[w.name]![which].push(s);
           console.error(`round ${round + 1} ${w.name} ${which}: ${fmt(s.wall)} s, ${s.majflt} major faults, ${fmt(s.diskWritten / 2 ** 20)} MiB to disk`);
         }
       }
     }
     const st = await startup();
     const rows = Object.entries(results).map(([name, r]) => {
-      const ratios = r.exm.map((e, i) => (r.ofFree ? e.freeMs! / r.plain[i]!.freeMs! : e.wall / r.plain[i]!.wall));
+      const ratioOf = (e: Sample, i: number) => (r.ofFree ? e.freeMs! / r.plain[i]!.freeMs! : e.wall / r.plain[i]!.wall);
+      const ratios = r.exm.map(ratioOf);
+      const autoRatios = r.auto.map(ratioOf);
       const row = {
         name, what: r.what, goal: r.goal, ratioOf: r.ofFree ? "free() call" : "run",
         plainS: median(r.plain.map((s) => s.wall)), exmS: median(r.exm.map((s) => s.wall)),
@@ -151,23 +159,33 @@ async function main(): Promise<void> {
         plainDiskMiB: median(r.plain.map((s) => s.diskWritten)) / 2 ** 20, exmDiskMiB: median(r.exm.map((s) => s.diskWritten)) / 2 ** 20,
         plainFreeMs: r.plain[0]?.freeMs !== undefined ? median(r.plain.map((s) => s.freeMs!)) : undefined,
         exmFreeMs: r.exm[0]?.freeMs !== undefined ? median(r.exm.map((s) => s.freeMs!)) : undefined,
+        autoS: r.auto.length ? median(r.auto.map((s) => s.wall)) : undefined,
+        autoRatio: autoRatios.length ? median(autoRatios) : undefined,
+        autoRatioMin: autoRatios.length ? Math.min(...autoRatios) : undefined,
+        autoRatioMax: autoRatios.length ? Math.max(...autoRatios) : undefined,
+        autoMajflt: r.auto.length ? median(r.auto.map((s) => s.majflt)) : undefined,
+        autoDiskMiB: r.auto.length ? median(r.auto.map((s) => s.diskWritten)) / 2 ** 20 : undefined,
+        autoFreeMs: r.auto[0]?.freeMs !== undefined ? median(r.auto.map((s) => s.freeMs!)) : undefined,
       };
       return { ...row, met: row.ratio <= r.goal };
     });
     const out = { date: new Date().toISOString(), rounds: ROUNDS, quick: QUICK, load: (await Bun.file("/proc/loadavg").text()).trim(), startup: st, rows };
     writeFileSync(join(OUT_DIR, "fit.json"), `${JSON.stringify(out, null, 2)}\n`);
-    console.log("| workload | plain s | exm s | exm/plain (range) | goal | major faults plain / exm | MiB to disk plain / exm |");
-    console.log("|---|---|---|---|---|---|---|");
+    const auto = VARIANTS.length === 3;
+    const range = (m?: number, lo?: number, hi?: number) => (m === undefined ? "-" : `${fmt(m, 2)} (${fmt(lo!, 2)}-${fmt(hi!, 2)})`);
+    console.log(`| workload | plain s | exm s | exm/plain (range) | goal |${auto ? " auto s | auto/plain (range) |" : ""} major faults plain / exm${auto ? " / auto" : ""} | MiB to disk plain / exm${auto ? " / auto" : ""} |`);
+    console.log(`|---|---|---|---|---|${auto ? "---|---|" : ""}---|---|`);
     for (const r of rows) {
       if (r.ratioOf !== "run") continue;
-      console.log(`| ${r.what} | ${fmt(r.plainS)} | ${fmt(r.exmS)} | ${fmt(r.ratio, 2)} (${fmt(r.ratioMin, 2)}-${fmt(r.ratioMax, 2)}) | ${r.goal}: ${r.met ? "met" : "missed"} | ${r.plainMajflt} / ${r.exmMajflt} | ${fmt(r.plainDiskMiB)} / ${fmt(r.exmDiskMiB)} |`);
+      const a = auto ? ` ${fmt(r.autoS!)} | ${range(r.autoRatio, r.autoRatioMin, r.autoRatioMax)} |` : "";
+      console.log(`| ${r.what} | ${fmt(r.plainS)} | ${fmt(r.exmS)} | ${range(r.ratio, r.ratioMin, r.ratioMax)} | ${r.goal}: ${r.met ? "met" : "missed"} |${a} ${r.plainMajflt} / ${r.exmMajflt}${auto ? ` / ${r.autoMajflt}` : ""} | ${fmt(r.plainDiskMiB)} / ${fmt(r.exmDiskMiB)}${auto ? ` / ${fmt(r.autoDiskMiB!)}` : ""} |`);
     }
     const frees = rows.filter((r) => r.ratioOf !== "run");
     if (frees.length) {
-      console.log("\n| free() of | plain (munmap) ms | exm ms | exm/plain (range) | goal | whole run plain / exm s |");
-      console.log("|---|---|---|---|---|---|");
+      console.log(`\n| free() of | plain (munmap) ms | exm ms | exm/plain (range) | goal |${auto ? " auto ms |" : ""} whole run plain / exm${auto ? " / auto" : ""} s |`);
+      console.log(`|---|---|---|---|---|${auto ? "---|" : ""}---|`);
       for (const r of frees) {
-        console.log(`| ${r.what} | ${fmt(r.plainFreeMs!)} | ${fmt(r.exmFreeMs!)} | ${fmt(r.ratio, 2)} (${fmt(r.ratioMin, 2)}-${fmt(r.ratioMax, 2)}) | ${r.goal}: ${r.met ? "met" : "missed"} | ${fmt(r.plainS)} / ${fmt(r.exmS)} |`);
+        console.log(`| ${r.what} | ${fmt(r.plainFreeMs!)} | ${fmt(r.exmFreeMs!)} | ${range(r.ratio, r.ratioMin, r.ratioMax)} | ${r.goal}: ${r.met ? "met" : "missed"} |${auto ? ` ${fmt(r.autoFreeMs!)} |` : ""} ${fmt(r.plainS)} / ${fmt(r.exmS)}${auto ? ` / ${fmt(r.autoS!)}` : ""} |`);
       }
     }
     const numpyRow = rows.find((r) => r.name === "numpy");

@@ -15,6 +15,7 @@
 #include "internal.h"
 #include "msg.h"
 #include "options.h"
+#include "options.gen.h"
 #include "override.h"
 
 #define CHECK_FUNCTION(ret, name, params)                                         \
@@ -40,12 +41,17 @@ EXM_API const char *exm_version(void) { return STR(EXM_VERSION_MAJOR) "." STR(EX
 
 EXM_API size_t exm_get_threshold(void) {
   exm_ensure_init();
+  if (__atomic_load_n(&exm_cfg.threshold_auto, __ATOMIC_RELAXED)) return EXM_THRESHOLD_AUTO;
   return __atomic_load_n(&exm_cfg.threshold, __ATOMIC_RELAXED);
 }
 
 EXM_API int exm_set_threshold(size_t bytes) {
   exm_ensure_init();
+  int on = bytes == EXM_THRESHOLD_AUTO;
+  size_t def;
+  if (on) exm_parse_size(EXM_DEFAULT_EXM_THRESHOLD, &def), bytes = def;
   __atomic_store_n(&exm_cfg.threshold, bytes, __ATOMIC_RELAXED);
+  __atomic_store_n(&exm_cfg.threshold_auto, on, __ATOMIC_RELAXED);
   exm_threshold_changed();
   return 0;
 }

@@ -22,6 +22,7 @@
 #include "advisor.h"
 #include "arena_int.h"
 #include "block.h"
+#include "budget.h"
 #include "fork.h"
 #include "internal.h"
 #include "msg.h"
@@ -327,6 +328,7 @@ void exm_arena_stats(exm_stats_t *out, int in_signal) {
   out->fallbacks = exm_fallbacks;
   out->forks = exm_fork_count();
   out->alloc_ns = __atomic_load_n(&alloc_ns, __ATOMIC_RELAXED);
+  out->ram_budget_bytes = exm_budget_served();
   if (!in_signal) pthread_mutex_unlock(&exm_own.lock);
 }
 

@@ -43,7 +43,12 @@ const char *exm_version(void);
  * 2^63-1 bytes. For bindings that take sizes as text (R, Python). */
 int exm_parse_size(const char *text, size_t *bytes);
 
-/* Allocations of at least this many bytes go to the arena. 0 sends everything. */
+/* Allocations of at least this many bytes go to the arena. 0 sends everything.
+ * EXM_THRESHOLD_AUTO (EXM_THRESHOLD=auto, `exm --threshold auto`): the
+ * default size, but such allocations are served from RAM while the budget
+ * (half the room under the process's memory limits) lasts; get returns it
+ * while that mode is on, and setting a size turns it off. */
+#define EXM_THRESHOLD_AUTO ((size_t)-1)
 size_t exm_get_threshold(void);
 int exm_set_threshold(size_t bytes);
 
@@ -123,6 +128,7 @@ typedef struct exm_stats {
   uint64_t failures;        /* requests the arena could not serve (malloc's went to RAM) */
   uint64_t forks;           /* forks seen by this process */
   uint64_t alloc_ns;        /* time spent inside the arena allocator */
+  uint64_t ram_budget_bytes; /* --threshold auto: bytes served from RAM by the budget */
 } exm_stats_t;
 
 int exm_get_stats(exm_stats_t *out);
@@ -172,7 +178,8 @@ int exm_check(void);
   X(fallbacks, fallbacks)                     \
   X(failures, failures)                       \
   X(forks, forks)                             \
-  X(alloc_ns, allocNs)
+  X(alloc_ns, allocNs)                        \
+  X(ram_budget_bytes, ramBudgetBytes)
 
 #ifdef __cplusplus
 }

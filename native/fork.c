@@ -14,9 +14,9 @@
  *    private pages, and freeing a block drops them;
  *  - shared: the child keeps the MAP_SHARED mapping;
  *  - duplicate: the parent copies its committed extents (disk reserved,
- *    data copied in the kernel, holes skipped) into a new file before fork
- *    returns, and the child maps that at the same address and keeps it as
- *    its own arena, consistent as of the fork.
+ *    data copied in the kernel, holes and never-written pages skipped: os.c)
+ *    into a new file before fork returns, and the child maps that at the
+ *    same address and keeps it as its own arena, consistent as of the fork.
  * The parent's arena becomes one of the child's inherited arenas (arena.c),
  * except in duplicate mode, where the copy is the child's own.
  */
@@ -30,6 +30,7 @@
 
 #include "advisor.h"
 #include "arena_int.h"
+#include "budget.h"
 #include "fork.h"
 #include "init.h"
 #include "msg.h"
@@ -307,6 +308,7 @@ static void fork_child(void) {
   exm_advisor_after_fork();
   forks = 0;
   exm_arena_child_counters();
+  exm_budget_after_fork();
   exm_cfg.stats[0] = 0;     /* the process exm was given reports, not its children */
   if (!exm_own.core.cap) return;
   if (took & TOOK_INTERRUPTED) return child_keeps_view();

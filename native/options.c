@@ -163,7 +163,18 @@ static int set_path(char *dst, const char *path) {
   return 0;
 }
 
-static int set_EXM_THRESHOLD(const char *v) { return parse_size(v, &exm_cfg.threshold); }
+/* A size, or `auto`: the default size, with RAM first while the budget lasts. */
+static int set_EXM_THRESHOLD(const char *v) {
+  static const char *const auto_word[] = { "auto" };
+  if (choice(v, auto_word, 1) == 0) {
+    exm_cfg.threshold_auto = 1;
+    return parse_size(EXM_DEFAULT_EXM_THRESHOLD, &exm_cfg.threshold);
+  }
+  size_t t;
+  int err = parse_size(v, &t);
+  if (!err) exm_cfg.threshold = t, exm_cfg.threshold_auto = 0;
+  return err;
+}
 static int set_EXM_MAX_DISK(const char *v) { return parse_size(v, &exm_cfg.max_disk); }
 static const char *const child_names[] = EXM_CHOICES_EXM_CHILD;
 static const char *const advice_names[] = EXM_CHOICES_EXM_ADVICE;

@@ -12,7 +12,8 @@
 #define EXM_PATH_MAX 4096
 
 typedef struct exm_config {
-  size_t threshold;            /* EXM_THRESHOLD */
+  size_t threshold;            /* EXM_THRESHOLD (auto: its default) */
+  int threshold_auto;          /* EXM_THRESHOLD=auto: RAM first, within budget.c's budget */
   char dir[EXM_PATH_MAX];      /* EXM_DIR, else TMPDIR, else /tmp */
   int child;                   /* EXM_CHILD: exm_child_mode_t */
   int advice;                  /* EXM_ADVICE: exm_advice_t */

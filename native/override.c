@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "budget.h"
 #include "core.h"
 #include "fork.h"
 #include "init.h"
@@ -144,6 +145,10 @@ static void tell_ram(size_t n, int err) {
   exm_line_emit(&l);
 }
 
+/* --threshold auto: a request at or above the threshold goes to RAM while
+ * the budget (budget.c) takes it. */
+static inline int budget_on(void) { return __atomic_load_n(&exm_cfg.threshold_auto, __ATOMIC_RELAXED); }
+
 /* The arena, for a request at or above the threshold; RAM when it cannot. */
 static void *from_arena(size_t n, size_t align, int zero) {
   int served, err = 0;
@@ -153,6 +158,11 @@ static void *from_arena(size_t n, size_t align, int zero) {
   if (align <= 16 && n < EXM_SMALL_MAX) {
     void *c = exm_tcache_pop(n);
     if (c) return zero ? memset(c, 0, n) : c;
+  }
+  if (unlikely(budget_on()) && exm_budget_take(n)) {
+    void *p = in_ram(n, align, zero);
+    if (p) return p;
+    exm_budget_give(n);
   }
   exm_enter();
   void *p = exm_arena_alloc(n, align, zero, &served, &err);
@@ -269,6 +279,16 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n) {
     if (n < t) {
       void *q = __libc_realloc(p, n);
       return q ? q : move_block(p, NULL, n);   /* malloc falls back to the arena */
+    }
+    if (unlikely(budget_on())) {
+      /* growing in RAM keeps glibc's realloc (mremap, no copy); the budget
+       * already holds what a block at or above the threshold had */
+      size_t old = glibc_usable(p), grow = old < t ? n : n > old ? n - old : 0;
+      if (exm_budget_take(grow)) {
+        void *q = __libc_realloc(p, n);
+        if (q) return q;
+        exm_budget_give(grow);
+      }
     }
     return move_block(p, NULL, n);
   }

@@ -187,6 +187,10 @@ static void print_summary(const exm_stats_t *s, const struct rusage *ru) {
   exm_line_str(&l, " fallbacks, ");
   exm_line_u64(&l, s->alloc_ns / 1000000);
   exm_line_str(&l, " ms in the allocator; ");
+  if (s->ram_budget_bytes) {
+    exm_line_size(&l, s->ram_budget_bytes);
+    exm_line_str(&l, " served from RAM by --threshold auto; ");
+  }
   exm_line_u64(&l, (uint64_t)ru->ru_majflt);
   exm_line_str(&l, ru->ru_majflt == 1 ? " major fault, " : " major faults, ");
   exm_line_size(&l, (uint64_t)ru->ru_inblock * 512);
@@ -217,7 +221,7 @@ static void report(void) {
   struct rusage ru;
   exm_os_rusage(&ru);
   if (run_dir[0]) {
-    if (!s.total_allocs && !s.failures && !s.fallbacks) return;   /* nothing of exm's to tell */
+    if (!s.total_allocs && !s.failures && !s.fallbacks && !s.ram_budget_bytes) return;   /* nothing of exm's to tell */
     static jbuf_t j;
     build_record(&j, &s, &ru);
     char path[EXM_PATH_MAX + 64];

@@ -106,7 +106,10 @@ export function formatSize(bytes: bigint | number): string {
 export type Source = string;
 
 export interface Settings {
+  /** The size threshold (with auto: the default size, past the RAM budget). */
   threshold: bigint;
+  /** --threshold auto: large blocks in RAM while the budget lasts (native/budget.c). */
+  thresholdAuto: boolean;
   /** Absolute path of the data directory (not yet checked on disk). */
   dir: string;
   dirSource: Source;
@@ -147,7 +150,9 @@ function setting(flags: SettingFlags, env: Env, flag: string, envName: string, c
  * flag or variable whose value is bad.
  */
 export function resolveSettings(flags: SettingFlags, env: Env, cwd: string): Settings {
-  const threshold = BigInt(setting(flags, env, "threshold", "EXM_THRESHOLD", cwd));
+  const thresholdText = setting(flags, env, "threshold", "EXM_THRESHOLD", cwd);
+  const thresholdAuto = thresholdText === "auto";
+  const threshold = BigInt(thresholdAuto ? setting({}, {}, "threshold", "EXM_THRESHOLD", cwd) : thresholdText);
   const maxDisk = BigInt(setting(flags, env, "max-disk", "EXM_MAX_DISK", cwd));
 
   // The data directory: --dir, EXM_DIR, else TMPDIR when it is absolute (as
@@ -182,13 +187,13 @@ export function resolveSettings(flags: SettingFlags, env: Env, cwd: string): Set
 
   const verbose = flags.verbose === true || setting({}, env, "verbose", "EXM_VERBOSE", cwd) === "1";
 
-  return { threshold, dir, dirSource, child, advice, maxDisk, stats, statsSource, verbose };
+  return { threshold, thresholdAuto, dir, dirSource, child, advice, maxDisk, stats, statsSource, verbose };
 }
 
 /** The EXM_* variables the program gets, in the exact form the library reads. */
 export function settingsEnv(s: Settings): [string, string][] {
   return [
-    ["EXM_THRESHOLD", s.threshold.toString()],
+    ["EXM_THRESHOLD", s.thresholdAuto ? "auto" : s.threshold.toString()],
     ["EXM_DIR", s.dir],
     ["EXM_CHILD", s.child],
     ["EXM_ADVICE", s.advice],

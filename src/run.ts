@@ -256,7 +256,7 @@ export async function run(req: RunRequest): Promise<never> {
   const lib = installLibrary(process.env, uid, (line) => say(`warning: ${line}`));
   if (s.verbose) {
     for (const line of lib.skipped) say(`skipped cache location ${line}`);
-    if (!cannot?.dropPreload) say(`running ${show(resolved)} with ${lib.path}: threshold ${formatSize(s.threshold)}, data in ${s.dir}, ` +
+    if (!cannot?.dropPreload) say(`running ${show(resolved)} with ${lib.path}: threshold ${s.thresholdAuto ? `auto (${formatSize(s.threshold)} past the RAM budget)` : formatSize(s.threshold)}, data in ${s.dir}, ` +
       `child ${s.child}, advice ${s.advice}, max disk ${s.maxDisk ? formatSize(s.maxDisk) : "no cap"}`);
   }
 

@@ -15,6 +15,7 @@
  *    or `iB`, or a bare `B`; optional blanks. A fraction needs a unit and is
  *    rounded down to a whole byte (fraction digits past the 36th are
  *    ignored). At most 2^63-1 bytes.
+ *  - threshold: a size, or the word `auto` (any case, blanks around ignored).
  *  - choice: one of the names, any case, blanks around ignored.
  *  - switch: 0/off/no/false or 1/on/yes/true, any case, blanks ignored.
  *  - dir: a path; a relative one is taken from the working directory and
@@ -27,7 +28,7 @@
 
 import spec from "../native/options.json" with { type: "json" };
 
-export type SettingType = "size" | "dir" | "choice" | "switch" | "stats";
+export type SettingType = "size" | "threshold" | "dir" | "choice" | "switch" | "stats";
 
 export interface VariableSpec {
   readonly env: string;
@@ -125,8 +126,12 @@ function parsePath(text: string, cwd: string): Parsed<string> {
  */
 export function parseSetting(v: VariableSpec, text: string, cwd: string): Parsed<string> {
   switch (v.type) {
-    case "size": {
+    case "size":
+    case "threshold": {
+      if (v.type === "threshold" && text.replace(BLANKS, "").toLowerCase() === "auto") return { ok: true, value: "auto" };
       const r = parseSizeText(text);
+      const notSize = `is not ${expectText({ env: "", type: "size", default: "" })}`;
+      if (!r.ok && v.type === "threshold" && r.problem === notSize) return bad(`is not ${expectText(v)}`);
       return r.ok ? { ok: true, value: r.value.toString() } : r;
     }
     case "choice": {
@@ -162,6 +167,7 @@ export function renderOptionsHeader(): string {
     "#define EXM_OPTION_LIST(X) \\",
     ...VARIABLES.map((v) => `  X(${v.env}, ${v.type}, ${c(v.default)}, ${c(expectText(v))}) \\`),
     "",
+    ...VARIABLES.map((v) => `#define EXM_DEFAULT_${v.env} ${c(v.default)}`),
   ];
   for (const v of VARIABLES.filter((x) => x.choices)) {
     lines.push(`#define EXM_CHOICES_${v.env} { ${v.choices!.map(c).join(", ")} }`);

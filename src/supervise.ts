@@ -78,7 +78,7 @@ export interface ProcessRecord extends ExmStats {
 /** Arena counters summed over the processes of the tree. */
 export const ARENA_FIELDS = [
   "liveBytes", "peakLiveBytes", "liveBlocks", "totalAllocs", "totalFrees", "diskReserved", "peakDiskReserved",
-  "bytesPunched", "arenaSize", "fallbacks", "failures", "forks", "allocNs",
+  "bytesPunched", "arenaSize", "fallbacks", "failures", "forks", "allocNs", "ramBudgetBytes",
 ] as const;
 
 export interface Sample {
@@ -278,11 +278,12 @@ export function summaryLine(r: RunReport): string {
   const head = `exm: pid ${r.pid} (${name}) ${how} after ${(r.wallNs / 1e9).toFixed(2)} s: `;
   const n = r.processes.length;
   const arena = r.totalAllocs === 0 && r.failures === 0 && r.fallbacks === 0
-    ? `nothing file-backed (no allocation of ${sizeText(r.threshold)} or more)`
+    ? `nothing file-backed${r.ramBudgetBytes ? "" : ` (no allocation of ${sizeText(r.threshold)} or more)`}`
     : `peak ${sizeText(r.peakLiveBytes)} file-backed in ${plural(r.totalAllocs, "block", "blocks")}` +
       `${n > 1 ? ` (${n} processes)` : ""}, disk reserved peak ${sizeText(r.peakDiskReserved)}, ` +
       `given back ${sizeText(r.bytesPunched)}, still live ${sizeText(r.liveBytes)}, ${r.failures} failed, ` +
       `${r.fallbacks} fallbacks, ${Math.floor(r.allocNs / 1e6)} ms in the allocator`;
+  const budget = r.ramBudgetBytes ? `; ${sizeText(r.ramBudgetBytes)} served from RAM by --threshold auto` : "";
   const io = `${plural(r.majorFaults, "major fault", "major faults")}, ${sizeText(r.readBytes)} read from disk, ` +
     `${sizeText(r.writtenBytes)} written`;
   // Why a run was slow, when it was: random reads of file-backed memory (as the library's own line says).
@@ -292,7 +293,7 @@ export function summaryLine(r: RunReport): string {
     ? `; held up by random reads from disk for ${Math.floor(ns / 1e9)} s (${Math.floor((sum("randomFaults") * 1e9) / ns)} ` +
       `major faults/s, ${sizeText(Math.floor((sum("randomReadBytes") * 1e9) / ns))}/s read back)`
     : "";
-  return `${head}${arena}; ${io}${held}`;
+  return `${head}${arena}${budget}; ${io}${held}`;
 }
 
 // ---- writing the JSON ------------------------------------------------------------

@@ -384,7 +384,7 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
   test("bad input: a value-taking option at the end, no program, actions misused", async () => {
     const cases: [string[], number, RegExp][] = [
       [["--threshold"], 2, /option --threshold needs a value \(SIZE\)/],
-      [["--threshold", "true"], 2, /^exm: --threshold: 'true' is not a size \(bytes, or a number with K, M, G, T, P or E: 4096, 512K, 1\.5GiB\); no program follows, so was the value of --threshold left out\? \(see exm --help\)\n$/],
+      [["--threshold", "true"], 2, /^exm: --threshold: 'true' is not a size \(bytes, or a number with K, M, G, T, P or E: 4096, 512K, 1\.5GiB\) or auto; no program follows, so was the value of --threshold left out\? \(see exm --help\)\n$/],
       [["--child", "python3"], 2, /^exm: --child: 'python3' is not one of cow, shared, duplicate; no program follows, so was the value of --child left out\? \(see exm --help\)\n$/],
       [["--dir", "/tmp"], 2, /^exm: missing program to run \(see exm --help\)\n$/],
       [[], 2, /missing program/],

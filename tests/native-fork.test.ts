@@ -83,6 +83,30 @@ describe.skipIf(skipNoLib)("a block written by another thread across fork", () =
   });
 });
 
+// A duplicate child's copy of a large block whose disk is reserved
+// (fallocate: unwritten extents) used to be the whole block as soon as a page
+// of it was written: SEEK_DATA counts every cached page as data, and
+// read-ahead caches megabytes of zeros around one store (a fork pool over a
+// Python buffer copied all 256 MiB for every worker). The copy now takes
+// written extents and the dirty or writeback pages of unwritten ones. Every
+// child must still see exactly the pages written before fork: dirty ones not
+// yet on disk, ones under writeback, ones on disk and evicted, and (depth 2)
+// a grandchild copying a copy whose pages are dirty and mapped by nobody.
+describe.skipIf(skipNoLib)("a child's view of scattered pages written into a 256 MiB reserved block", () => {
+  const bound: Record<string, number> = { fresh: 32 * 1024, cached: 128 * 1024, writeback: 32 * 1024, evicted: 32 * 1024 };
+  for (const how of ["fresh", "cached", "writeback", "evicted"]) {
+    for (const mode of how === "evicted" ? ["duplicate", "cow", "shared"] : ["duplicate"]) {
+      test(`${how}, EXM_CHILD=${mode}: the written pages and zeros elsewhere${mode === "duplicate" ? "; the copy is not the whole block" : ""}`, async () => {
+        const r = await runC("fork_dirty", [how, "256M", "2"], { EXM_CHILD: mode }, 120_000);
+        expect(kv(r.stdout).file_backed).toBe("1");
+        const copied = [...r.stdout.matchAll(/copied_kib=(\d+)/g)].map((m) => Number(m[1]));
+        expect(copied.length).toBe(2);
+        if (mode === "duplicate") for (const kib of copied) expect(kib).toBeLessThan(bound[how]!);
+      }, 150_000);
+    }
+  }
+});
+
 describe.skipIf(skipNoLib)("children that exec", () => {
   test("fork+exec, vfork+exec and posix_spawn start a clean arena; the parent's block survives", async () => {
     const r = await runC("spawn_exec", [], { EXM_THRESHOLD: "1M" });

@@ -267,7 +267,7 @@ describe.skipIf(SKIP)("the exm Python package", () => {
         // statistics, check, docstrings
         stats_fields:
           "live_bytes,peak_live_bytes,live_blocks,total_allocs,total_frees,disk_reserved," +
-          "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns",
+          "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns,ram_budget_bytes",
         stats_all_int: "True",
         stats_allocs: "True",
         check: "None",

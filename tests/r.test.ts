@@ -192,7 +192,7 @@ function apiExpected(dir1: string, dir2: string, libVersion: string): Record<str
     // statistics
     stats_names:
       "live_bytes,peak_live_bytes,live_blocks,total_allocs,total_frees,disk_reserved," +
-      "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns",
+      "peak_disk_reserved,bytes_punched,arena_size,fallbacks,failures,forks,alloc_ns,ram_budget_bytes",
     stats_all_double: "TRUE",
     stats_live_at_least_x: "TRUE",
     stats_allocs_grew: "TRUE",

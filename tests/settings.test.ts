@@ -38,7 +38,7 @@ function cliValue(env: string, text: string): { value: string } | { error: strin
     throw e;
   }
   const value: Record<string, string> = {
-    EXM_THRESHOLD: s.threshold.toString(),
+    EXM_THRESHOLD: s.thresholdAuto ? "auto" : s.threshold.toString(),
     EXM_MAX_DISK: s.maxDisk.toString(),
     EXM_DIR: s.dir,
     EXM_CHILD: s.child,

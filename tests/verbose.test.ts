@@ -63,7 +63,7 @@ describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), 
     const chain = `true; bash -c 'sh -c true; env true'; exec ${py} -c pass`;
     const r = await runWithLib(["bash", "-c", chain], { EXM_DIR: dir, EXM_THRESHOLD: "lots" });
     expect(r.code).toBe(0);
-    expect(r.stderr).toBe("exm: EXM_THRESHOLD: 'lots' is not a size (bytes, or a number with K, M, G, T, P or E: 4096, 512K, 1.5GiB); using the default (64M)\n");
+    expect(r.stderr).toBe("exm: EXM_THRESHOLD: 'lots' is not a size (bytes, or a number with K, M, G, T, P or E: 4096, 512K, 1.5GiB) or auto; using the default (64M)\n");
     // A second bad variable later in the chain is still told, once.
     const r2 = await runWithLib(["bash", "-c", `EXM_ADVICE=odd bash -c 'true; true'`], { EXM_DIR: dir, EXM_THRESHOLD: "lots" });
     expect(r2.stderr.split("\n").filter(Boolean).map((l) => l.slice(0, 27))).toEqual(["exm: EXM_THRESHOLD: 'lots' ", "exm: EXM_ADVICE: 'odd' is n"]);

@@ -521,6 +521,7 @@ class Stats(NamedTuple):
     failures: int
     forks: int
     alloc_ns: int
+    ram_budget_bytes: int
 
 
 def _document_fields(cls: Any, docs: "dict[str, str]") -> None:
@@ -545,6 +546,7 @@ _document_fields(
         "failures": "arena requests that failed (ENOMEM)",
         "forks": "forks seen by this process",
         "alloc_ns": "nanoseconds spent inside the arena allocator",
+        "ram_budget_bytes": "--threshold auto: bytes served from RAM by the budget",
     },
 )
 

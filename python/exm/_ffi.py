@@ -61,6 +61,7 @@ class exm_stats_t(ctypes.Structure):
         ("failures", c_uint64),
         ("forks", c_uint64),
         ("alloc_ns", c_uint64),
+        ("ram_budget_bytes", c_uint64),
     ]
 
 

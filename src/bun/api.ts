@@ -288,6 +288,8 @@ export interface ExmStats {
   forks: number;
   /** Nanoseconds spent inside the arena allocator. */
   allocNs: number;
+  /** --threshold auto: bytes served from RAM by the budget. */
+  ramBudgetBytes: number;
 }
 
 const camel = (s: string) => s.replace(/_(\w)/g, (_, c: string) => c.toUpperCase());

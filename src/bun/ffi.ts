@@ -103,6 +103,7 @@ export const STATS_FIELDS = [
   "failures",
   "forks",
   "alloc_ns",
+  "ram_budget_bytes",
 ] as const;
 
 export const STATS_SIZEOF = STATS_FIELDS.length * 8;

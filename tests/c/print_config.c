@@ -10,7 +10,9 @@ int main(int argc, char **argv) {
   CHECK(X.loaded, "print_config needs libexm");
   char dir[4096] = "";
   X.get_dir(dir, sizeof dir);
-  printf("threshold=%zu\ndir=%s\nchild=%d\nadvice=%d\nmax_disk=%zu\n", X.get_threshold(), dir,
+  if (X.get_threshold() == EXM_THRESHOLD_AUTO) printf("threshold=auto\n");
+  else printf("threshold=%zu\n", X.get_threshold());
+  printf("dir=%s\nchild=%d\nadvice=%d\nmax_disk=%zu\n", dir,
          (int)X.get_child_mode(), (int)X.get_advice(), X.get_max_disk());
   if (argc > 1) {
     size_t n = parse_size(argv[1]);
