@@ -66,6 +66,14 @@ describe.skipIf(noCgroup)("runInCgroup", () => {
     const left = readdirSync("/sys/fs/cgroup/memory").filter((n) => n.startsWith(`exm-test-${process.pid}-`));
     expect(left).toEqual([]);
   });
+
+  test("a timeout kills the program's children too (they hold its output open): it returns at once", async () => {
+    // sh runs sleep as a child, which keeps stdout open; before, the run waited the full 30 s
+    const r = await runInCgroup(64 * MiB, ["sh", "-c", "sleep 30; echo not killed"], { timeoutMs: 300 });
+    expect(r.timedOut).toBe(true);
+    expect(r.stdout).toBe("");
+    expect(r.ms).toBeLessThan(15_000);
+  });
 });
 
 const noTmpfs = skipUnless(tmpfsAvailable(), "tmpfs helper self-test");

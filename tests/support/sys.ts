@@ -163,6 +163,8 @@ export interface RunOptions {
   stdin?: string;
   /** Holds the child while it runs (a benchmark kills these when interrupted). */
   live?: Set<ReturnType<typeof spawn>>;
+  /** Called when timeoutMs passed, after the child was killed: what else to kill (its descendants). */
+  onTimeout?: () => void;
 }
 
 /**
@@ -258,6 +260,7 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
       ? setTimeout(() => {
           timedOut = true;
           proc.kill("SIGKILL");
+          opts.onTimeout?.();
         }, opts.timeoutMs)
       : undefined;
   const [stdout, stderr] = await Promise.all([
@@ -497,7 +500,8 @@ function cgroupPids(dir: string): number[] {
 const liveCgroups = new Set<string>();
 
 /** One try at removing a cgroup: kills what is left in it, then rmdir. */
-function tryRemoveCgroup(dir: string): boolean {
+/** SIGKILL to every process in the cgroup. */
+function killCgroup(dir: string): void {
   for (const pid of cgroupPids(dir)) {
     try {
       process.kill(pid, "SIGKILL");
@@ -505,6 +509,10 @@ function tryRemoveCgroup(dir: string): boolean {
       /* gone already */
     }
   }
+}
+
+function tryRemoveCgroup(dir: string): boolean {
+  killCgroup(dir);
   try {
     rmdirSync(dir);
     liveCgroups.delete(dir);
@@ -574,8 +582,10 @@ export async function runInCgroup(
         writeFileSync(join(dir, "memory.swap.max"), opts.swap ? "max" : "0");
     }
     const procs = join(dir, "cgroup.procs");
-    // The shell moves itself into the cgroup, then becomes the program.
-    const r = await run(["sh", "-c", `echo $$ > '${procs}' && exec "$@"`, "sh", ...argv], opts);
+    // The shell moves itself into the cgroup, then becomes the program. On a
+    // timeout the program's own children go too (they would hold its output
+    // pipes open, and run() would wait for them).
+    const r = await run(["sh", "-c", `echo $$ > '${procs}' && exec "$@"`, "sh", ...argv], { ...opts, onTimeout: () => killCgroup(dir) });
     let oomKills: number;
     let maxUsage: number;
     if (kind.version === 1) {
