@@ -328,7 +328,7 @@ static void *advisor_main(void *arg) {
       }
     }
     uint64_t since_look = now - faults_looked;
-    if ((since_look < 8 && !reclaiming) || exm_cfg.advice != EXM_ADVICE_AUTO) continue;
+    if ((since_look < 8 && !reclaiming) || exm_cfg_advice() != EXM_ADVICE_AUTO) continue;
     faults_looked = now;
     delta = since_look;
     /* Which large blocks are there? (offsets and lengths, under the lock) */

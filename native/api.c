@@ -50,8 +50,7 @@ EXM_API int exm_set_threshold(size_t bytes) {
   int on = bytes == EXM_THRESHOLD_AUTO;
   size_t def;
   if (on) exm_parse_size(EXM_DEFAULT_EXM_THRESHOLD, &def), bytes = def;
-  __atomic_store_n(&exm_cfg.threshold, bytes, __ATOMIC_RELAXED);
-  __atomic_store_n(&exm_cfg.threshold_auto, on, __ATOMIC_RELAXED);
+  exm_cfg_set_threshold(bytes, on);
   exm_threshold_changed();
   return 0;
 }
@@ -68,19 +67,19 @@ EXM_API int exm_set_dir(const char *path) {
 
 EXM_API exm_child_mode_t exm_get_child_mode(void) {
   exm_ensure_init();
-  return (exm_child_mode_t)exm_cfg.child;
+  return (exm_child_mode_t)exm_cfg_child();
 }
 
 EXM_API int exm_set_child_mode(exm_child_mode_t mode) {
   exm_ensure_init();
   if ((int)mode < EXM_CHILD_COW || mode > EXM_CHILD_DUPLICATE) return EINVAL;
-  __atomic_store_n(&exm_cfg.child, (int)mode, __ATOMIC_RELAXED);   /* fork reads it without the lock */
+  exm_cfg_set_child((int)mode);   /* fork reads it without the lock */
   return 0;
 }
 
 EXM_API exm_advice_t exm_get_advice(void) {
   exm_ensure_init();
-  return (exm_advice_t)exm_cfg.advice;
+  return (exm_advice_t)exm_cfg_advice();
 }
 
 EXM_API int exm_set_advice(exm_advice_t advice) {
@@ -91,7 +90,7 @@ EXM_API int exm_set_advice(exm_advice_t advice) {
 
 EXM_API size_t exm_get_max_disk(void) {
   exm_ensure_init();
-  return exm_cfg.max_disk;
+  return exm_cfg_max_disk();
 }
 
 EXM_API int exm_set_max_disk(size_t bytes) {

@@ -204,7 +204,7 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
    * would make a copy that reads back what it just wrote (bytearray * n,
    * tile, repeat) refault every page of it even in RAM; the advisor gives a
    * block SEQUENTIAL once it sees it being scanned out of core. */
-  if (p && n >= exm_advisor_min() && exm_cfg.advice == EXM_ADVICE_AUTO) exm_advisor_block(n);
+  if (p && n >= exm_advisor_min() && exm_cfg_advice() == EXM_ADVICE_AUTO) exm_advisor_block(n);
   return p;
 }
 
@@ -376,7 +376,7 @@ int exm_arena_lookup(const void *p, exm_block_info_t *info) {
  * two VMAs per block); auto hands the large blocks to the advisor. */
 int exm_arena_set_advice(int advice) {
   pthread_mutex_lock(&exm_own.lock);
-  exm_cfg.advice = advice;
+  exm_cfg_set_advice(advice);
   if (exm_own_state == OWN_READY) {
     exm_os_madvise(exm_own.core.base, exm_own.core.cap, advice >= EXM_ADVICE_SEQUENTIAL ? advice : EXM_ADVICE_NORMAL);
     exm_core_clear_advice(&exm_own.core);
@@ -416,7 +416,7 @@ int exm_arena_set_dir(const char *dir) {
   if (!err && (dir[0] != '/' || n >= EXM_PATH_MAX)) err = EINVAL;
   if (err) return err;
   pthread_mutex_lock(&exm_own.lock);
-  memcpy(exm_cfg.dir, dir, n + 1);
+  exm_cfg_set_dir(dir);
   if (exm_own_state == OWN_UNUSABLE && !exm_own.core.cap) exm_own_state = OWN_UNMADE;   /* a usable directory at last */
   pthread_mutex_unlock(&exm_own.lock);
   return 0;
@@ -434,7 +434,7 @@ int exm_arena_get_dir(char *buf, size_t len) {
 
 int exm_arena_set_max_disk(size_t bytes) {
   pthread_mutex_lock(&exm_own.lock);
-  exm_cfg.max_disk = bytes;
+  exm_cfg_set_max_disk(bytes);
   exm_core_set_max_commit(&exm_own.core, bytes);
   pthread_mutex_unlock(&exm_own.lock);
   return 0;

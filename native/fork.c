@@ -94,7 +94,7 @@ static int copy_into(int to, int reserve, int segs_only) {
 static void copy_prepare(void) {
   copy_plan = COPY_NONE;
   copy_result = 0;
-  fork_mode = __atomic_load_n(&exm_cfg.child, __ATOMIC_RELAXED);
+  fork_mode = exm_cfg_child();
   if (!exm_own.core.cap) return;               /* no arena of our own */
   copy_src = exm_arena_fd_intact(&exm_own) ? exm_own.fd : -1;
   if (fork_mode == EXM_CHILD_DUPLICATE || (fork_mode == EXM_CHILD_COW && copy_src < 0)) copy_plan = COPY_ALL;

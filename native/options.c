@@ -226,6 +226,15 @@ static void say_problem(exm_line_t *l, const option_t *o, int err) {
   else exm_line_str(l, "is not "), exm_line_str(l, o->expect);
 }
 
+void exm_cfg_set_threshold(size_t bytes, int automatic) {
+  __atomic_store_n(&exm_cfg.threshold, bytes, __ATOMIC_RELAXED);
+  __atomic_store_n(&exm_cfg.threshold_auto, automatic, __ATOMIC_RELAXED);
+}
+void exm_cfg_set_child(int mode) { __atomic_store_n(&exm_cfg.child, mode, __ATOMIC_RELAXED); }
+void exm_cfg_set_advice(int advice) { __atomic_store_n(&exm_cfg.advice, advice, __ATOMIC_RELAXED); }
+void exm_cfg_set_max_disk(size_t bytes) { __atomic_store_n(&exm_cfg.max_disk, bytes, __ATOMIC_RELAXED); }
+void exm_cfg_set_dir(const char *dir) { memcpy(exm_cfg.dir, dir, strlen(dir) + 1); }
+
 void exm_options_load(void) {
   const char *tmp = getenv("TMPDIR");
   if (!tmp || tmp[0] != '/' || set_path(exm_cfg.dir, tmp)) set_path(exm_cfg.dir, "/tmp");

@@ -1,6 +1,12 @@
 /*
  * options.h: the library's settings (options.c), read once from EXM_*
- * variables by exm_options_load (init.c calls it).
+ * variables by exm_options_load (init.c calls it), and changed at run time
+ * only through the exm_cfg_set_* functions below: options.c is exm_cfg's
+ * one writer. The settings the runtime API changes (threshold, its auto
+ * flag, child, advice, max_disk) are stored atomically, so that a reader
+ * holding no lock reads them with the exm_cfg_* loads; dir is a string,
+ * changed and copied under the own arena's lock (arena.c). The rest
+ * (stats, verbose) never change after start-up.
  */
 #ifndef EXM_OPTIONS_H
 #define EXM_OPTIONS_H
@@ -24,5 +30,18 @@ typedef struct exm_config {
 
 extern exm_config_t exm_cfg EXM_HIDDEN;
 void exm_options_load(void);
+
+/* Run-time changes (the runtime API, api.c and arena.c). */
+void exm_cfg_set_threshold(size_t bytes, int automatic);
+void exm_cfg_set_child(int mode);
+void exm_cfg_set_advice(int advice);
+void exm_cfg_set_max_disk(size_t bytes);
+/* The caller holds the own arena's lock; dir is absolute and shorter than EXM_PATH_MAX. */
+void exm_cfg_set_dir(const char *dir);
+
+/* Loads for readers that hold no lock. */
+static inline int exm_cfg_advice(void) { return __atomic_load_n(&exm_cfg.advice, __ATOMIC_RELAXED); }
+static inline int exm_cfg_child(void) { return __atomic_load_n(&exm_cfg.child, __ATOMIC_RELAXED); }
+static inline size_t exm_cfg_max_disk(void) { return __atomic_load_n(&exm_cfg.max_disk, __ATOMIC_RELAXED); }
 
 #endif

@@ -126,7 +126,7 @@ static void tell_ram(size_t n, int err) {
   exm_line_str(&l, " (");
   /* The arena answers ENOMEM for every reason (core.c's commit): tell
    * them apart by what can be seen from here. */
-  size_t cap = exm_arena_cap(), cap_disk = exm_cfg.max_disk;
+  size_t cap = exm_arena_cap(), cap_disk = exm_cfg_max_disk();
   uint64_t free_bytes, as_limit;
   int full;
   if (err == ENOSPC) exm_line_str(&l, "no space left on its filesystem");

@@ -78,9 +78,9 @@ void exm_trace_block(const void *p, size_t n, int err) {
     exm_line_str(&l, "the arena cannot serve ");
     exm_line_size(&l, n);
     exm_line_str(&l, ": ");
-    if (exm_cfg.max_disk && s.disk_reserved + n > exm_cfg.max_disk) {
+    if (exm_cfg_max_disk() && s.disk_reserved + n > exm_cfg_max_disk()) {
       exm_line_str(&l, "it would pass the --max-disk cap of ");
-      exm_line_size(&l, exm_cfg.max_disk);
+      exm_line_size(&l, exm_cfg_max_disk());
       exm_line_str(&l, " (");
       exm_line_size(&l, s.disk_reserved);
       exm_line_str(&l, " reserved)");
@@ -123,9 +123,9 @@ void exm_trace_arena(size_t cap) {
     exm_line_size(&l, free_bytes);
     exm_line_str(&l, " is free there");
   }
-  if (exm_cfg.max_disk) {
+  if (exm_cfg_max_disk()) {
     exm_line_str(&l, "; at most ");
-    exm_line_size(&l, exm_cfg.max_disk);
+    exm_line_size(&l, exm_cfg_max_disk());
     exm_line_str(&l, " by --max-disk");
   }
   exm_line_str(&l, ")");
