@@ -7,7 +7,7 @@
  * cgroup so that an interrupted run (SIGINT) leaves none behind.
  */
 import { spawn, spawnSync } from "bun";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { ExmError } from "../src/errors";
 import { parseSize } from "../src/options";
@@ -192,6 +192,23 @@ export function fmt(x: number, digits?: number): string {
   if (a >= 10) return x.toFixed(1);
   if (a >= 1) return x.toFixed(2);
   return x.toFixed(3);
+}
+
+/** "median (min-max)" of the numbers among xs, or "-" when there are none. */
+export function fmtRange(xs: number[]): string {
+  const s = summarize(xs);
+  return s.n ? `${fmt(s.median)} (${fmt(s.min)}-${fmt(s.max)})` : "-";
+}
+
+/** The load average over the last minute (recorded with each round). */
+export function loadavg(): number {
+  return Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+}
+
+const T0 = performance.now();
+/** A progress line on stderr, stamped with the seconds since the benchmark started. */
+export function log(m: string): void {
+  console.error(`[${((performance.now() - T0) / 1000).toFixed(0).padStart(5)}s] ${m}`);
 }
 
 /** A shell-quoted command line for the record. */

@@ -32,7 +32,9 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { spawnSync } from "bun";
-import { EXM, GiB, MiB, ROOT, cgroupAvailable, cleanUpOnExit, fmt, kv, runInCgroup, shellLine, sizeArg, summarize } from "./lib.ts";
+import {
+  EXM, GiB, MiB, ROOT, cgroupAvailable, cleanUpOnExit, fmt, fmtRange, kv, loadavg, log, runInCgroup, shellLine, sizeArg, summarize,
+} from "./lib.ts";
 import { removeStale, swapOff, swapOn } from "./swap.ts";
 
 const USAGE = "usage: bun bench/programs.ts [--jobs numpy,sort] [--rounds N] [--numpy-size 8G] [--numpy-limit 2G] " +
@@ -102,9 +104,6 @@ cleanUpOnExit(() => {
 });
 removeStale(DIR, "exm-programs", ["swap", "input"]);
 
-const T0 = performance.now();
-const log = (m: string) => console.error(`[${((performance.now() - T0) / 1000).toFixed(0).padStart(5)}s] ${m}`);
-const loadavg = () => Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
 
 type Sample = Record<string, number>;
 type Row = { job: string; backend: string; cmd: string; samples: Sample[]; loads: number[]; notes: string[] };
@@ -170,7 +169,8 @@ async function sort(b: string): Promise<{ sample: Sample; cmd: string; note: str
     const script = '"$@"; c=$?; echo "majflt=$(cut -d" " -f13 /proc/$$/stat)"; exit $c';
     const r = await runInCgroup(SORT_LIMIT, ["sh", "-c", script, "sh", ...argv], env, { timeoutMs: SORT_S * 1000, swap: b === "swap" });
     const s: Sample = { total_s: (performance.now() - t) / 1000, read_gb: (diskRead() - read0) / 1e9 };
-    if (kv(r.stdout).majflt) s.majflt = Number(kv(r.stdout).majflt);
+    const o = kv(r.stdout);
+    if (o.majflt) s.majflt = Number(o.majflt);
     const note = r.code === 0 ? "" : r.timedOut ? `capped at ${SORT_S} s` : r.oomKilled ? "killed by the memory limit" : `exit ${r.code} ${r.stderr.trim().slice(0, 120)}`;
     return { sample: s, cmd, note };
   } finally {
@@ -210,10 +210,7 @@ for (let round = 0; round < ROUNDS; round++)
     }
   }
 
-const mm = (r: Row, k: string) => {
-  const s = summarize(r.samples.map((x) => x[k] ?? NaN));
-  return s.n ? (s.n > 1 ? `${fmt(s.median)} (${fmt(s.min)}-${fmt(s.max)})` : fmt(s.median)) : "-";
-};
+const mm = (r: Row, k: string) => fmtRange(r.samples.map((x) => x[k] ?? NaN));
 if (JOBS.includes("numpy")) {
   console.log(`\nnumpy on ${fmt(NP_SIZE / GiB)} GiB under ${NP_LIMIT / MiB} MiB; medians of ${ROUNDS} round(s) (min-max); s, then GB read from disk / GB touched\n`);
   console.log(`| backend | ${PHASES.join(" s | ")} s | gathers/s | whole run s | ${PHASES.slice(1).map((p) => `${p} read/touched`).join(" | ")} | notes |`);

@@ -29,7 +29,7 @@
  *
  * Needs root (cgroups, swapon) and fio (apt-get install fio) for the device.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { spawnSync } from "bun";
 import {
@@ -42,7 +42,10 @@ import {
   cleanUpOnExit,
   compile,
   fmt,
+  fmtRange,
   kv,
+  loadavg,
+  log,
   run,
   runInCgroup,
   shellLine,
@@ -91,11 +94,6 @@ cleanUpOnExit(() => {
 });
 removeStale(DIR, "exm-scale", ["swap", "fio"]);
 
-function loadavg(): number {
-  return Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
-}
-const log = (m: string) => console.error(`[${((performance.now() - T0) / 1000).toFixed(0).padStart(5)}s] ${m}`);
-const T0 = performance.now();
 
 /* ---- the device ------------------------------------------------------------ */
 
@@ -254,10 +252,7 @@ for (const size of SIZES) {
 /* ---- tables ------------------------------------------------------------------------ */
 
 const med = (r: Row | undefined, k: string) => (r ? summarize(r.samples.map((x) => x[k] ?? NaN)).median : NaN);
-const mm = (r: Row, k: string) => {
-  const s = summarize(r.samples.map((x) => x[k] ?? NaN));
-  return s.n ? `${fmt(s.median)} (${fmt(s.min)}-${fmt(s.max)})` : "-";
-};
+const mm = (r: Row, k: string) => fmtRange(r.samples.map((x) => x[k] ?? NaN));
 console.log(`\nUnder a ${LIMIT / MiB} MiB memory cgroup; medians of ${ROUNDS} rounds (min-max)\n`);
 console.log("| size | backend | write MB/s | seq read MB/s | worst/median 64 MiB step | s per GiB (write+read) | random 4 KiB reads/s | " +
   `${THREADS} threads reads/s | load |`);
