@@ -7,7 +7,7 @@
  * for the refusals too (exit 2, one line).
  */
 
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,7 +25,8 @@ const VECTORS = JSON.parse(readFileSync(join(ROOT, "tests", "fixtures", "setting
 
 const CWD = mkdtempSync(join(tmpdir(), "exm-settings-"));
 for (const d of ["a", "b", "sub"]) mkdirSync(join(CWD, d));
-process.on("exit", () => rmSync(CWD, { recursive: true, force: true }));
+// afterAll, not process.on("exit"): under bun test the exit handler never ran (a directory per run was left in /tmp)
+afterAll(() => rmSync(CWD, { recursive: true, force: true }));
 const expand = (s: string) => s.replaceAll("$CWD", CWD);
 
 /** What the CLI's code makes of `env=text`: the value in the library's form, or the error's words. */
