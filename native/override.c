@@ -21,12 +21,22 @@
  *
  * Pointers are told apart by address: one range check over the span of
  * all arenas, then one per arena inside it.
+ *
+ * madvise is defined here too, for one case: a program's MADV_HUGEPAGE on a
+ * block of the arena that is advised random (EXM_ADVICE=random, exm_advise,
+ * or the advisor) is not applied. On a file mapping VM_HUGEPAGE makes the
+ * kernel read a whole 2 MiB folio on every fault before it looks at
+ * MADV_RANDOM (numpy hints every large array so): 2 MiB read per random 4 KiB
+ * touched. Every other call is the system call, as glibc's madvise is.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <link.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "budget.h"
@@ -384,6 +394,16 @@ EXM_API void *pvalloc(size_t n) {
 EXM_API size_t malloc_usable_size(void *p) {
   if (!p) return 0;
   return usable_size(p, exm_arena_of(p), "malloc_usable_size");
+}
+
+EXM_API int madvise(void *addr, size_t len, int advice) {
+#ifdef MADV_HUGEPAGE
+  if (unlikely(advice == MADV_HUGEPAGE) && exm_in_span(addr) && exm_arena_random_at(addr)) {
+    exm_trace_hint_dropped(addr, len);
+    return 0;   /* a hint: not applying it is allowed, and the program goes on as with it */
+  }
+#endif
+  return (int)syscall(SYS_madvise, addr, len, advice);
 }
 
 __attribute__((constructor)) static void exm_constructor(void) {

@@ -26,7 +26,7 @@
  * object goes to the arena, and telling of each would drown the rest. */
 #define TRACE_MIN ((size_t)1 << 20)
 
-enum { T_BLOCK, T_FAIL, T_RAM, T_KINDS };
+enum { T_BLOCK, T_FAIL, T_RAM, T_HINT, T_KINDS };
 static uint64_t counts[T_KINDS];
 
 /* 0: stay quiet; else the message's number, to be printed. */
@@ -181,4 +181,18 @@ void exm_warned_publish(void) {
   if (b) memcpy(all, before, b), all[b++] = ' ';
   memcpy(all + b, warned, w + 1);
   setenv("EXM_WARNED", all, 1);   /* constructor time: malloc is ready */
+}
+
+void exm_trace_hint_dropped(const void *p, size_t len) {
+  if (!exm_cfg.verbose) return;
+  uint64_t k = next_shown(T_HINT);
+  if (!k) return;
+  exm_line_t l = { .n = 0 };
+  head(&l);
+  exm_line_str(&l, "the program's MADV_HUGEPAGE on ");
+  exm_line_size(&l, len);
+  exm_line_str(&l, " at offset ");
+  exm_line_size(&l, (uint64_t)((const char *)p - exm_own.core.base));
+  exm_line_str(&l, " of the arena was not applied: the block is advised random, and on a file mapping the hint makes every fault read 2 MiB");
+  tail(&l, k);
 }
