@@ -3,7 +3,7 @@
  * latest.svg): out-of-core throughput, random reads (log scale), in-RAM
  * times relative to glibc with the goals marked, and the goals' verdicts.
  */
-import { type Bar, COLORS, ChartInputError, Page, type Row, fmt, records } from "./chart-svg.ts";
+import { type Bar, COLORS, ChartInputError, Page, type Row, fmt, records, str } from "./chart-svg.ts";
 
 interface Summary { median: number; min: number; max: number; n: number }
 interface Variant { name: string; status: string; metrics: Record<string, Summary>; note?: string; ratio?: Summary }
@@ -95,7 +95,7 @@ export function renderLatest(json: unknown): string {
   const res = check(json);
   const page = new Page();
   page.title(`exm benchmarks, ${res.mode} run of ${res.date.slice(0, 10)} ` +
-    `(${String(res.machine.cpus)} cores, Linux ${String(res.machine.kernel).split("-")[0]!}): medians, whiskers min-max`);
+    `(${str(res.machine.cpus, "?")} cores, Linux ${str(res.machine.kernel, "?").split("-")[0]!}): medians, whiskers min-max`);
   page.space(6);
   oocPanels(res, page);
   const rows = ramRows(res);

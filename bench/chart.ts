@@ -100,7 +100,8 @@ function writeChart(kind: Kind, files: string[], outDir: string): string {
 export function chartAfterRun(kind: Kind, jsonPath: string): void {
   try {
     const dir = dirname(jsonPath);
-    if (kind === "scale") console.log(`chart: ${writeChart("scale", inputsOf("scale", dir), dir)}`);
+    // A scale result written under another name (--out) counts too.
+    if (kind === "scale") console.log(`chart: ${writeChart("scale", [...new Set([...inputsOf("scale", dir), resolve(jsonPath)])], dir)}`);
     else {
       const out = jsonPath.replace(/\.json$/, "") + ".svg";
       writeFileSync(out, render(kind, [jsonPath]));

@@ -13,6 +13,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { chartAfterRun } from "../bench/chart.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const RESULTS = join(ROOT, "bench", "results");
@@ -262,5 +263,29 @@ describe("bad input: one line, non-zero exit", () => {
     const bad = chart("--colour");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/^chart: unknown argument --colour\nusage: bun bench\/chart\.ts/);
+  });
+});
+
+describe("after a benchmark's run (chartAfterRun)", () => {
+  test("the chart goes next to the result; scale's from every scale*.json there and the file written; a bad result is a line, not a throw", () => {
+    const dir = inputs({ "alloc-x.json": readJson("alloc.json"), "scale-a.json": readJson("scale-after-32g.json"),
+      "mine.json": readJson("scale-after-16g.json"), "programs.json": "[" });
+    chartAfterRun("alloc", join(dir, "alloc-x.json"));
+    expectWellFormed(readFileSync(join(dir, "alloc-x.svg"), "utf8"), "alloc-x.svg");
+    chartAfterRun("scale", join(dir, "mine.json"));
+    const t = texts(readFileSync(join(dir, "scale.svg"), "utf8"));
+    expect(t).toContain("scale-a.json (");
+    expect(t).toContain("mine.json (");
+    const errors: string[] = [];
+    const was = console.error;
+    console.error = (...a: unknown[]) => void errors.push(a.join(" "));
+    try {
+      chartAfterRun("programs", join(dir, "programs.json"));
+    } finally {
+      console.error = was;
+    }
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^chart: .*programs\.json: not JSON/);
+    expect(existsSync(join(dir, "programs.svg"))).toBe(false);
   });
 });
