@@ -46,6 +46,9 @@ export function renderFit(json: unknown): string {
       refs,
     });
   }
+  // The names are short; what each workload does (and at what size) is its "what".
+  page.note(rows.map((r) => `${str(r.name)}: ${str(r.what, "?")}`).join("; ") + ".");
+  page.space(6);
   const frees = rows.filter(isFree);
   if (frees.length)
     page.panel({

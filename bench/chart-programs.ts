@@ -2,7 +2,8 @@
  * The chart of bench/programs.ts's result (programs.json -> programs.svg):
  * the numpy job's seconds per phase under exm and under swap (log scale; the
  * goal: every phase faster than swap), its random gathers per second (goal
- * 2x swap), and the sort job's time per backend. A backend killed by the
+ * 2x swap), the bytes it read from the disk over the bytes each phase
+ * touched (goal 2), and the sort job's time per backend. A backend killed by the
  * limit or capped says so (its notes); a backend or a job not run is left
  * out.
  */
@@ -49,6 +50,15 @@ export function renderPrograms(json: unknown): string {
     page.panel({ title: "numpy: random single-element gathers per second (higher is better; goal 2x swap)",
       legend, rows: [{ label: "random gathers", bars: backends.map((b) => bar(b, "gathers_per_s", "/s", "rate")) }],
       refs: metric(swap, "gathers_per_s") ? [{ value: 2 * metric(swap, "gathers_per_s")!.median, label: "goal: 2x swap", color: COLORS.bad }] : [] });
+    const touched = [...PHASES.slice(1), ["gather", "random gathers"] as [string, string]];
+    if (touched.some(([k]) => backends.some((b) => metric(by(b), `${k}_read_per_touched`))))
+      page.panel({ title: "numpy: bytes read from the disk over the bytes the phase touched (lower is better; goal: at most 2)",
+        legend, rows: touched.map(([k, label]) => ({ label, bars: backends.map((b) => {
+          const s = metric(by(b), `${k}_read_per_touched`);
+          return s ? { value: s.median, min: s.min, max: s.max, color: COLOR[b] ?? COLORS.other, text: `${b} ${fmt(s.median)}` }
+            : { value: null, color: COLORS.muted, text: `${b}: no result` };
+        }) })),
+        refs: [{ value: 2, label: "goal: 2", color: COLORS.bad }] });
     for (const r of numpy.filter((x) => !backends.includes(str(x.backend))))
       page.note(`${NAME[str(r.backend)] ?? str(r.backend)}: ${notes(r).join("; ") || `whole run ${fmt(metric(r, "total_s")?.median ?? NaN)} s`}`);
     page.note(`loads: ${numpy.map((r) => `${str(r.backend)} ${loadRange(r.loadavg) || "-"}`).join(", ")}`);

@@ -6,7 +6,9 @@
  * measured that backend at that size (the runs are of different lengths and
  * backends: a 32 GiB run may have no swap). The goals of issue 12 are drawn
  * as lines at their multiple of the device's (or swap's) figure shown; a
- * ratio in a bar's text says whether it is of the same run.
+ * ratio in a bar's text says whether it is of the same run. Then, across the
+ * sizes, the seconds per GiB written and read (goal: the largest size at most
+ * 1.2x exm's smallest) and the worst 64 MiB read step over the median (goal 5).
  */
 import {
   type Bar, COLORS, ChartInputError, Page, type Ref, type Row, type Summary,
@@ -31,7 +33,7 @@ interface Pick {
   m: Record<string, Summary | null>;
 }
 
-const KEYS = ["write_mbs", "seq_mbs", "rand_qd1", "rand_qdT"];
+const KEYS = ["write_mbs", "seq_mbs", "rand_qd1", "rand_qdT", "s_per_gib", "seq_step_ratio"];
 
 function sizeBytes(s: string): number {
   const m = /^([\d.]+)\s*([KMGT]?)/i.exec(s);
@@ -137,5 +139,33 @@ export function renderScale(files: ScaleFile[]): string {
         [dev, "rand_qdT", 0.7, `goal: ${threads} threads 0.7x QD${threads}`]]),
     });
   }
+  if (sizes.length) acrossSizes(picks, sizes, page);
   return page.svg();
+}
+
+/** The mapped backends' seconds per GiB and worst scan step, one row per size. */
+function acrossSizes(picks: Map<string, Map<Backend, Pick>>, sizes: string[], page: Page): void {
+  const mapped = (["raw", "swap", "exm"] as const).filter((b) => sizes.some((s) => picks.get(s)!.get(b)));
+  const color: Record<string, string> = { raw: COLORS.read, swap: COLORS.rand, exm: COLORS.ratio };
+  const legend = mapped.map((b) => ({ color: color[b]!, label: LABEL[b] }));
+  const rows = (k: string, unit: string, tell: (s: Summary, b: string) => string = () => ""): Row[] => sizes.map((size) => ({
+    label: size.replace(/G$/, " GiB").replace(/M$/, " MiB"),
+    bars: mapped.map((b) => {
+      const s = picks.get(size)!.get(b)?.m[k] ?? null;
+      return s ? { value: s.median, min: s.min, max: s.max, color: color[b]!, text: `${b} ${fmt(s.median)}${unit}${tell(s, b)}` }
+        : { value: null, color: COLORS.muted, text: `${b}: not run` };
+    }),
+  }));
+  page.heading("Across sizes (the same picks as above)");
+  const first = picks.get(sizes[0]!)!.get("exm")?.m.s_per_gib ?? null;
+  page.panel({
+    title: `Seconds per GiB written and read back (lower is better; goal: at the largest size at most 1.2x exm's at ${sizes[0]})`,
+    legend, rows: rows("s_per_gib", " s", (s, b) => (first && b === "exm" && s !== first ? `, ${fmt(s.median / first.median)}x exm at ${sizes[0]}` : "")),
+    refs: first ? [{ value: first.median * 1.2, label: `goal: 1.2x exm at ${sizes[0]}`, color: "#666" }] : [],
+  });
+  page.panel({
+    title: "Worst 64 MiB step of the sequential read over the median step (log scale; goal: at most 5x)",
+    legend, log: true, rows: rows("seq_step_ratio", "x"),
+    refs: [{ value: 5, label: "goal: 5x", color: "#666" }],
+  });
 }

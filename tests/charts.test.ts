@@ -107,7 +107,9 @@ describe("the committed results", () => {
     for (const [b, label] of [["device", "device (fio, O_DIRECT)"], ["raw", "raw mapping, best advice"], ["swap", "anonymous + swap"], ["exm", "exm (defaults)"]] as const)
       if (backends.has(b)) expect(t).toContain(label);
     expect(t).not.toContain("exm-base");
-    for (const g of ["goal: write 0.8x device", "goal: read 0.9x device", "goal: 0.9x device QD1", "goal: 2x swap"]) expect(t).toContain(g);
+    for (const g of ["goal: write 0.8x device", "goal: read 0.9x device", "goal: 0.9x device QD1", "goal: 2x swap", "goal: 5x"]) expect(t).toContain(g);
+    expect(t).toContain("Seconds per GiB written and read back");
+    expect(t).toMatch(/goal: 1\.2x exm at 4G/);
     // swap was measured in one file only: it is named as swap's source.
     const swapFiles = files.filter((f) => readJson(f).rows.some((x: { backend: string }) => x.backend === "swap"));
     if (swapFiles.length === 1) expect(t).toMatch(new RegExp(`swap: ${swapFiles[0]!.replace(".", "\\.")} \\(`));
@@ -133,7 +135,8 @@ describe("the committed results", () => {
   test("programs.svg: numpy phases exm vs swap, the gathers, the sort rows, the killed run", () => {
     const t = texts(readFileSync(join(out, "programs.svg"), "utf8"));
     for (const s of ["fill", "a*2+1 in place", "sum", "sort a slice", "whole run", "random gathers", "goal: 2x swap",
-      "exm (defaults)", "anonymous + swap file", "plain sort -S 200M (spills to its files)", "killed by the memory limit"]) expect(t).toContain(s);
+      "exm (defaults)", "anonymous + swap file", "plain sort -S 200M (spills to its files)", "killed by the memory limit",
+      "bytes read from the disk over the bytes the phase touched", "goal: 2"]) expect(t).toContain(s);
     expect(t).toMatch(/exm 161 s: 2\.80x faster than swap/);
     expect(t).toMatch(/capped: unfinished/);
   });
@@ -165,7 +168,7 @@ describe("results of other shapes", () => {
     const t = texts(svg);
     for (const s of ["exm (default)", "exm --threshold auto", "c-doubling", "exm 2.24x (2.02-2.69), goal 1.1: missed, 58.5 major faults",
       "auto 0.90x (0.80-1.10)", "goal 1.2 (cow pool)", "goal 1.1", "free-2g", "0.33 ms vs 830 ms", "munmap", "25.2 ms, goal +20 ms: missed",
-      "goal +20 ms", "3 rounds"]) expect(t).toContain(s);
+      "goal +20 ms", "3 rounds", "pool-cow: pool-cow;"]) expect(t).toContain(s);
   });
 
   test("an older fit.json (no auto, no ratioOf, NaN written as null) is drawn without auto", () => {
