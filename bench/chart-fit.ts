@@ -17,7 +17,7 @@ function ratioBar(r: Json, prefix: "" | "auto", color: string, who: string): Bar
   if (m === null) return { value: null, color: COLORS.muted, text: prefix ? "auto: not run (--no-auto or an older run)" : `${who}: no result` };
   const lo = num(r[`${key}Min`]) ?? m, hi = num(r[`${key}Max`]) ?? m;
   const goal = num(r.goal);
-  const verdict = goal === null ? "" : `, goal ${goal}: ${m <= goal ? "met" : "missed"}`;
+  const verdict = goal === null ? "" : m <= goal ? ", met" : ", missed";
   const faults = num(r[prefix ? "autoMajflt" : "exmMajflt"]);
   return { value: m, min: lo, max: hi, color, text: `${who} ${fmt(m)}x${hi > lo ? ` (${fmt(lo)}-${fmt(hi)})` : ""}${verdict}` +
     (faults !== null ? `, ${+faults.toFixed(1)} major faults` : "") };

@@ -161,7 +161,10 @@ function drawPanel(p: Panel, y0: number, out: string[]): number {
           const a = sx(b.min!), c = sx(b.max!), m = y + BAR_H / 2;
           out.push(`<path d="M${a.toFixed(1)} ${m}H${c.toFixed(1)}M${a.toFixed(1)} ${m - 4}v8M${c.toFixed(1)} ${m - 4}v8" class="w"/>`);
         }
-        out.push(`<text x="${(Math.max(x1, whisker ? sx(b.max!) : x1) + 5).toFixed(1)}" y="${y + BAR_H - 3}" class="s">${esc(b.text)}</text>`);
+        // A text too long for the room right of the bar moves left over it, on a white ground.
+        const want = Math.max(x1, whisker ? sx(b.max!) : x1) + 5, width = b.text.length * 5.9, tx = Math.min(want, W - 6 - width);
+        if (tx < want) out.push(`<rect x="${(tx - 2).toFixed(1)}" y="${y}" width="${(width + 4).toFixed(1)}" height="${BAR_H}" fill="#fff" fill-opacity="0.85"/>`);
+        out.push(`<text x="${tx.toFixed(1)}" y="${y + BAR_H - 3}" class="s">${esc(b.text)}</text>`);
       } else {
         out.push(`<text x="${LABEL_W + 4}" y="${y + BAR_H - 3}" class="s" fill="${b.color}">${esc(b.text)}</text>`);
       }
