@@ -39,6 +39,7 @@ import {
   MiB,
   ROOT,
   arg,
+  checkArgs,
   cgroupAvailable,
   cleanUpOnExit,
   compile,
@@ -71,6 +72,7 @@ const DEV_S = arg("device-seconds", "8");
 const DIR = arg("dir", "/tmp");
 const BASE_LIB = arg("base-lib", "");
 const OUT = resolve(join(ROOT, "bench", "results"), arg("out", "scale.json"));
+checkArgs();
 const LEVERS = ["wb", "willneed", "populate", "cold", "pageout", "dontneed"];
 for (const b of BACKENDS)
   if (!["device", "raw", "swap", "exm", ...(BASE_LIB ? ["exm-base"] : [])].includes(b) &&
