@@ -128,11 +128,13 @@ static int told_ram;    /* the one line below was written */
  * served it instead: say why, once per process. */
 static void tell_ram(size_t n, int err) {
   if (__atomic_exchange_n(&told_ram, 1, __ATOMIC_RELAXED)) return;
+  char dir[EXM_PATH_MAX];   /* a copy under the arena lock: exm_set_dir may be writing it */
+  if (exm_arena_get_dir(dir, sizeof dir)) dir[0] = 0;
   exm_line_t l = { .n = 0 };
   exm_line_str(&l, "exm: a request of ");
   exm_line_size(&l, n);
   exm_line_str(&l, " does not fit in the file-backed arena in ");
-  exm_line_value(&l, exm_cfg.dir);
+  exm_line_value(&l, dir);
   exm_line_str(&l, " (");
   /* The arena answers ENOMEM for every reason (core.c's commit): tell
    * them apart by what can be seen from here. */
@@ -144,7 +146,7 @@ static void tell_ram(size_t n, int err) {
   else if (err != ENOMEM) exm_line_err(&l, err);
   else if (cap_disk && exm_arena_committed() + n > cap_disk)
     exm_line_str(&l, "the --max-disk cap of "), exm_line_size(&l, cap_disk);
-  else if (!exm_os_disk_space(exm_cfg.dir, &free_bytes, &full) && free_bytes < n + ((size_t)1 << 20))
+  else if (!exm_os_disk_space(dir, &free_bytes, &full) && free_bytes < n + ((size_t)1 << 20))
     exm_line_str(&l, "no space left on its filesystem");
   else {
     exm_line_str(&l, "the arena is ");
