@@ -168,6 +168,7 @@ exm_arena_t *exm_arena_of_inherited(const void *p) {
 void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   if (align <= 16 && n < EXM_SMALL_MAX) {
     void *p = exm_tcache_pop(n);
+    if (!p) p = exm_tcache_pop_depot(n);
     if (p) {
       *served = 1;
       if (zero) memset(p, 0, n);
@@ -345,6 +346,11 @@ static int check_one(exm_arena_t *a) {
 int exm_arena_check(void) {
   int err = exm_own.core.cap ? check_one(&exm_own) : 0;
   for (int i = 0; i < exm_n_inherited && !err; i++) err = check_one(&exm_inherited[i]);
+  char msg[200];
+  if (!err && exm_tcache_check(msg, sizeof msg)) {
+    exm_warn("exm_check: the thread caches' depot is inconsistent: ", msg, 0);
+    err = EFAULT;
+  }
   return err;
 }
 

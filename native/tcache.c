@@ -119,6 +119,199 @@ void exm_tcache_refill(size_t chunk) {
   }
 }
 
+/* ---- the depot: batches of cached chunks between threads ------------------
+ * A full bin used to go back to the carving core under exm_own.lock, and an
+ * empty one to be restocked from it under the same lock: with threads that
+ * free what others allocate (a producer and its consumers, a server's
+ * requests), every eighth operation took the one lock of the arena. Like
+ * tcmalloc's transfer cache, a full bin now hands half of itself, as one
+ * batch, to the depot of its size class, and an empty bin takes a whole
+ * batch from there before it tries the arena. The chunks keep their CACHED
+ * mark throughout (a free of one of them, from any thread, is a double free
+ * and is caught), and stay "in use" for the core.
+ *
+ * Each class has its own lock, held for a few stores, and only ever tried
+ * on the allocation paths: a thread that finds it taken goes to the arena
+ * as before, so nothing waits for it but fork (which takes them all) and
+ * the drains below. A thread holds at most one at a time and inside
+ * exm_enter, so that a fork from a signal handler never waits for one.
+ * A batch is DEPOT_BATCH(cls) chunks linked through their first word; its
+ * first chunk's second word links the batches (every chunk has 24 usable
+ * bytes). A class keeps at most DEPOT_BYTES in batches; past that a full
+ * bin goes back to the core as before. */
+#define DEPOT_BATCH(cls) (TC_LIMIT(cls) / 2)
+#define DEPOT_BYTES ((size_t)64 * 1024)          /* per class: at most 16 MiB over all */
+
+typedef struct depot {
+  pthread_mutex_t lock;
+  void **top;                                    /* first chunk of the newest batch */
+  size_t batches;
+} __attribute__((aligned(64))) depot_t;
+
+static depot_t depot[TC_CLASSES] = { [0 ... TC_CLASSES - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER } };
+static __thread int depot_held = -1;             /* the class whose lock this thread holds */
+
+static inline size_t depot_cap(unsigned cls) {
+  size_t per = (size_t)DEPOT_BATCH(cls) * ((size_t)(cls + 2) << 4);
+  return DEPOT_BYTES / per;
+}
+
+static inline int depot_trylock(unsigned cls) {
+  if (pthread_mutex_trylock(&depot[cls].lock)) return 0;
+  depot_held = (int)cls;
+  return 1;
+}
+static inline void depot_unlock(unsigned cls) {
+  depot_held = -1;
+  pthread_mutex_unlock(&depot[cls].lock);
+}
+
+/* The bin of cls is full: hand its newest DEPOT_BATCH(cls) chunks to the
+ * depot. 0 when the depot is full or busy (the caller goes to the core). */
+static int depot_put(tcache_t *t, unsigned cls) {
+  depot_t *d = &depot[cls];
+  int ok = 0;
+  exm_enter();
+  if (depot_trylock(cls)) {
+    if (d->batches < depot_cap(cls)) {
+      void **first = t->head[cls], **last = first;
+      for (int i = 1; i < DEPOT_BATCH(cls); i++) last = last[0];
+      t->head[cls] = last[0];
+      t->count[cls] -= DEPOT_BATCH(cls);
+      last[0] = NULL;
+      first[1] = d->top;
+      d->top = first;
+      d->batches++;
+      ok = 1;
+    }
+    depot_unlock(cls);
+  }
+  exm_leave();
+  return ok;
+}
+
+/* The bin of cls is empty: a batch from the depot into it, and one of its
+ * chunks (unmarked) for the caller; NULL when the depot has none or is busy. */
+static void *depot_take(tcache_t *t, unsigned cls) {
+  depot_t *d = &depot[cls];
+  void **first = NULL;
+  exm_enter();
+  if (depot_trylock(cls)) {
+    first = d->top;
+    if (first) {
+      d->top = first[1];
+      d->batches--;
+    }
+    depot_unlock(cls);
+  }
+  exm_leave();
+  if (!first) return NULL;
+  t->head[cls] = first[0];
+  t->count[cls] = (uint8_t)(DEPOT_BATCH(cls) - 1);
+  unmark_cached(first);
+  return first;
+}
+
+/* From exm_arena_alloc before the lock, after a miss of exm_tcache_pop: a
+ * chunk of n's size through the depot, or NULL. */
+void *exm_tcache_pop_depot(size_t n) {
+  tcache_t *t = exm_tc;
+  size_t sz = exm_core_chunk_size_for(n);
+  if (!t || t->gone || sz > TC_MAX_CHUNK) return NULL;
+  return depot_take(t, (unsigned)(sz >> 4) - 2);
+}
+
+/* Every batch of the depot back to its arena (the statistics, malloc_trim):
+ * the chunks are free, not live. Each class's batches are taken off under
+ * its lock, then freed under the arena's. */
+static void depot_drain(void) {
+  exm_enter();
+  for (unsigned cls = 0; cls < TC_CLASSES; cls++) {
+    depot_t *d = &depot[cls];
+    pthread_mutex_lock(&d->lock);
+    void **b = d->top;
+    d->top = NULL;
+    d->batches = 0;
+    pthread_mutex_unlock(&d->lock);
+    while (b) {
+      void **next = b[1], **p = b;
+      while (p) {
+        void **q = p[0];
+        unmark_cached(p);
+        exm_arena_t *a = exm_arena_of(p);
+        if (a) {
+          pthread_mutex_lock(&a->lock);
+          exm_core_free(&a->core, p);
+          pthread_mutex_unlock(&a->lock);
+        }
+        p = q;
+      }
+      b = next;
+    }
+  }
+  exm_leave();
+}
+
+/* exm_check: every chunk in the depot is a live small chunk of an arena,
+ * marked CACHED, in a batch of its class's length, and each class's count
+ * and bound hold. 0, or -1 with the reason in msg. */
+int exm_tcache_check(char *msg, size_t msglen) {
+  int bad = 0;
+  const char *why = NULL;
+  exm_enter();
+  for (unsigned cls = 0; cls < TC_CLASSES && !bad; cls++) {
+    depot_t *d = &depot[cls];
+    pthread_mutex_lock(&d->lock);
+    size_t batches = 0, want = (size_t)(cls + 2) << 4;
+    for (void **b = d->top; b && !bad; b = b[1], batches++) {
+      int len = 0;
+      for (void **p = b; p && !bad; p = p[0], len++) {
+        exm_arena_t *a = exm_arena_of(p);
+        /* a refill's chunk may be up to one minimum chunk larger than asked
+         * (the core does not split off less); a page-aligned one (a refill
+         * can hand out those too) is not peeked at, only its head read */
+        size_t head = a ? __atomic_load_n(exm_core_head_of(p), __ATOMIC_RELAXED) : 0;
+        size_t got = !a ? 0 : ((uintptr_t)p & (EXM_PAGE - 1)) ? exm_core_small_peek(&a->core, p) : (head & 2) ? head & ~(size_t)7 : 0;
+        if (got < want || got >= want + 32) bad = 1, why = "a chunk in the depot is not a live small chunk of its class";
+        else if (!(__atomic_load_n(exm_core_head_of(p), __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)) bad = 1, why = "a chunk in the depot is not marked cached";
+      }
+      if (!bad && len != DEPOT_BATCH(cls)) bad = 1, why = "a batch in the depot has the wrong length";
+    }
+    if (!bad && (batches != d->batches || batches > depot_cap(cls))) bad = 1, why = "the depot's batch count is wrong";
+    pthread_mutex_unlock(&d->lock);
+  }
+  exm_leave();
+  if (bad && msglen) {
+    size_t n = strlen(why);
+    if (n >= msglen) n = msglen - 1;
+    memcpy(msg, why, n);
+    msg[n] = 0;
+  }
+  return bad ? -1 : 0;
+}
+
+/* fork: the parent's handler takes every class's lock (after the arenas'),
+ * and unlocks them in the parent. The child resets them: all of them, but
+ * for a child of a fork from a signal handler (which takes none), the one
+ * this thread's interrupted call holds and gives back itself; another
+ * thread's may have been in the middle of a batch, so the counts are
+ * taken again from the lists. */
+void exm_tcache_fork_lock(void) {
+  for (unsigned cls = 0; cls < TC_CLASSES; cls++) pthread_mutex_lock(&depot[cls].lock);
+}
+void exm_tcache_fork_unlock(void) {
+  for (unsigned cls = TC_CLASSES; cls-- > 0;) pthread_mutex_unlock(&depot[cls].lock);
+}
+void exm_tcache_fork_child(void) {
+  for (unsigned cls = 0; cls < TC_CLASSES; cls++) {
+    if ((int)cls == depot_held) continue;
+    pthread_mutex_init(&depot[cls].lock, NULL);
+    size_t n = 0;
+    for (void **b = depot[cls].top; b; b = b[1]) n++;
+    depot[cls].batches = n;
+  }
+}
+
 /* free may call this outside exm_enter (override.c): it enters by itself
  * around the lock, so that a fork from a signal handler that interrupts it
  * does not wait for a lock this thread holds. */
@@ -136,8 +329,14 @@ int exm_tcache_push_slow(void *p, unsigned cls, const char *who) {
   }
   if (__atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)
     exm_bad_pointer(who, p);          /* already in a cache: a double free */
+  if (t->count[cls] >= TC_LIMIT(cls) && depot_put(t, cls)) {
+    exm_tcache_arm();
+    errno = saved;
+    cache_put(t, cls, p);
+    return 1;
+  }
   if (t->count[cls] >= TC_LIMIT(cls)) {
-    /* Full: p and half of the bin go back, under one lock. */
+    /* Full, and the depot too: p and half of the bin go back, under one lock. */
     exm_enter();
     pthread_mutex_lock(&exm_own.lock);
     unmark_cached(p);
@@ -215,9 +414,14 @@ static void cache_exit(void *arg) {
 
 /* In a forked child: the caches of the parent's other threads did not come
  * along, so their chunks lose the mark (they stay leaked: nothing in the
- * child refers to them); the calling thread's own cache came along. */
+ * child refers to them); the calling thread's own cache and the depot came
+ * along. */
 void exm_tcache_after_fork(exm_core_t *c) {
   exm_core_clear_cached(c);
+  for (unsigned cls = 0; cls < TC_CLASSES; cls++)
+    for (void **b = depot[cls].top; b; b = b[1])
+      for (void **p = b; p; p = p[0])
+        if (exm_core_owns(c, p)) mark_cached(p);
   tcache_t *t = exm_tc;
   if (!t || t->gone) return;
   for (unsigned cls = 0; cls < TC_CLASSES; cls++)
@@ -228,6 +432,7 @@ void exm_tcache_after_fork(exm_core_t *c) {
 void exm_tcache_flush(void) {
   tcache_t *t = exm_tc;
   if (t && !t->gone) cache_flush(t);
+  depot_drain();
 }
 
 void exm_tcache_setup(void) {
