@@ -130,8 +130,9 @@ void exm_tcache_refill(size_t chunk) {
  * mark throughout (a free of one of them, from any thread, is a double free
  * and is caught), and stay "in use" for the core.
  *
- * Each class has its own lock, held for a few stores, and only ever tried
- * on the allocation paths: a thread that finds it taken goes to the arena
+ * Each class has a lock (one of DEPOT_LOCKS, shared by classes far apart:
+ * fork takes them all, and ThreadSanitizer follows at most 64 held), held
+ * for a few stores, and only ever tried on the allocation paths: a thread that finds it taken goes to the arena
  * as before, so nothing waits for it but fork (which takes them all) and
  * the drains below. A thread holds at most one at a time and inside
  * exm_enter, so that a fork from a signal handler never waits for one.
@@ -142,14 +143,18 @@ void exm_tcache_refill(size_t chunk) {
 #define DEPOT_BATCH(cls) (TC_LIMIT(cls) / 2)
 #define DEPOT_BYTES ((size_t)64 * 1024)          /* per class: at most 16 MiB over all */
 
+#define DEPOT_LOCKS 16                           /* class c's lock: c % DEPOT_LOCKS (neighbours differ) */
+
 typedef struct depot {
-  pthread_mutex_t lock;
   void **top;                                    /* first chunk of the newest batch */
   size_t batches;
-} __attribute__((aligned(64))) depot_t;
+} depot_t;
 
-static depot_t depot[TC_CLASSES] = { [0 ... TC_CLASSES - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER } };
-static __thread int depot_held = -1;             /* the class whose lock this thread holds */
+static depot_t depot[TC_CLASSES];
+static struct {
+  pthread_mutex_t m;
+} __attribute__((aligned(64))) depot_lock[DEPOT_LOCKS] = { [0 ... DEPOT_LOCKS - 1] = { PTHREAD_MUTEX_INITIALIZER } };
+static __thread int depot_held = -1;             /* the lock this thread holds */
 
 static inline size_t depot_cap(unsigned cls) {
   size_t per = (size_t)DEPOT_BATCH(cls) * ((size_t)(cls + 2) << 4);
@@ -157,13 +162,17 @@ static inline size_t depot_cap(unsigned cls) {
 }
 
 static inline int depot_trylock(unsigned cls) {
-  if (pthread_mutex_trylock(&depot[cls].lock)) return 0;
-  depot_held = (int)cls;
+  if (pthread_mutex_trylock(&depot_lock[cls % DEPOT_LOCKS].m)) return 0;
+  depot_held = (int)(cls % DEPOT_LOCKS);
   return 1;
+}
+static inline void depot_lock_wait(unsigned cls) {
+  pthread_mutex_lock(&depot_lock[cls % DEPOT_LOCKS].m);
+  depot_held = (int)(cls % DEPOT_LOCKS);
 }
 static inline void depot_unlock(unsigned cls) {
   depot_held = -1;
-  pthread_mutex_unlock(&depot[cls].lock);
+  pthread_mutex_unlock(&depot_lock[cls % DEPOT_LOCKS].m);
 }
 
 /* The bin of cls is full: hand its newest DEPOT_BATCH(cls) chunks to the
@@ -228,11 +237,11 @@ static void depot_drain(void) {
   exm_enter();
   for (unsigned cls = 0; cls < TC_CLASSES; cls++) {
     depot_t *d = &depot[cls];
-    pthread_mutex_lock(&d->lock);
+    depot_lock_wait(cls);
     void **b = d->top;
     d->top = NULL;
     d->batches = 0;
-    pthread_mutex_unlock(&d->lock);
+    depot_unlock(cls);
     while (b) {
       void **next = b[1], **p = b;
       while (p) {
@@ -261,7 +270,7 @@ int exm_tcache_check(char *msg, size_t msglen) {
   exm_enter();
   for (unsigned cls = 0; cls < TC_CLASSES && !bad; cls++) {
     depot_t *d = &depot[cls];
-    pthread_mutex_lock(&d->lock);
+    depot_lock_wait(cls);
     size_t batches = 0, want = (size_t)(cls + 2) << 4;
     for (void **b = d->top; b && !bad; b = b[1], batches++) {
       int len = 0;
@@ -278,7 +287,7 @@ int exm_tcache_check(char *msg, size_t msglen) {
       if (!bad && len != DEPOT_BATCH(cls)) bad = 1, why = "a batch in the depot has the wrong length";
     }
     if (!bad && (batches != d->batches || batches > depot_cap(cls))) bad = 1, why = "the depot's batch count is wrong";
-    pthread_mutex_unlock(&d->lock);
+    depot_unlock(cls);
   }
   exm_leave();
   if (bad && msglen) {
@@ -297,15 +306,16 @@ int exm_tcache_check(char *msg, size_t msglen) {
  * thread's may have been in the middle of a batch, so the counts are
  * taken again from the lists. */
 void exm_tcache_fork_lock(void) {
-  for (unsigned cls = 0; cls < TC_CLASSES; cls++) pthread_mutex_lock(&depot[cls].lock);
+  for (int i = 0; i < DEPOT_LOCKS; i++) pthread_mutex_lock(&depot_lock[i].m);
 }
 void exm_tcache_fork_unlock(void) {
-  for (unsigned cls = TC_CLASSES; cls-- > 0;) pthread_mutex_unlock(&depot[cls].lock);
+  for (int i = DEPOT_LOCKS; i-- > 0;) pthread_mutex_unlock(&depot_lock[i].m);
 }
 void exm_tcache_fork_child(void) {
+  for (int i = 0; i < DEPOT_LOCKS; i++)
+    if (i != depot_held) pthread_mutex_init(&depot_lock[i].m, NULL);
   for (unsigned cls = 0; cls < TC_CLASSES; cls++) {
-    if ((int)cls == depot_held) continue;
-    pthread_mutex_init(&depot[cls].lock, NULL);
+    if ((int)(cls % DEPOT_LOCKS) == depot_held) continue;
     size_t n = 0;
     for (void **b = depot[cls].top; b; b = b[1]) n++;
     depot[cls].batches = n;

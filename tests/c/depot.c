@@ -72,7 +72,6 @@ static int ring_take(void **p, size_t *n, uint64_t *seed) {
 }
 
 static long rounds = 200000;
-static volatile int checking = 1;
 
 static size_t size_of(uint64_t r) { return 16 + (size_t)(r % 64) * 16; }
 
@@ -216,7 +215,7 @@ static int double_free(void) {
 
 /* ---- fork while blocks move between threads ------------------------------ */
 
-static volatile int stop;
+static int stop;   /* atomic */
 #define SLOTS 512
 static void *slot[SLOTS];
 static pthread_mutex_t slot_m = PTHREAD_MUTEX_INITIALIZER;
@@ -225,7 +224,7 @@ static pthread_mutex_t slot_m = PTHREAD_MUTEX_INITIALIZER;
  * other put there: most frees are of the other thread's blocks. */
 static void *swapper(void *arg) {
   uint64_t rng = 0x1234567ull + (uint64_t)(uintptr_t)arg;
-  while (!stop) {
+  while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
     uint64_t r = xorshift64(&rng);
     size_t n = size_of(r);
     unsigned char *p = malloc(n);
@@ -267,7 +266,7 @@ static int forks(int n) {
     int st = 0;
     CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed (status 0x%x)", i, st);
   }
-  stop = 1;
+  __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
   CHECK(pthread_join(t1, NULL) == 0 && pthread_join(t2, NULL) == 0, "join");
   for (int i = 0; i < SLOTS; i++) free(slot[i]);
   API_CHECK("the parent, after the forks");
