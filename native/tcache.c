@@ -3,12 +3,17 @@
  *
  * Owns each thread's cache (free lists reached through one initial-exec
  * TLS pointer, tcache.h; the caches carved from anonymous slabs and reused
- * after their thread exits) and the thread-exit hook that gives it back. Promises: a chunk is in at most one
- * cache, which its head says (EXM_CHUNK_CACHED, set and tested in one atomic
- * operation), so a double free is caught whatever thread frees; chunks in a
- * cache are "in use" for the carving core and live in the statistics; the
- * fast paths (exm_tcache_pop, exm_tcache_push with room in the bin) take no
- * lock and make no system call.
+ * after their thread exits), the thread-exit hook that gives it back, and
+ * the depot (batches of cached chunks that full bins hand on and empty
+ * ones take, so that chunks freed by one thread reach another without the
+ * arena's lock). Promises: a chunk is in at most one cache or one batch of
+ * the depot, which its head says (EXM_CHUNK_CACHED, set and tested in one
+ * atomic operation), so a double free is caught whatever thread frees;
+ * chunks in a cache or the depot are "in use" for the carving core and live
+ * in the statistics until exm_tcache_flush gives them back; the fast paths
+ * (exm_tcache_pop, exm_tcache_push with room in the bin) take no lock and
+ * make no system call, and the depot's locks are only tried on the
+ * allocation paths.
  */
 #define _GNU_SOURCE
 #include <errno.h>
