@@ -235,6 +235,25 @@ void *exm_tcache_pop_depot(size_t n) {
   return depot_take(t, (unsigned)(sz >> 4) - 2);
 }
 
+/* A thread's bins, or the depot's batches, back to their arenas: one lock
+ * per run of chunks of the same arena (it used to be one per chunk: a
+ * thread's exit took the lock a few hundred times). */
+static void chain_free(void **p) {
+  exm_arena_t *held = NULL;
+  while (p) {
+    void **q = p[0];                  /* before the free, which may reuse p's words */
+    unmark_cached(p);
+    exm_arena_t *a = exm_arena_of(p);
+    if (a != held) {
+      if (held) pthread_mutex_unlock(&held->lock);
+      if ((held = a)) pthread_mutex_lock(&a->lock);
+    }
+    if (a) exm_core_free(&a->core, p);
+    p = q;
+  }
+  if (held) pthread_mutex_unlock(&held->lock);
+}
+
 /* Every batch of the depot back to its arena (the statistics, malloc_trim):
  * the chunks are free, not live. Each class's batches are taken off under
  * its lock, then freed under the arena's. */
@@ -248,18 +267,8 @@ static void depot_drain(void) {
     d->batches = 0;
     depot_unlock(cls);
     while (b) {
-      void **next = b[1], **p = b;
-      while (p) {
-        void **q = p[0];
-        unmark_cached(p);
-        exm_arena_t *a = exm_arena_of(p);
-        if (a) {
-          pthread_mutex_lock(&a->lock);
-          exm_core_free(&a->core, p);
-          pthread_mutex_unlock(&a->lock);
-        }
-        p = q;
-      }
+      void **next = b[1];
+      chain_free(b);
       b = next;
     }
   }
@@ -395,21 +404,15 @@ void *exm_tcache_realloc(exm_core_t *c, void *p, size_t n, const char *who) {
   return q;
 }
 
-static void cache_flush(tcache_t *t) {
+/* to_depot: a thread that exits hands whole batches to the depot first
+ * (for the threads that go on), the rest goes back to the arenas. */
+static void cache_flush(tcache_t *t, int to_depot) {
   for (unsigned cls = 0; cls < TC_CLASSES; cls++) {
-    void **p;
-    while ((p = t->head[cls])) {
-      t->head[cls] = p[0];
-      t->count[cls]--;
-      unmark_cached(p);
-      exm_arena_t *a = exm_arena_of(p);
-      if (a) {
-        pthread_mutex_lock(&a->lock);
-        exm_core_free(&a->core, p);
-        pthread_mutex_unlock(&a->lock);
-      }
-    }
+    while (to_depot && t->count[cls] >= DEPOT_BATCH(cls) && depot_put(t, cls)) {}
+    void **p = t->head[cls];
+    t->head[cls] = NULL;
     t->count[cls] = 0;
+    chain_free(p);
   }
 }
 
@@ -418,7 +421,7 @@ static void cache_flush(tcache_t *t) {
  * straight back to the arena). */
 static void cache_exit(void *arg) {
   tcache_t *t = arg;
-  cache_flush(t);
+  cache_flush(t, 1);
   exm_tc = &gone_cache;
   t->registered = 0;
   pthread_mutex_lock(&exm_own.lock);
@@ -446,7 +449,7 @@ void exm_tcache_after_fork(exm_core_t *c) {
 
 void exm_tcache_flush(void) {
   tcache_t *t = exm_tc;
-  if (t && !t->gone) cache_flush(t);
+  if (t && !t->gone) cache_flush(t, 0);
   depot_drain();
 }
 
