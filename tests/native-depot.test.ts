@@ -26,7 +26,7 @@ describe.skipIf(!!LIB_MISSING)("blocks moving between threads' caches, threshold
 
   test("a double free of a block in the depot, from another thread, aborts with exm's message", async () => {
     await withDataDir(async (dir) => {
-      const r = await runWithLib([cProgram("depot"), "double-free"], { EXM_DIR: dir, EXM_THRESHOLD: "0" }, { timeoutMs: 60_000 });
+      const r = await runWithLib([cProgram("tcache_threads"), "double-free", "depot"], { EXM_DIR: dir, EXM_THRESHOLD: "0" }, { timeoutMs: 60_000 });
       assertRun(r.signal === "SIGABRT", r, "expected SIGABRT");
       expect(r.stdout).toContain("second free");
       expect(r.stdout).not.toContain("not detected");

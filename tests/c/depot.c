@@ -17,17 +17,13 @@
  *   nothing kept in a depot or a cache counts as live once the statistics
  *   are read. Prints "depot ok".
  *
- * usage: depot double-free
- *   A thread frees a block in the middle of a run of same-size frees, so
- *   that the block goes on to the depot with a batch, and stays alive. The
- *   main thread then frees the block again: that must abort with exm's
- *   message. If it does not, the block is handed out twice (exit 3).
- *
  * usage: depot fork [FORKS]
  *   Two threads pass blocks to each other (filling the depot and taking
  *   from it) while the main thread forks; each child allocates, checks and
  *   frees blocks of every small size, runs exm_check and exits 0. Run it in
  *   every EXM_CHILD mode. Prints "depot ok".
+ *
+ * A double free of a block in the depot: tcache_threads double-free depot.
  */
 #include "common.h"
 
@@ -159,60 +155,6 @@ static int handoff(void) {
   return 0;
 }
 
-/* ---- double free of a block in the depot ---------------------------------- */
-
-#define FILL 400
-static void *victim;
-static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static int stage;
-static void *fillers[2 * FILL];
-static void *again[2 * FILL + 1];
-
-static void *first_freer(void *arg) {
-  (void)arg;
-  /* Past the first full bin, a bin always holds more than half its limit,
-   * so a block freed now is among the newest half at the next overflow:
-   * it goes to the depot with that batch (the depot of this class holds
-   * far more than these 800 chunks' worth). */
-  for (int i = 0; i < FILL; i++) free(fillers[i]);
-  free(victim);
-  for (int i = FILL; i < 2 * FILL; i++) free(fillers[i]);
-  pthread_mutex_lock(&m);
-  stage = 1;
-  pthread_cond_broadcast(&cv);
-  while (stage < 2) pthread_cond_wait(&cv, &m);
-  pthread_mutex_unlock(&m);
-  for (int i = 0; i <= 2 * FILL; i++) again[i] = malloc(40);
-  return NULL;
-}
-
-static int double_free(void) {
-  for (int i = 0; i < 2 * FILL; i++) CHECK((fillers[i] = malloc(40)), "malloc");
-  victim = malloc(40);
-  CHECK(victim && api_fb(victim), "victim not file-backed (run at threshold 0)");
-  pthread_t th;
-  CHECK(pthread_create(&th, NULL, first_freer, NULL) == 0, "pthread_create");
-  pthread_mutex_lock(&m);
-  while (stage < 1) pthread_cond_wait(&cv, &m);
-  pthread_mutex_unlock(&m);
-  printf("second free\n");
-  fflush(stdout);
-  free(victim);                    /* the double free, from another thread */
-  void *mine[2 * FILL + 1];
-  for (int i = 0; i <= 2 * FILL; i++) mine[i] = malloc(40);
-  pthread_mutex_lock(&m);
-  stage = 2;
-  pthread_cond_broadcast(&cv);
-  pthread_mutex_unlock(&m);
-  pthread_join(th, NULL);
-  int twice = 0;
-  for (int i = 0; i <= 2 * FILL; i++)
-    for (int j = 0; j <= 2 * FILL; j++) twice += mine[i] == again[j];
-  printf("not detected: %d blocks handed out to both threads\n", twice);
-  return 3;
-}
-
 /* ---- fork while blocks move between threads ------------------------------ */
 
 static int stop;   /* atomic */
@@ -282,7 +224,6 @@ int main(int argc, char **argv) {
     if (argc > 2) rounds = atol(argv[2]);
     return handoff();
   }
-  if (!strcmp(what, "double-free")) return double_free();
   if (!strcmp(what, "fork")) return forks(argc > 2 ? atoi(argv[2]) : 20);
-  FAIL("usage: depot handoff [ROUNDS] | double-free | fork [FORKS]");
+  FAIL("usage: depot handoff [ROUNDS] | fork [FORKS]");
 }
