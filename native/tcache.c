@@ -135,11 +135,11 @@ void exm_tcache_refill(size_t chunk) {
  * mark throughout (a free of one of them, from any thread, is a double free
  * and is caught), and stay "in use" for the core.
  *
- * Each class has a lock (one of DEPOT_LOCKS, shared by classes far apart:
- * fork takes them all, and ThreadSanitizer follows at most 64 held), held
- * for a few stores, and only ever tried on the allocation paths: a thread that finds it taken goes to the arena
- * as before, so nothing waits for it but fork (which takes them all) and
- * the drains below. A thread holds at most one at a time and inside
+ * Each class has a lock (one of DEPOT_LOCKS, shared by classes 256 bytes
+ * apart: fork takes them all, and ThreadSanitizer follows at most 64
+ * held), held for a few stores, and only ever tried on the allocation
+ * paths: a thread that finds it taken goes to the arena as before, so
+ * nothing waits for it but fork and the drains below. A thread holds at most one at a time and inside
  * exm_enter, so that a fork from a signal handler never waits for one.
  * A batch is DEPOT_BATCH(cls) chunks linked through their first word; its
  * first chunk's second word links the batches (every chunk has 24 usable
@@ -159,7 +159,9 @@ static depot_t depot[TC_CLASSES];
 static struct {
   pthread_mutex_t m;
 } __attribute__((aligned(64))) depot_lock[DEPOT_LOCKS] = { [0 ... DEPOT_LOCKS - 1] = { PTHREAD_MUTEX_INITIALIZER } };
-static __thread int depot_held = -1;             /* the lock this thread holds */
+/* 1 + the lock this thread holds, 0: none. Initial-exec as exm_tc (tcache.h):
+ * no __tls_get_addr call on the depot's paths, and 4 bytes of static TLS. */
+static __thread int depot_held __attribute__((tls_model("initial-exec")));
 
 static inline size_t depot_cap(unsigned cls) {
   size_t per = (size_t)DEPOT_BATCH(cls) * ((size_t)(cls + 2) << 4);
@@ -168,15 +170,15 @@ static inline size_t depot_cap(unsigned cls) {
 
 static inline int depot_trylock(unsigned cls) {
   if (pthread_mutex_trylock(&depot_lock[cls % DEPOT_LOCKS].m)) return 0;
-  depot_held = (int)(cls % DEPOT_LOCKS);
+  depot_held = 1 + (int)(cls % DEPOT_LOCKS);
   return 1;
 }
 static inline void depot_lock_wait(unsigned cls) {
   pthread_mutex_lock(&depot_lock[cls % DEPOT_LOCKS].m);
-  depot_held = (int)(cls % DEPOT_LOCKS);
+  depot_held = 1 + (int)(cls % DEPOT_LOCKS);
 }
 static inline void depot_unlock(unsigned cls) {
-  depot_held = -1;
+  depot_held = 0;
   pthread_mutex_unlock(&depot_lock[cls % DEPOT_LOCKS].m);
 }
 
@@ -327,9 +329,9 @@ void exm_tcache_fork_unlock(void) {
 }
 void exm_tcache_fork_child(void) {
   for (int i = 0; i < DEPOT_LOCKS; i++)
-    if (i != depot_held) pthread_mutex_init(&depot_lock[i].m, NULL);
+    if (1 + i != depot_held) pthread_mutex_init(&depot_lock[i].m, NULL);
   for (unsigned cls = 0; cls < TC_CLASSES; cls++) {
-    if ((int)(cls % DEPOT_LOCKS) == depot_held) continue;
+    if (1 + (int)(cls % DEPOT_LOCKS) == depot_held) continue;
     size_t n = 0;
     for (void **b = depot[cls].top; b; b = b[1]) n++;
     depot[cls].batches = n;
