@@ -52,6 +52,8 @@ const MALLOC_FAMILY = [
 ];
 /** native/stats.c: a process leaving with _exit (dash, Python's os._exit, R's forked workers) still reports. */
 const EXIT_HOOKS = ["_exit", "_Exit"];
+/** native/override.c: a program's MADV_HUGEPAGE is kept off the arena's random-advised blocks. */
+const HINT_HOOKS = ["madvise"];
 /** Defined by the linker in every shared object on some binutils; not ours to judge. */
 const LINKER_SYMBOLS = new Set(["_init", "_fini", "__bss_start", "_edata", "_end"]);
 
@@ -213,7 +215,7 @@ async function checkMachine(tools: Toolchain, file: string, target: Target): Pro
 async function checkExports(tools: Toolchain, library: string): Promise<void> {
   step("check exported symbols");
   const header = readFileSync(HEADER, "utf8");
-  const expected = new Set([...MALLOC_FAMILY, ...EXIT_HOOKS, ...declaredFunctions(header)]);
+  const expected = new Set([...MALLOC_FAMILY, ...EXIT_HOOKS, ...HINT_HOOKS, ...declaredFunctions(header)]);
   const out = await sh([tools.nm, "-D", "--defined-only", library], "nm");
   const exported = new Set(
     out.split("\n").map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 3).map((f) => f[2]!.replace(/@.*$/, ""))

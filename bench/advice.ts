@@ -14,6 +14,7 @@ import {
   MiB,
   ROOT,
   arg,
+  checkArgs,
   cgroupAvailable,
   cleanupCgroups,
   compile,
@@ -39,6 +40,7 @@ const BACKENDS = arg("backends", "exm,raw").split(",");
 const RAW_POLICIES = arg("raw-policies", "none,sequential,random,seq-rand,auto-switch").split(",");
 const DIR = arg("dir", "/tmp");
 const OUT_NAME = arg("out", "advice.json");
+checkArgs();
 
 const why = cgroupAvailable();
 if (why) {

@@ -28,12 +28,14 @@
  * one-operation run (which takes out start-up).
  *
  * Results: bench/results/alloc.json (--quick: build/bench/results/alloc.json),
- * with the load average before, during and after (a shared machine).
+ * with the load average before, during and after (a shared machine), and its
+ * chart next to it (alloc.svg, bench/chart.ts).
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { spawnSync } from "bun";
+import { chartAfterRun } from "./chart.ts";
 import { C_DIR, LIB, OUT_DIR, ROOT, compile, fmt, killChildren, kv, median, run, shellLine } from "./lib.ts";
 
 const args = process.argv.slice(2);
@@ -296,6 +298,7 @@ async function main(): Promise<void> {
     }
     console.log(`\nload average: ${loads.join(" -> ")}`);
     console.log(`results: ${OUT.startsWith(ROOT + "/") ? OUT.slice(ROOT.length + 1) : OUT}`);
+    chartAfterRun("alloc", OUT);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

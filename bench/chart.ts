@@ -1,212 +1,158 @@
 /**
- * The benchmark chart: a self-written SVG (no dependency) of a result object
- * from bench/run.ts -- out-of-core throughput, random reads (log scale), in-RAM
- * times relative to glibc with the goals marked, and the calloc/start-up
- * figures.
+ * bench/chart.ts: the benchmarks' charts, drawn from their result files.
+ *
+ *   bun bench/chart.ts [--in DIR] [--out DIR] [latest|scale|fit|alloc|programs ...]
+ *
+ * reads, in --in (default bench/results/), the results that exist
+ *   latest.json    bench/run.ts       -> latest.svg
+ *   scale*.json    bench/scale.ts     -> scale.svg (all of them: the newest per size and backend)
+ *   fit.json       bench/fit.ts       -> fit.svg
+ *   alloc.json     bench/alloc.ts     -> alloc.svg
+ *   programs.json  bench/programs.ts  -> programs.svg
+ * and writes the charts to --out (default: the same directory), one line each.
+ * Without kinds, a missing result is skipped with a line saying so; a kind
+ * named on the command line must have its result. A file that is not JSON, or
+ * not the result it should be, gives one line `chart: FILE: why` and exit
+ * status 1 (the other charts are still written).
+ *
+ * Each benchmark calls chartAfterRun() once its result is written, so a re-run
+ * redraws its chart; the renderers are bench/chart-*.ts, the drawing bench/chart-svg.ts.
  */
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { renderAlloc } from "./chart-alloc.ts";
+import { renderFit } from "./chart-fit.ts";
+import { renderLatest } from "./chart-latest.ts";
+import { renderPrograms } from "./chart-programs.ts";
+import { renderScale } from "./chart-scale.ts";
+import { ChartInputError } from "./chart-svg.ts";
 
-interface Summary { median: number; min: number; max: number; n: number }
-interface Variant { name: string; status: string; metrics: Record<string, Summary>; note?: string; ratio?: Summary }
-interface Scenario { id: string; title: string; status: string; variants: Variant[]; note?: string }
-interface Goal { id: string; text: string; target: string; measured: number | null; met: boolean | null; detail: string }
-export interface BenchResult {
-  date: string;
-  mode: string;
-  machine: Record<string, unknown>;
-  scenarios: Scenario[];
-  goals: Goal[];
+export const KINDS = ["latest", "scale", "fit", "alloc", "programs"] as const;
+export type Kind = (typeof KINDS)[number];
+const WRITER: Record<Kind, string> = {
+  latest: "bench/run.ts", scale: "bench/scale.ts", fit: "bench/fit.ts", alloc: "bench/alloc.ts", programs: "bench/programs.ts",
+};
+const RESULTS = resolve(import.meta.dir, "results");
+
+const shown = (p: string) => {
+  const r = relative(process.cwd(), p);
+  return r && !r.startsWith("..") ? r : p;
+};
+
+/** The result files of a kind in dir (scale: every scale*.json), sorted. */
+export function inputsOf(kind: Kind, dir: string): string[] {
+  if (kind !== "scale") return existsSync(join(dir, `${kind}.json`)) ? [join(dir, `${kind}.json`)] : [];
+  return existsSync(dir) ? readdirSync(dir).filter((f) => /^scale.*\.json$/.test(f)).sort().map((f) => join(dir, f)) : [];
 }
 
-const W = 900;
-const LABEL_W = 250;
-const VALUE_W = 150;
-const PLOT_W = W - LABEL_W - VALUE_W - 20;
-const BAR_H = 14;
-const COLORS = { write: "#4e79a7", read: "#59a14f", rand: "#f28e2b", ratio: "#76b7b2", bad: "#e15759", muted: "#bab0ac" };
-
-function esc(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-}
-
-function fmt(x: number): string {
-  if (!Number.isFinite(x)) return "-";
-  if (Math.abs(x) >= 1000) return Math.round(x).toLocaleString("en-US");
-  if (Math.abs(x) >= 100) return x.toFixed(0);
-  if (Math.abs(x) >= 10) return x.toFixed(1);
-  return x.toFixed(2);
-}
-
-interface Bar { value: number | null; min?: number; max?: number; color: string; text: string }
-interface Row { label: string; bars: Bar[] }
-interface Panel {
-  title: string;
-  rows: Row[];
-  log?: boolean;
-  refs?: { value: number; label: string; color?: string }[];
-  legend?: { color: string; label: string }[];
-}
-
-function panel(p: Panel, y0: number, out: string[]): number {
-  let y = y0;
-  out.push(`<text x="10" y="${y + 14}" class="h">${esc(p.title)}</text>`);
-  y += 22;
-  if (p.legend) {
-    let x = LABEL_W;
-    for (const l of p.legend) {
-      out.push(`<rect x="${x}" y="${y}" width="10" height="10" fill="${l.color}"/>`);
-      out.push(`<text x="${x + 14}" y="${y + 9}" class="s">${esc(l.label)}</text>`);
-      x += 24 + l.label.length * 6.5;
-    }
-    y += 16;
+function readJson(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ChartInputError(`${shown(file)}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const vals = p.rows.flatMap((r) => r.bars.flatMap((b) => [b.value ?? 0, b.max ?? 0]))
-    .concat((p.refs ?? []).map((r) => r.value))
-    .filter((v) => Number.isFinite(v) && v > 0);
-  const hi = Math.max(1e-9, ...vals) * 1.05;
-  const lo = p.log ? Math.max(1, Math.min(...vals.filter((v) => v > 0)) / 2) : 0;
-  const sx = (v: number) => {
-    if (p.log) {
-      const a = Math.log10(Math.max(v, lo));
-      return LABEL_W + ((a - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * PLOT_W;
-    }
-    return LABEL_W + (v / hi) * PLOT_W;
-  };
-  const top = y;
-  for (const r of p.rows) {
-    const h = r.bars.length * (BAR_H + 2);
-    out.push(`<text x="${LABEL_W - 8}" y="${y + h / 2 + 4}" class="l" text-anchor="end">${esc(r.label)}</text>`);
-    for (const b of r.bars) {
-      if (b.value !== null && Number.isFinite(b.value)) {
-        const x1 = sx(b.value);
-        out.push(`<rect x="${LABEL_W}" y="${y}" width="${Math.max(1, x1 - LABEL_W).toFixed(1)}" height="${BAR_H}" fill="${b.color}"/>`);
-        if (b.min !== undefined && b.max !== undefined && Number.isFinite(b.min) && b.max > b.min) {
-          const a = sx(b.min), c = sx(b.max), m = y + BAR_H / 2;
-          out.push(`<path d="M${a.toFixed(1)} ${m}H${c.toFixed(1)}M${a.toFixed(1)} ${m - 4}v8M${c.toFixed(1)} ${m - 4}v8" class="w"/>`);
-        }
-        out.push(`<text x="${Math.max(x1, b.max !== undefined && Number.isFinite(b.max) ? sx(b.max) : x1) + 5}" y="${y + BAR_H - 3}" class="s">${esc(b.text)}</text>`);
-      } else {
-        out.push(`<text x="${LABEL_W + 4}" y="${y + BAR_H - 3}" class="s" fill="${b.color}">${esc(b.text)}</text>`);
-      }
-      y += BAR_H + 2;
-    }
-    y += 6;
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ChartInputError(`${shown(file)}: not JSON (${(e as Error).message})`);
   }
-  (p.refs ?? []).forEach((ref, i) => {
-    const x = sx(ref.value).toFixed(1);
-    const ly = y + 8 + (i % 2) * 11;
-    out.push(`<line x1="${x}" y1="${top - 4}" x2="${x}" y2="${ly - 9}" stroke="${ref.color ?? "#333"}" stroke-dasharray="4 3"/>`);
-    out.push(`<text x="${x}" y="${ly}" class="s" text-anchor="middle" fill="${ref.color ?? "#333"}">${esc(ref.label)}</text>`);
-  });
-  if (p.refs?.length) y += p.refs.length > 1 ? 23 : 12;
-  return y + 10;
 }
 
-const statusText = (v: Variant) => (v.status === "oom-killed" ? "OOM-killed" : v.status === "not-run" ? "not run (--with-swap)" : v.status);
-
-/** The out-of-core panels (sequential MB/s, random reads), or the line saying they were skipped. */
-function oocPanels(res: BenchResult, y: number, out: string[]): number {
-  const ooc = res.scenarios.find((s) => s.id === "ooc");
-  if (ooc && ooc.status === "ok") {
-    const m = (v: Variant, k: string): Bar => {
-      const s = v.metrics[k];
-      const ok = v.status === "ok" && s && s.n > 0;
-      return ok
-        ? { value: s.median, min: s.min, max: s.max, color: k === "write_mbs" ? COLORS.write : k === "seq_mbs" ? COLORS.read : COLORS.rand,
-            text: `${fmt(s.median)}${k === "rand_per_s" ? "/s" : " MB/s"}` }
-        : { value: null, color: v.status === "oom-killed" ? COLORS.bad : COLORS.muted, text: statusText(v) };
-    };
-    y = panel({
-      title: `${ooc.title}: sequential MB/s (higher is better)`,
-      legend: [{ color: COLORS.write, label: "write" }, { color: COLORS.read, label: "read" }],
-      rows: ooc.variants.map((v) => ({ label: v.name, bars: [m(v, "write_mbs"), m(v, "seq_mbs")] })),
-    }, y, out);
-    y = panel({
-      title: "Random 4 KiB reads per second, same runs (log scale)",
-      log: true,
-      rows: ooc.variants.map((v) => ({ label: v.name, bars: [m(v, "rand_per_s")] })),
-    }, y, out);
-  } else if (ooc) {
-    out.push(`<text x="10" y="${y + 12}" class="l">Out of core: skipped (${esc(ooc.note ?? "")})</text>`);
-    y += 24;
+/** The SVG of a kind drawn from its result files; ChartInputError (one line, naming the file) if one is unusable. */
+export function render(kind: Kind, files: string[]): string {
+  const file = files[0];
+  if (!file) throw new ChartInputError(`no ${kind === "scale" ? "scale*" : kind}.json`);
+  if (kind === "scale") {
+    const parsed = files.map((f) => ({ name: basename(f), json: readJson(f) }));
+    // renderScale names the file it rejects; anything else it trips on is about their content.
+    return oneLine(() => renderScale(parsed), "");
   }
-  return y;
+  const json = readJson(file);
+  return oneLine(() => ({ latest: renderLatest, fit: renderFit, alloc: renderAlloc, programs: renderPrograms }[kind](json)), `${shown(file)}: `);
 }
 
-/** In RAM: each exm variant's time relative to glibc's, one row each. */
-function ramRows(res: BenchResult): Row[] {
-  const rows: Row[] = [];
-  for (const id of ["small-1t", "small-2t", "small-instr", "bigcycle"]) {
-    const sc = res.scenarios.find((s) => s.id === id);
-    if (!sc || sc.status !== "ok") continue;
-    const key = id === "bigcycle" ? "ms_per_cycle" : id === "small-instr" ? "per_op" : "seconds";
-    const base = sc.variants.find((v) => v.name === "glibc")?.metrics[key];
-    if (!base || !(base.median > 0)) continue;
-    for (const v of sc.variants) {
-      if (v.name === "glibc") continue;
-      // The paired ratio (round by round) when there is one.
-      const r = v.ratio;
-      const s = v.metrics[key];
-      const what = { bigcycle: "large block cycle", "small-1t": "small, 1 thread", "small-2t": "small, 2 threads",
-        "small-instr": "small, 1 thread, instr." }[id];
-      const label = `${what}: ${v.name === "exm-t0" ? "threshold 0" : "exm"}`;
-      rows.push({
-        label,
-        bars: [v.status !== "ok" || !s || !s.n
-          ? { value: null, color: COLORS.bad, text: v.status }
-          : r && r.n
-            ? { value: r.median, min: r.min, max: r.max, color: COLORS.ratio,
-                text: `${r.median.toFixed(2)}x` + (r.n > 1 && base.min > 0 ? `, fastest runs ${(s.min / base.min).toFixed(2)}x` : "") }
-            : { value: s.median / base.median, min: s.min / base.median, max: s.max / base.median, color: COLORS.ratio,
-                text: `${(s.median / base.median).toFixed(2)}x` }],
-      });
+/** draw(), with whatever it throws made a one-line ChartInputError prefixed by `where`. */
+function oneLine(draw: () => string, where: string): string {
+  try {
+    return draw();
+  } catch (e) {
+    const why = e instanceof ChartInputError ? e.message : `cannot draw it (${(e as Error).name}: ${(e as Error).message})`;
+    throw new ChartInputError(`${where}${why}`);
+  }
+}
+
+/** Draws one chart into outDir; returns the line to print. */
+function writeChart(kind: Kind, files: string[], outDir: string): string {
+  const svg = render(kind, files);
+  mkdirSync(outDir, { recursive: true });
+  const out = join(outDir, `${kind}.svg`);
+  writeFileSync(out, svg);
+  return `wrote ${shown(out)} (from ${files.map((f) => basename(f)).join(", ")})`;
+}
+
+/**
+ * For a benchmark that has just written jsonPath: redraws its chart next to it
+ * (scale: scale.svg from every scale*.json in that directory; another kind:
+ * the file's name with .svg). Never throws: a chart that cannot be drawn is
+ * one line on stderr, the benchmark's result stands.
+ */
+export function chartAfterRun(kind: Kind, jsonPath: string): void {
+  try {
+    const dir = dirname(jsonPath);
+    // A scale result written under another name (--out) counts too.
+    if (kind === "scale") console.log(`chart: ${writeChart("scale", [...new Set([...inputsOf("scale", dir), resolve(jsonPath)])], dir)}`);
+    else {
+      const out = jsonPath.replace(/\.json$/, "") + ".svg";
+      writeFileSync(out, render(kind, [jsonPath]));
+      console.log(`chart: wrote ${shown(out)}`);
+    }
+  } catch (e) {
+    console.error(`chart: ${(e as Error).message}`);
+  }
+}
+
+function main(argv: string[]): number {
+  let inDir = RESULTS, outDir: string | undefined;
+  const kinds: Kind[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--in" || a === "--out") {
+      const v = argv[++i];
+      if (!v) return usage(`${a} needs a directory`);
+      if (a === "--in") inDir = resolve(v);
+      else outDir = resolve(v);
+    } else if (a === "--help" || a === "-h") {
+      console.log(USAGE);
+      return 0;
+    } else if ((KINDS as readonly string[]).includes(a)) kinds.push(a as Kind);
+    else return usage(`unknown argument ${a}`);
+  }
+  let failed = false;
+  for (const kind of kinds.length ? kinds : KINDS) {
+    const files = inputsOf(kind, inDir);
+    if (!files.length) {
+      const what = `no ${kind === "scale" ? "scale*.json" : `${kind}.json`} in ${shown(inDir)} (${WRITER[kind]} writes it)`;
+      if (kinds.length) {
+        console.error(`chart: ${what}`);
+        failed = true;
+      } else console.log(`skip ${kind}: ${what}`);
+      continue;
+    }
+    try {
+      console.log(writeChart(kind, files, outDir ?? inDir));
+    } catch (e) {
+      console.error(`chart: ${e instanceof ChartInputError ? e.message : `${kind}: ${(e as Error).message}`}`);
+      failed = true;
     }
   }
-  return rows;
+  return failed ? 1 : 0;
 }
 
-/** The goals, one marked line each (wrapped). */
-function goalLines(res: BenchResult, y: number, out: string[]): number {
-  out.push(`<text x="10" y="${y + 14}" class="h">Goals</text>`);
-  y += 22;
-  for (const g of res.goals) {
-    const mark = g.met === null ? "–" : g.met ? "✓" : "✗";
-    const color = g.met === null ? "#888" : g.met ? "#2e7d32" : COLORS.bad;
-    out.push(`<text x="14" y="${y + 11}" class="l" fill="${color}">${mark}</text>`);
-    // Wrap at ~130 characters (no text layout in SVG).
-    const words = `${g.text} (${g.target}): ${g.detail}`.split(" ");
-    const lines: string[] = [""];
-    for (const w of words) {
-      if (lines.at(-1)!.length + w.length + 1 > 130) lines.push("");
-      lines[lines.length - 1] += (lines.at(-1) ? " " : "") + w;
-    }
-    lines.forEach((l, i) => out.push(`<text x="${i ? 44 : 32}" y="${y + 11 + i * 15}" class="l">${esc(l)}</text>`));
-    y += 17 + (lines.length - 1) * 15;
-  }
-  return y;
+const USAGE = `usage: bun bench/chart.ts [--in DIR] [--out DIR] [${KINDS.join("|")} ...]`;
+function usage(why: string): number {
+  console.error(`chart: ${why}\n${USAGE}`);
+  return 2;
 }
 
-export function renderSvg(res: BenchResult): string {
-  const out: string[] = [];
-  let y = 10;
-  out.push(`<text x="10" y="${y + 16}" class="t">exm benchmarks, ${esc(res.mode)} run of ${esc(res.date.slice(0, 10))} ` +
-    `(${esc(String(res.machine.cpus))} cores, Linux ${esc(String(res.machine.kernel).split("-")[0]!)}): medians, whiskers min-max</text>`);
-  y += 34;
-  y = oocPanels(res, y, out);
-  const rows = ramRows(res);
-  if (rows.length)
-    y = panel({
-      title: "In RAM: time (or instructions) relative to glibc malloc, paired round by round (lower is better; glibc = 1)",
-      rows,
-      refs: [{ value: 1, label: "glibc" }, { value: 1.2, label: "1.2x", color: "#999" }, { value: 1.3, label: "1.3x", color: "#999" }],
-    }, y, out);
-  y = goalLines(res, y, out) + 8;
-  const h = Math.ceil(y);
-  return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${h}" viewBox="0 0 ${W} ${h}" font-family="Helvetica, Arial, sans-serif">`,
-    `<style>.t{font-size:15px;font-weight:bold}.h{font-size:13px;font-weight:bold}.l{font-size:12px}.s{font-size:11px}.w{stroke:#222;stroke-width:1;fill:none}</style>`,
-    `<rect width="100%" height="100%" fill="#fff"/>`,
-    ...out,
-    "</svg>",
-    "",
-  ].join("\n");
-}
+if (import.meta.main) process.exit(main(process.argv.slice(2)));

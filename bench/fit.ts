@@ -14,14 +14,17 @@
  * The ratio of a round is exm's time over plain's in that round; the report
  * gives the median and range of the per-round ratios, and auto's median.
  *
- *   bun bench/fit.ts [--rounds N] [--only NAME,NAME] [--quick] [--no-auto]
+ *   bun bench/fit.ts [--rounds N] [--only NAME,NAME] [--quick] [--no-auto] [--out FILE]
  *
- * Results: build/bench/fit.json (the README's figures come from it).
+ * Results: bench/results/fit.json (--quick: build/bench/results/fit.json, as
+ * the other benchmarks keep their quick runs out of the committed results),
+ * and its chart next to it (fit.svg, bench/chart.ts).
  */
 import { existsSync, mkdirSync, writeFileSync, rmSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { compile, EXM, fmt, median, OUT_DIR, run } from "./lib";
+import { dirname, join, resolve } from "node:path";
+import { chartAfterRun } from "./chart.ts";
+import { compile, EXM, fmt, median, ROOT, run } from "./lib";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -35,6 +38,7 @@ const ROUNDS = Number(opt("rounds") ?? (QUICK ? 1 : 3));
 const ONLY = opt("only")?.split(",");
 const PY = ["/usr/bin/python3", "python3"].find((p) => p.startsWith("/") ? existsSync(p) : true)!;
 const SCALE = QUICK ? 4 : 1;   // --quick: a quarter of the sizes
+const OUT = resolve(opt("out") ?? join(ROOT, ...(QUICK ? ["build", "bench"] : ["bench"]), "results", "fit.json"));
 
 interface Workload {
   name: string;
@@ -122,7 +126,7 @@ async function startup(): Promise<{ plainMs: number; exmMs: number; overMs: numb
 
 async function main(): Promise<void> {
   if (!existsSync(EXM)) throw new Error(`${EXM} not built (npm run build)`);
-  mkdirSync(OUT_DIR, { recursive: true });
+  mkdirSync(dirname(OUT), { recursive: true });
   const scratch = mkdtempSync(join(tmpdir(), "exm-fit-"));
   try {
     const list = workloads(scratch);
@@ -170,7 +174,7 @@ async function main(): Promise<void> {
       return { ...row, met: row.ratio <= r.goal };
     });
     const out = { date: new Date().toISOString(), rounds: ROUNDS, quick: QUICK, load: (await Bun.file("/proc/loadavg").text()).trim(), startup: st, rows };
-    writeFileSync(join(OUT_DIR, "fit.json"), `${JSON.stringify(out, null, 2)}\n`);
+    writeFileSync(OUT, `${JSON.stringify(out, null, 2)}\n`);
     const auto = VARIANTS.length === 3;
     const range = (m?: number, lo?: number, hi?: number) => (m === undefined ? "-" : `${fmt(m, 2)} (${fmt(lo!, 2)}-${fmt(hi!, 2)})`);
     console.log(`| workload | plain s | exm s | exm/plain (range) | goal |${auto ? " auto s | auto/plain (range) |" : ""} major faults plain / exm${auto ? " / auto" : ""} | MiB to disk plain / exm${auto ? " / auto" : ""} |`);
@@ -192,6 +196,8 @@ async function main(): Promise<void> {
     if (numpyRow?.exmFreeMs !== undefined) console.log(`\nfree of the numpy array: plain ${fmt(numpyRow.plainFreeMs!)} ms, exm ${fmt(numpyRow.exmFreeMs)} ms`);
     console.log(`start-up (30 pairs): true ${fmt(st.plainMs)} ms, exm true ${fmt(st.exmMs)} ms: +${fmt(st.overMs)} ms median (+${fmt(st.overMin)} ms fastest); goal +20 ms: ${st.overMs <= 20 ? "met" : "missed"}`);
     console.log(`load average at the end: ${out.load}`);
+    console.log(`results: ${OUT.startsWith(ROOT + "/") ? OUT.slice(ROOT.length + 1) : OUT}`);
+    chartAfterRun("fit", OUT);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

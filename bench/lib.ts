@@ -84,10 +84,37 @@ export function run(
 
 /* ---- command-line options ------------------------------------------------------------ */
 
+/** The options arg() was asked for, with their defaults (for checkArgs). */
+const asked = new Map<string, string>();
+
 /** The value of `--name` on the command line, or def. */
 export function arg(name: string, def: string): string {
+  asked.set(name, def);
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+}
+
+/**
+ * After a script's last arg(), before it does anything: `--help` prints the
+ * options arg() was asked for, with their defaults, and exits 0; an option
+ * no arg() asked for, or one without its value, ends the script with one
+ * line, status 2 (a typo must not run a long benchmark with the defaults).
+ */
+export function checkArgs(): void {
+  const script = `bun bench/${basename(process.argv[1] ?? "bench")}`;
+  const argv = process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(`usage: ${script} ${[...asked].map(([k, v]) => `[--${k} ${v || "VALUE"}]`).join(" ")}`);
+    console.log("(what each does: the opening comment of the file)");
+    process.exit(0);
+  }
+  for (let i = 0; i < argv.length; i += 2) {
+    const a = argv[i]!;
+    const known = a.startsWith("--") && asked.has(a.slice(2));
+    if (known && i + 1 < argv.length) continue;
+    console.error(`${script}: ${known ? `${a} needs a value` : `unknown option ${a}`} (--help lists them)`);
+    process.exit(2);
+  }
 }
 
 /**

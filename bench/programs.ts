@@ -19,7 +19,8 @@
  * and, for numpy, that over the bytes the phase touched. Each run is capped
  * (--numpy-seconds, --sort-seconds): a capped run reports the phases it did.
  * Rounds rotate the backends' order; medians with ranges. Results in
- * bench/results/<--out>.
+ * bench/results/<--out>, and its chart next to it (programs.svg for
+ * programs.json, bench/chart.ts).
  *
  *   bun bench/programs.ts [--jobs numpy,sort] [--rounds 1] [--numpy-size 8G]
  *       [--numpy-limit 2G] [--numpy-sort 2G] [--gathers 1000000]
@@ -36,6 +37,7 @@ import {
   EXM, GiB, MiB, ROOT, cgroupAvailable, cleanUpOnExit, fmt, fmtRange, kv, loadavg, log, runInCgroup, shellLine, sizeArg, summarize,
 } from "./lib.ts";
 import { removeStale, swapOff, swapOn } from "./swap.ts";
+import { chartAfterRun } from "./chart.ts";
 
 const USAGE = "usage: bun bench/programs.ts [--jobs numpy,sort] [--rounds N] [--numpy-size 8G] [--numpy-limit 2G] " +
   "[--numpy-sort 2G] [--gathers N] [--gather-seconds S] [--numpy-seconds S] [--numpy-backends exm,swap,ram] " +
@@ -227,3 +229,4 @@ if (JOBS.includes("sort")) {
 }
 console.log("\nCommands:");
 for (const r of rows) console.log(`  ${r.job} ${r.backend}: ${r.cmd}`);
+chartAfterRun("programs", OUT);

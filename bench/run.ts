@@ -43,7 +43,7 @@ import {
   shellLine,
   summarize,
 } from "./lib.ts";
-import { renderSvg } from "./chart.ts";
+import { chartAfterRun } from "./chart.ts";
 
 /* ---- options -------------------------------------------------------------------- */
 
@@ -722,8 +722,8 @@ async function main(): Promise<void> {
   const json = join(OUT, "latest.json");
   writeFileSync(`${json}.tmp`, JSON.stringify(result, null, 2) + "\n");
   spawnSync(["mv", "-f", `${json}.tmp`, json]);
-  writeFileSync(join(OUT, "latest.svg"), renderSvg(result));
-  console.log(`\nwrote ${json} and ${join(OUT, "latest.svg")}`);
+  console.log(`\nwrote ${json}`);
+  chartAfterRun("latest", json);
 }
 
 try {

@@ -20,7 +20,8 @@
  * Rounds run the backends in rotating order; each metric is the median of the
  * rounds (min-max). Slow phases are capped (--swap-seconds for swap's write and
  * scan, --rand-seconds for random reads): the rate is then that of the part
- * done. Prints tables of medians and ratios, writes bench/results/<--out>.
+ * done. Prints tables of medians and ratios, writes bench/results/<--out>,
+ * then redraws scale.svg there from every scale*.json (bench/chart.ts).
  *
  *   bun bench/scale.ts [--sizes 4G,16G] [--limit 1G] [--rounds 3] [--reads 20000]
  *       [--threads 4] [--backends device,raw,swap,exm] [--rand-seconds 30]
@@ -38,6 +39,7 @@ import {
   MiB,
   ROOT,
   arg,
+  checkArgs,
   cgroupAvailable,
   cleanUpOnExit,
   compile,
@@ -54,6 +56,7 @@ import {
   type Summary,
 } from "./lib.ts";
 import { removeStale, swapOff, swapOn } from "./swap.ts";
+import { chartAfterRun } from "./chart.ts";
 
 
 const SIZES = arg("sizes", "4G,16G").split(",");
@@ -69,6 +72,7 @@ const DEV_S = arg("device-seconds", "8");
 const DIR = arg("dir", "/tmp");
 const BASE_LIB = arg("base-lib", "");
 const OUT = resolve(join(ROOT, "bench", "results"), arg("out", "scale.json"));
+checkArgs();
 const LEVERS = ["wb", "willneed", "populate", "cold", "pageout", "dontneed"];
 for (const b of BACKENDS)
   if (!["device", "raw", "swap", "exm", ...(BASE_LIB ? ["exm-base"] : [])].includes(b) &&
@@ -277,3 +281,4 @@ for (const r of rows) if (r.fails.length) console.log(`failures ${r.size} ${r.ba
 console.log("\nCommands:");
 for (const r of rows) console.log(`  ${r.size} ${r.backend}: ${r.cmd}`);
 if (!existsSync(OUT)) write();
+chartAfterRun("scale", OUT);

@@ -420,6 +420,23 @@ int exm_arena_advise(void *p, int advice) {
   return err;
 }
 
+/* Does the arena's block holding p read one page per fault: the arena's
+ * fixed advice is random, or the user or the advisor made the block random?
+ * (override.c's madvise keeps a program's MADV_HUGEPAGE off such a block.) */
+int exm_arena_random_at(const void *p) {
+  exm_arena_t *a = exm_arena_of(p);
+  if (!a) return 0;
+  if (exm_cfg_advice() == EXM_ADVICE_RANDOM) return 1;
+  void *base;
+  size_t size;
+  exm_ext_t *e = NULL;
+  pthread_mutex_lock(&a->lock);
+  int r = exm_core_find(&a->core, p, &base, &size, &e) && e &&
+          (e->advice == EXM_EXT_ADVICE_USER(EXM_ADVICE_RANDOM) || e->advice == EXM_EXT_ADVICE_AUTO(EXM_ADVICE_RANDOM));
+  pthread_mutex_unlock(&a->lock);
+  return r;
+}
+
 int exm_arena_set_dir(const char *dir) {
   int err = exm_os_dir_usable(dir);
   size_t n = strlen(dir);

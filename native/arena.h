@@ -65,6 +65,8 @@ void exm_arena_stats(exm_stats_t *out, int in_signal);
 int exm_arena_check(void);
 int exm_arena_lookup(const void *p, exm_block_info_t *info);
 int exm_arena_advise(void *p, int advice);
+/* 1 when the block holding p is advised random (the arena's fixed advice, the user's or the advisor's). */
+int exm_arena_random_at(const void *p);
 int exm_arena_set_advice(int advice);
 int exm_arena_set_dir(const char *dir);
 int exm_arena_get_dir(char *buf, size_t len);

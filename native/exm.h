@@ -43,12 +43,14 @@ const char *exm_version(void);
  * 2^63-1 bytes. For bindings that take sizes as text (R, Python). */
 int exm_parse_size(const char *text, size_t *bytes);
 
-/* Allocations of at least this many bytes go to the arena. 0 sends everything.
+/* Allocations of at least this many bytes go to the arena. 0 sends everything;
+ * SIZE_MAX nothing (through malloc; the exm_alloc family still does).
  * EXM_THRESHOLD_AUTO (EXM_THRESHOLD=auto, `exm --threshold auto`): the
  * default size, but such allocations are served from RAM while the budget
  * (half the room under the process's memory limits) lasts; get returns it
- * while that mode is on, and setting a size turns it off. */
-#define EXM_THRESHOLD_AUTO ((size_t)-1)
+ * while that mode is on, and setting a size turns it off. It is not SIZE_MAX,
+ * which the bindings give for "infinity". */
+#define EXM_THRESHOLD_AUTO ((size_t)-2)
 size_t exm_get_threshold(void);
 int exm_set_threshold(size_t bytes);
 

@@ -21,12 +21,22 @@
  *
  * Pointers are told apart by address: one range check over the span of
  * all arenas, then one per arena inside it.
+ *
+ * madvise is defined here too, for one case: a program's MADV_HUGEPAGE on a
+ * block of the arena that is advised random (EXM_ADVICE=random, exm_advise,
+ * or the advisor) is not applied. On a file mapping VM_HUGEPAGE makes the
+ * kernel read a whole 2 MiB folio on every fault before it looks at
+ * MADV_RANDOM (numpy hints every large array so): 2 MiB read per random 4 KiB
+ * touched. Every other call is the system call, as glibc's madvise is.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <link.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "budget.h"
@@ -118,11 +128,13 @@ static int told_ram;    /* the one line below was written */
  * served it instead: say why, once per process. */
 static void tell_ram(size_t n, int err) {
   if (__atomic_exchange_n(&told_ram, 1, __ATOMIC_RELAXED)) return;
+  char dir[EXM_PATH_MAX];   /* a copy under the arena lock: exm_set_dir may be writing it */
+  if (exm_arena_get_dir(dir, sizeof dir)) dir[0] = 0;
   exm_line_t l = { .n = 0 };
   exm_line_str(&l, "exm: a request of ");
   exm_line_size(&l, n);
   exm_line_str(&l, " does not fit in the file-backed arena in ");
-  exm_line_value(&l, exm_cfg.dir);
+  exm_line_value(&l, dir);
   exm_line_str(&l, " (");
   /* The arena answers ENOMEM for every reason (core.c's commit): tell
    * them apart by what can be seen from here. */
@@ -134,7 +146,7 @@ static void tell_ram(size_t n, int err) {
   else if (err != ENOMEM) exm_line_err(&l, err);
   else if (cap_disk && exm_arena_committed() + n > cap_disk)
     exm_line_str(&l, "the --max-disk cap of "), exm_line_size(&l, cap_disk);
-  else if (!exm_os_disk_space(exm_cfg.dir, &free_bytes, &full) && free_bytes < n + ((size_t)1 << 20))
+  else if (!exm_os_disk_space(dir, &free_bytes, &full) && free_bytes < n + ((size_t)1 << 20))
     exm_line_str(&l, "no space left on its filesystem");
   else {
     exm_line_str(&l, "the arena is ");
@@ -384,6 +396,16 @@ EXM_API void *pvalloc(size_t n) {
 EXM_API size_t malloc_usable_size(void *p) {
   if (!p) return 0;
   return usable_size(p, exm_arena_of(p), "malloc_usable_size");
+}
+
+EXM_API int madvise(void *addr, size_t len, int advice) {
+#ifdef MADV_HUGEPAGE
+  if (unlikely(advice == MADV_HUGEPAGE) && exm_in_span(addr) && exm_arena_random_at(addr)) {
+    exm_trace_hint_dropped(addr, len);
+    return 0;   /* a hint: not applying it is allowed, and the program goes on as with it */
+  }
+#endif
+  return (int)syscall(SYS_madvise, addr, len, advice);
 }
 
 __attribute__((constructor)) static void exm_constructor(void) {

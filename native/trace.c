@@ -26,7 +26,7 @@
  * object goes to the arena, and telling of each would drown the rest. */
 #define TRACE_MIN ((size_t)1 << 20)
 
-enum { T_BLOCK, T_FAIL, T_RAM, T_KINDS };
+enum { T_BLOCK, T_FAIL, T_RAM, T_HINT, T_KINDS };
 static uint64_t counts[T_KINDS];
 
 /* 0: stay quiet; else the message's number, to be printed. */
@@ -54,6 +54,9 @@ void exm_trace_block(const void *p, size_t n, int err) {
   if (!exm_cfg.verbose || n < TRACE_MIN) return;
   uint64_t k = next_shown(p ? T_BLOCK : T_FAIL);
   if (!k) return;
+  /* a copy taken under the arena lock: exm_set_dir may be writing it */
+  char dir[EXM_PATH_MAX];
+  if (exm_arena_get_dir(dir, sizeof dir)) dir[0] = 0;
   exm_line_t l = { .n = 0 };
   head(&l);
   if (p) {
@@ -61,7 +64,7 @@ void exm_trace_block(const void *p, size_t n, int err) {
     exm_line_str(&l, " file-backed at offset ");
     exm_line_size(&l, (uint64_t)((const char *)p - exm_own.core.base));
     exm_line_str(&l, " of the arena in ");
-    exm_line_value(&l, exm_cfg.dir);
+    exm_line_value(&l, dir);
     if (n >= exm_cfg.threshold) {
       exm_line_str(&l, " (at or above the threshold of ");
       exm_line_size(&l, exm_cfg.threshold);
@@ -74,7 +77,7 @@ void exm_trace_block(const void *p, size_t n, int err) {
     exm_arena_stats(&s, 1);
     uint64_t avail;
     int full;
-    if (exm_os_disk_space(exm_cfg.dir, &avail, &full)) avail = UINT64_MAX;
+    if (exm_os_disk_space(dir, &avail, &full)) avail = UINT64_MAX;
     exm_line_str(&l, "the arena cannot serve ");
     exm_line_size(&l, n);
     exm_line_str(&l, ": ");
@@ -86,7 +89,7 @@ void exm_trace_block(const void *p, size_t n, int err) {
       exm_line_str(&l, " reserved)");
     } else if (err == ENOSPC || err == EDQUOT || avail < n) {
       exm_line_str(&l, "not enough disk space in ");
-      exm_line_value(&l, exm_cfg.dir);
+      exm_line_value(&l, dir);
       if (avail != UINT64_MAX) {
         exm_line_str(&l, " (");
         exm_line_size(&l, avail);
@@ -99,14 +102,15 @@ void exm_trace_block(const void *p, size_t n, int err) {
     } else {
       exm_line_err(&l, err ? err : ENOMEM);
       exm_line_str(&l, " (data directory ");
-      exm_line_value(&l, exm_cfg.dir);
+      exm_line_value(&l, dir);
       exm_line_str(&l, ")");
     }
   }
   tail(&l, k);
 }
 
-/* The arena's size is address space, not disk: say what the disk has. */
+/* The arena's size is address space, not disk: say what the disk has.
+ * Called by own_create, under the arena lock (so exm_cfg.dir is stable). */
 void exm_trace_arena(size_t cap) {
   if (!exm_cfg.verbose) return;
   exm_line_t l = { .n = 0 };
@@ -181,4 +185,18 @@ void exm_warned_publish(void) {
   if (b) memcpy(all, before, b), all[b++] = ' ';
   memcpy(all + b, warned, w + 1);
   setenv("EXM_WARNED", all, 1);   /* constructor time: malloc is ready */
+}
+
+void exm_trace_hint_dropped(const void *p, size_t len) {
+  if (!exm_cfg.verbose) return;
+  uint64_t k = next_shown(T_HINT);
+  if (!k) return;
+  exm_line_t l = { .n = 0 };
+  head(&l);
+  exm_line_str(&l, "the program's MADV_HUGEPAGE on ");
+  exm_line_size(&l, len);
+  exm_line_str(&l, " at offset ");
+  exm_line_size(&l, (uint64_t)((const char *)p - exm_own.core.base));
+  exm_line_str(&l, " of the arena was not applied: the block is advised random, and on a file mapping the hint makes every fault read 2 MiB");
+  tail(&l, k);
 }

@@ -83,3 +83,18 @@ test.skipIf(!built)(
   },
   BUDGET_MS + 30_000,
 );
+
+// bench/lib.ts's checkArgs: a typo must not start an hour of benchmark with the defaults.
+test("bench/scale.ts and bench/advice.ts: an unknown option is one line and status 2, --help lists the options", () => {
+  for (const script of ["scale.ts", "advice.ts"]) {
+    const bad = Bun.spawnSync([process.execPath, join(ROOT, "bench", script), "--sizez", "4G"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.toString()).toBe(`bun bench/${script}: unknown option --sizez (--help lists them)\n`);
+    expect(bad.stdout.toString()).toBe("");
+    const help = Bun.spawnSync([process.execPath, join(ROOT, "bench", script), "--help"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout.toString()).toMatch(new RegExp(`^usage: bun bench/${script.replace(".", "\\.")} .*\\[--limit 1G\\]`));
+  }
+  const noValue = Bun.spawnSync([process.execPath, join(ROOT, "bench", "scale.ts"), "--rounds"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  expect([noValue.exitCode, noValue.stderr.toString()]).toEqual([2, "bun bench/scale.ts: --rounds needs a value (--help lists them)\n"]);
+});

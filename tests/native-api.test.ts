@@ -33,6 +33,14 @@ describe.skipIf(skipNoLib)("C API", () => {
   });
 });
 
+describe.skipIf(skipNoLib)("madvise (defined by the library)", () => {
+  test("the system call's results and errors; MADV_HUGEPAGE kept off a block advised random only", async () => {
+    const r = await runC("madvise_calls", [], { EXM_THRESHOLD: "1M", EXM_ADVICE: "auto" });
+    expect(r.stdout).toContain("anonymous ok");
+    expect(r.stdout).toContain("arena ok");
+  });
+});
+
 describe.skipIf(skipNoLib)("EXM_STATS", () => {
   test("a path: JSON written there, matching what was allocated", async () => {
     await withDataDir(async (dir) => {

@@ -138,6 +138,10 @@ function apiExpected(dir1: string, dir2: string, libVersion: string): Record<str
     threshold_6G: String(6 * GiB),
     threshold_1_5G: String(1.5 * GiB),
     threshold_inf: "Inf",
+    threshold_inf_fb: "FALSE",
+    threshold_inf_budget: "0",
+    threshold_auto_old: "Inf",
+    threshold_auto: "auto",
     // data path: from --dir, set, a missing directory refused
     dir: dir1,
     dir_old: dir1,

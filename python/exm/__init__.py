@@ -315,30 +315,42 @@ class Setting:
         return f"<exm.Setting {self.name}={self.value!r} (was {self.previous!r})>"
 
 
-def _get_threshold() -> int:
-    return int(_lib().exm_get_threshold())
+# exm.h's EXM_THRESHOLD_AUTO (--threshold auto); SIZE_MAX is math.inf.
+_THRESHOLD_AUTO = SIZE_MAX - 1
 
 
-def set_threshold(size: Size) -> int:
+def _get_threshold() -> Union[int, str]:
+    t = int(_lib().exm_get_threshold())
+    return "auto" if t == _THRESHOLD_AUTO else t
+
+
+def set_threshold(size: Size) -> Union[int, str]:
     """Sets the threshold (see threshold()); returns the previous one."""
-    n = _size(size, "exm.set_threshold", allow_inf=True)
+    if isinstance(size, str) and size.strip().lower() == "auto":
+        n = _THRESHOLD_AUTO
+    else:
+        n = _size(size, "exm.set_threshold", allow_inf=True)
+        if n == _THRESHOLD_AUTO:
+            raise ValueError(f"exm.set_threshold: {n} is reserved for 'auto'; say 'auto'")
     lib = _lib()
-    old = int(lib.exm_get_threshold())
+    old = _get_threshold()
     _check_err(lib.exm_set_threshold(n), "exm.set_threshold")
     return old
 
 
 @overload
-def threshold() -> int: ...
+def threshold() -> Union[int, str]: ...
 @overload
 def threshold(size: Size) -> Setting: ...
-def threshold(size: Optional[Size] = None) -> Union[int, Setting]:
+def threshold(size: Optional[Size] = None) -> Union[int, str, Setting]:
     """Allocations through malloc of at least this many bytes go to the
     file-backed arena (0: all of them); it applies to later allocations.
 
-    ``threshold()`` returns it in bytes. ``threshold(size)`` sets it (bytes, or
-    a string such as "512M"; ``math.inf`` sends nothing to the file and reads
-    back as 2**64 - 1) and returns a Setting, so that ``with
+    ``threshold()`` returns it in bytes, or "auto" under ``--threshold auto``
+    (the default size, but served from RAM while the memory budget lasts).
+    ``threshold(size)`` sets it (bytes, a string such as "512M", or "auto";
+    ``math.inf`` sends nothing to the file and reads back as 2**64 - 1) and
+    returns a Setting, so that ``with
     exm.threshold("1M"): ...`` changes it for one block of code. numpy
     allocates large arrays with malloc, so they follow it; exm.zeros and
     exm.empty do not.

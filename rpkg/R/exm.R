@@ -43,7 +43,9 @@ exm_threshold <- function(bytes) {
   .need_exm()
   old <- .Call(C_get_threshold)
   if (missing(bytes)) return(old)
-  .Call(C_set_threshold, .bytes(bytes, "the threshold"))
+  auto <- is.character(bytes) && length(bytes) == 1L && !is.na(bytes) &&
+    tolower(trimws(bytes)) == "auto"
+  .Call(C_set_threshold, if (auto) "auto" else .bytes(bytes, "the threshold"))
   invisible(old)
 }
 

@@ -138,14 +138,17 @@ static SEXP C_header_version(void) {
   return Rf_mkString(buf);
 }
 
+/* "auto" under --threshold auto (EXM_THRESHOLD_AUTO; Inf is SIZE_MAX). */
 static SEXP C_get_threshold(void) {
   need_api();
-  return size_to_r(api.get_threshold());
+  size_t t = api.get_threshold();
+  return t == EXM_THRESHOLD_AUTO ? Rf_mkString("auto") : size_to_r(t);
 }
 
 static SEXP C_set_threshold(SEXP bytes) {
   need_api();
-  size_t n = size_from_r(bytes, "the threshold", 1);
+  /* exm_threshold passes "auto" as is; no double converts to 2^64-2 */
+  size_t n = Rf_isString(bytes) ? EXM_THRESHOLD_AUTO : size_from_r(bytes, "the threshold", 1);
   check_err(api.set_threshold(n), "cannot set the threshold");
   return R_NilValue;
 }

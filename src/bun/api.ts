@@ -198,13 +198,23 @@ function enumCode<T extends string>(names: readonly T[], value: unknown, what: s
 
 /* ---- settings ---------------------------------------------------------------- */
 
-/** Allocations of at least this many bytes through glibc malloc go to the arena (under exm; 0: all). */
-export function getThreshold(): number {
-  return num(exm().sym.exm_get_threshold());
+/** exm.h's EXM_THRESHOLD_AUTO: --threshold auto (SIZE_MAX is "nothing to the file"). */
+const THRESHOLD_AUTO = SIZE_MAX - 1n;
+
+/**
+ * Allocations of at least this many bytes through glibc malloc go to the arena (under exm; 0: all);
+ * "auto" under `--threshold auto` (the default size, served from RAM while the budget lasts).
+ */
+export function getThreshold(): number | "auto" {
+  const t = BigInt(exm().sym.exm_get_threshold());
+  return t === THRESHOLD_AUTO ? "auto" : num(t);
 }
 
-export function setThreshold(bytes: SizeInput): void {
-  const n = toSize(bytes, "exm.setThreshold");
+/** A size, or "auto" (any case) for the budget mode of `--threshold auto`. */
+export function setThreshold(bytes: SizeInput | "auto"): void {
+  const auto = typeof bytes === "string" && bytes.trim().toLowerCase() === "auto";
+  const n = auto ? THRESHOLD_AUTO : toSize(bytes, "exm.setThreshold");
+  if (n === THRESHOLD_AUTO && !auto) throw new RangeError(`exm.setThreshold: ${n} is reserved for "auto"; say "auto"`);
   exm().sym.exm_set_threshold(n);
 }
 

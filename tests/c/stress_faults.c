@@ -25,6 +25,8 @@
  */
 #include "common.h"
 
+#include <malloc.h>
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -101,6 +103,12 @@ static int mode_fill(size_t min, size_t max, const char *filler) {
   if (filler) {
     /* Keep a quarter, then another writer takes all the free space. */
     while (nb > 1 && nb > (int)(a / max / 4)) drop(nb - 1);
+    /* free() hands a large block's punch to a background thread (punch.c):
+     * let it finish, or the filler finds less room than was freed and the
+     * arena's next allocation, which drains the queue first, reuses the
+     * disk it gets back (seen under load: a file-backed block on a "full"
+     * disk). malloc_trim drains the queue. */
+    malloc_trim(0);
     int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     CHECK(fd >= 0, "open %s: %s", filler, strerror(errno));
     static char chunk[1 << 16];

@@ -82,20 +82,25 @@ function mtimeOr0(p: string): number {
 /**
  * Compiles one C file with gcc -O1 -g -Wall -Werror -pthread -I build and
  * returns the executable's path. Cached by the source's mtime (and those of
- * the headers it may include, of the files linked in, and the flags); throws
+ * every header it may include, of the files linked in, and the flags); throws
  * with the compiler's output on failure.
  */
 export function compileC(srcPath: string, opts: CompileOptions = {}): string {
   const src = resolve(srcPath);
   const flags = opts.flags ?? [];
   const link = opts.link ?? [];
-  const headers = [
-    join(HEADER_DIR, "exm.h"),
-    join(ROOT, "native", "exm.h"),
-    ...readdirSync(dirname(src))
-      .filter((f) => f.endsWith(".h"))
-      .map((f) => join(dirname(src), f)),
-  ];
+  // Every header a test program may reach: the shipped exm.h, the library's
+  // own headers (the core-on-a-buffer programs include core.h and friends
+  // through -I native) and the source's folder. A change to any of them
+  // rebuilds the program (a stale binary once compared with an old constant).
+  const headersIn = (dir: string) => {
+    try {
+      return readdirSync(dir).filter((f) => f.endsWith(".h")).map((f) => join(dir, f));
+    } catch {
+      return [];
+    }
+  };
+  const headers = [join(HEADER_DIR, "exm.h"), ...headersIn(join(ROOT, "native")), ...headersIn(dirname(src))];
   const key = createHash("sha256")
     .update(JSON.stringify([src, mtimeOr0(src), headers.map(mtimeOr0), flags, link, link.map(mtimeOr0)]))
     .digest("hex")
