@@ -168,6 +168,7 @@ exm_arena_t *exm_arena_of_inherited(const void *p) {
 void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   if (align <= 16 && n < EXM_SMALL_MAX) {
     void *p = exm_tcache_pop(n);
+    if (!p) p = exm_tcache_pop_depot(n);
     if (p) {
       *served = 1;
       if (zero) memset(p, 0, n);
@@ -335,6 +336,10 @@ void exm_arena_stats(exm_stats_t *out, int in_signal) {
 static int check_one(exm_arena_t *a) {
   char msg[200];
   pthread_mutex_lock(&a->lock);
+  if (!a->core.cap) {   /* not made yet (read under the lock: another thread may be making it) */
+    pthread_mutex_unlock(&a->lock);
+    return 0;
+  }
   exm_punch_drain(a);   /* BUSY blocks waiting for the thread are neither free nor live */
   int r = exm_core_check(&a->core, msg, sizeof msg);
   pthread_mutex_unlock(&a->lock);
@@ -343,8 +348,13 @@ static int check_one(exm_arena_t *a) {
 }
 
 int exm_arena_check(void) {
-  int err = exm_own.core.cap ? check_one(&exm_own) : 0;
+  int err = check_one(&exm_own);
   for (int i = 0; i < exm_n_inherited && !err; i++) err = check_one(&exm_inherited[i]);
+  char msg[200];
+  if (!err && exm_tcache_check(msg, sizeof msg)) {
+    exm_warn("exm_check: the thread caches' depot is inconsistent: ", msg, 0);
+    err = EFAULT;
+  }
   return err;
 }
 

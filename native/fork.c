@@ -191,9 +191,10 @@ static void copy_child_segments(void) {
 }
 
 /* ---- fork: lock order, and fork from a signal handler ----------------------
- * Lock order: glibc's stdio list lock, then exm_init_lock, exm_own.lock and the
- * inherited arenas' locks. Another thread may hold the list lock
- * (fflush(NULL)) while it waits for a FILE lock, held by a thread that waits
+ * Lock order: glibc's stdio list lock, then exm_init_lock, exm_own.lock, the
+ * inherited arenas' locks, the depot's (tcache.c) and the punch queue's.
+ * Another thread may hold the list lock (fflush(NULL)) while it waits for a
+ * FILE lock, held by a thread that waits
  * for exm's lock inside getline's realloc; glibc's fork takes the list lock
  * only after the prepare handlers, so exm takes it first (it is recursive:
  * glibc's own take just counts). glibc takes and resets it only when the
@@ -220,6 +221,7 @@ static __thread uint64_t fork_took[FORK_DEPTH];   /* per depth: the locks that f
 #define TOOK_LIST ((uint64_t)1 << 40)
 #define TOOK_INTERRUPTED ((uint64_t)1 << 41)
 #define TOOK_PUNCH ((uint64_t)1 << 42)   /* the background punch's queue (punch.c), after the arenas */
+#define TOOK_DEPOT ((uint64_t)1 << 43)   /* the thread caches' depot (tcache.c): only by a fork that takes all */
 
 extern void _IO_list_lock(void);      /* exported by glibc (GLIBC_2.2.5) */
 extern void _IO_list_unlock(void);
@@ -237,8 +239,9 @@ static uint64_t fork_lock_all(void) {
   pthread_mutex_lock(&exm_init_lock);
   pthread_mutex_lock(&exm_own.lock);
   for (int i = 0; i < exm_n_inherited; i++) pthread_mutex_lock(&exm_inherited[i].lock), took |= TOOK_INH(i);
+  exm_tcache_fork_lock();
   exm_punch_fork_lock();
-  return took | TOOK_PUNCH;
+  return took | TOOK_DEPOT | TOOK_PUNCH;
 }
 
 static uint64_t fork_lock_free_ones(void) {
@@ -260,6 +263,7 @@ static uint64_t fork_top(void) {
 
 static void fork_unlock(uint64_t took) {
   if (took & TOOK_PUNCH) exm_punch_fork_unlock();
+  if (took & TOOK_DEPOT) exm_tcache_fork_unlock();
   for (int i = exm_n_inherited - 1; i >= 0; i--)
     if (took & TOOK_INH(i)) pthread_mutex_unlock(&exm_inherited[i].lock);
   if (took & TOOK_OWN) pthread_mutex_unlock(&exm_own.lock);
@@ -304,6 +308,7 @@ static void fork_child(void) {
   if (took & TOOK_OWN) pthread_mutex_init(&exm_own.lock, NULL);
   for (int i = 0; i < exm_n_inherited; i++)
     if (took & TOOK_INH(i)) pthread_mutex_init(&exm_inherited[i].lock, NULL);
+  exm_tcache_fork_child();
   exm_punch_child(!!(took & TOOK_PUNCH), (took & (TOOK_LIST | TOOK_INTERRUPTED)) != 0);
   exm_advisor_after_fork();
   forks = 0;

@@ -77,12 +77,23 @@ static inline int exm_tcache_push(exm_core_t *c, void *p, const char *who) {
  * contents went into (p cached in its place); NULL when the locked path
  * must do it (not a small chunk, a cache miss). */
 void *exm_tcache_realloc(exm_core_t *c, void *p, size_t n, const char *who);
+/* After a miss of exm_tcache_pop, before the arena's lock: a chunk for n
+ * bytes from a batch of the depot (tcache.c), or NULL. */
+void *exm_tcache_pop_depot(size_t n);
 /* Under exm_own.lock, after a miss: stock the cache with chunks of this size. */
 void exm_tcache_refill(size_t chunk);
 /* Arm this thread's exit flush, if not yet. Outside every lock of ours. */
 void exm_tcache_arm(void);
-/* Give the calling thread's cached chunks back to their arenas. */
+/* Give the calling thread's cached chunks and the depot's back to their arenas. */
 void exm_tcache_flush(void);
+/* exm_check's walk of the depot: 0, or -1 with the reason in msg. */
+int exm_tcache_check(char *msg, size_t msglen);
+/* fork.c: the depot's locks, taken after the arenas' by a fork that takes
+ * them all; the child resets them (all but one this thread's interrupted
+ * call holds). */
+void exm_tcache_fork_lock(void);
+void exm_tcache_fork_unlock(void);
+void exm_tcache_fork_child(void);
 /* In a forked child: only the calling thread's cache came along. */
 void exm_tcache_after_fork(exm_core_t *c);
 /* From the constructor: the thread-exit hook. */

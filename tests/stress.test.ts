@@ -235,6 +235,11 @@ describe.skipIf(noTsan)("ThreadSanitizer: threads and forks with the library bui
   test("stress_threads, 4 threads x 1000 operations: no report", async () => {
     await underTsan([tsanProgram("stress_threads"), "4", "1000"], {}, "stress_threads ok");
   }, 320_000);
+  // blocks freed by other threads than their allocator's: through the thread caches' depot (tcache.c)
+  test("depot handoff (a producer, two consumers) and fork while two threads swap blocks: no report", async () => {
+    await underTsan([tsanProgram("depot"), "handoff", "20000"], {}, "depot ok");
+    await underTsan([tsanProgram("depot"), "fork", "4"], { EXM_CHILD: "cow" }, "depot ok");
+  }, 320_000);
 });
 
 /* ---- valgrind -------------------------------------------------------------------- */

@@ -17,11 +17,15 @@
  *   4089..4095-byte class was stocked with page blocks, which a shared child
  *   writes into the parent's memory, cache links included).
  *
- * usage: tcache_threads double-free
+ * usage: tcache_threads double-free [depot]
  *   A block is freed by one thread, which stays alive (its cache holds the
  *   block), and then again by the main thread. The second free must abort
  *   with exm's message; if it does not, the program shows the consequence:
- *   the same block handed out to two threads (exit status 3).
+ *   the same block handed out to two threads (exit status 3). With
+ *   "depot", the thread frees the block in the middle of a run of 800
+ *   same-size frees: past the first full bin a bin always holds more than
+ *   half its limit, so the block is among the newest half at the next
+ *   overflow and goes on to the depot with that batch (native/tcache.c).
  */
 #include "common.h"
 
@@ -42,17 +46,22 @@ static void *victim;
 static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int stage;
-static void *got_by_thread;
+#define FILL 400
+static int fill;                  /* 0, or FILL with "depot" */
+static void *fillers[2 * FILL];
+static void *got_by_thread[2 * FILL + 1], *got_by_main[2 * FILL + 1];
 
 static void *first_freer(void *arg) {
   (void)arg;
+  for (int i = 0; i < fill; i++) free(fillers[i]);
   free(victim);
+  for (int i = fill; i < 2 * fill; i++) free(fillers[i]);
   pthread_mutex_lock(&m);
   stage = 1;
   pthread_cond_broadcast(&cv);
   while (stage < 2) pthread_cond_wait(&cv, &m);
   pthread_mutex_unlock(&m);
-  got_by_thread = malloc(40);     /* from this thread's cache: the victim */
+  for (int i = 0; i <= 2 * fill; i++) got_by_thread[i] = malloc(40);   /* the victim among them */
   return NULL;
 }
 
@@ -122,6 +131,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(what, "double-free")) {
+    fill = argc > 2 && !strcmp(argv[2], "depot") ? FILL : 0;
+    for (int i = 0; i < 2 * fill; i++) CHECK((fillers[i] = malloc(40)), "malloc");
     victim = malloc(40);
     CHECK(victim && api_fb(victim), "victim not file-backed (run at threshold 0)");
     pthread_t th;
@@ -130,20 +141,24 @@ int main(int argc, char **argv) {
     while (stage < 1) pthread_cond_wait(&cv, &m);
     pthread_mutex_unlock(&m);
     printf("second free\n");
+    fflush(stdout);
     free(victim);                    /* the double free, from another thread */
-    void *mine = malloc(40);
+    for (int i = 0; i <= 2 * fill; i++) got_by_main[i] = malloc(40);
     pthread_mutex_lock(&m);
     stage = 2;
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&m);
     pthread_join(th, NULL);
-    printf("main got %p, the thread got %p\n", mine, got_by_thread);
-    if (mine == got_by_thread) {
+    int twice = 0;
+    for (int i = 0; i <= 2 * fill; i++)
+      for (int j = 0; j <= 2 * fill; j++) twice += got_by_main[i] == got_by_thread[j];
+    printf("not detected: %d block(s) handed out to both threads\n", twice);
+    if (twice) {
       fprintf(stderr, "FAIL: double free not caught: one block handed out twice\n");
       return 3;
     }
     fprintf(stderr, "FAIL: double free not caught\n");
     return 2;
   }
-  FAIL("usage: tcache_threads consumers [THREADS] | fork-cache | double-free");
+  FAIL("usage: tcache_threads consumers [THREADS] | fork-cache | double-free [depot]");
 }

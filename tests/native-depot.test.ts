@@ -1,0 +1,43 @@
+/*
+ * native-depot.test.ts: small blocks that move between threads, at
+ * threshold 0 (issue 14). A full bin of a thread's cache hands half of
+ * itself to its size class's depot, an empty one takes a batch from there
+ * before the arena's lock (native/tcache.c); tests/c/depot.c drives it.
+ *
+ * What a user would check: blocks a producer hands to consumers keep their
+ * contents and all come back (live blocks at the end as at the start, the
+ * producer gone before the last ones are freed); exm_check passes while
+ * the blocks move; a second free of a block that sits in the depot aborts
+ * with exm's one line, from any thread; fork while blocks move between
+ * threads gives every child mode a consistent heap it can use.
+ * The same program under ThreadSanitizer: tests/stress.test.ts.
+ */
+import { describe, expect, test } from "bun:test";
+import { LIB_MISSING, assertRun, runC, withDataDir } from "./support/native";
+import { cProgram, kv, runWithLib } from "./support/sys";
+
+describe.skipIf(!!LIB_MISSING)("blocks moving between threads' caches, threshold 0", () => {
+  test("a producer's blocks, freed by two consumers: contents kept, every block back", async () => {
+    const r = await runC("depot", ["handoff", "200000"], { EXM_THRESHOLD: "0" }, 120_000);
+    const v = kv(r.stdout);
+    expect(Number(v.live_blocks_after)).toBe(Number(v.live_blocks_before));
+    expect(Number(v.checks)).toBe(20);
+  }, 130_000);
+
+  test("a double free of a block in the depot, from another thread, aborts with exm's message", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runWithLib([cProgram("tcache_threads"), "double-free", "depot"], { EXM_DIR: dir, EXM_THRESHOLD: "0" }, { timeoutMs: 60_000 });
+      assertRun(r.signal === "SIGABRT", r, "expected SIGABRT");
+      expect(r.stdout).toContain("second free");
+      expect(r.stdout).not.toContain("not detected");
+      expect(r.stderr).toContain("not a live block of the file-backed arena (double free");
+    });
+  });
+
+  for (const mode of ["duplicate", "cow", "shared"]) {
+    test(`fork while two threads swap blocks, EXM_CHILD=${mode}: each child allocates, frees and checks`, async () => {
+      const r = await runC("depot", ["fork", "20"], { EXM_THRESHOLD: "0", EXM_CHILD: mode }, 120_000);
+      expect(Number(kv(r.stdout).forks)).toBe(20);
+    }, 130_000);
+  }
+});
