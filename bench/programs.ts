@@ -34,32 +34,12 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { dirname, join, resolve } from "node:path";
 import { spawnSync } from "bun";
 import {
-  EXM, GiB, MiB, ROOT, cgroupAvailable, cleanUpOnExit, fmt, fmtRange, kv, loadavg, log, runInCgroup, shellLine, sizeArg, summarize,
+  EXM, GiB, MiB, ROOT, arg, cgroupAvailable, checkArgs, cleanUpOnExit, fmt, fmtRange, kv, loadavg, log, runInCgroup, shellLine, sizeArg, summarize,
 } from "./lib.ts";
 import { removeStale, swapOff, swapOn } from "./swap.ts";
 import { chartAfterRun } from "./chart.ts";
 
-const USAGE = "usage: bun bench/programs.ts [--jobs numpy,sort] [--rounds N] [--numpy-size 8G] [--numpy-limit 2G] " +
-  "[--numpy-sort 2G] [--gathers N] [--gather-seconds S] [--numpy-seconds S] [--numpy-backends exm,swap,ram] " +
-  "[--sort-input 1.5G] [--sort-limit 512M] [--sort-seconds S] [--sort-backends exm,swap,spill] [--dir DIR] [--out FILE]";
-const given = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) {
-  const k = process.argv[i]!, v = process.argv[i + 1];
-  if (!k.startsWith("--") || v === undefined) {
-    console.error(k === "--help" ? USAGE : `programs: bad argument ${k}\n${USAGE}`);
-    process.exit(k === "--help" ? 0 : 2);
-  }
-  given.set(k.slice(2), v);
-}
-const arg = (name: string, def: string) => given.get(name) ?? def;
 const bytes = (name: string, def: string) => sizeArg(arg(name, def), `--${name}`);
-const KNOWN = ["jobs", "rounds", "numpy-size", "numpy-limit", "numpy-sort", "gathers", "gather-seconds", "numpy-seconds",
-  "numpy-backends", "sort-input", "sort-limit", "sort-seconds", "sort-backends", "dir", "out"];
-for (const k of given.keys())
-  if (!KNOWN.includes(k)) {
-    console.error(`programs: unknown option --${k}\n${USAGE}`);
-    process.exit(2);
-  }
 
 const JOBS = arg("jobs", "numpy,sort").split(",");
 const ROUNDS = Number(arg("rounds", "1"));
@@ -72,6 +52,7 @@ const SORT_S = Number(arg("sort-seconds", "1800"));
 const SORT_BACKENDS = arg("sort-backends", "exm,swap,spill").split(",");
 const DIR = resolve(arg("dir", "/tmp"));
 const OUT = resolve(join(ROOT, "bench", "results"), arg("out", "programs.json"));
+checkArgs();
 for (const [job, list, ok] of [["numpy", NP_BACKENDS, ["exm", "swap", "ram"]], ["sort", SORT_BACKENDS, ["exm", "swap", "spill"]]] as const)
   for (const b of list)
     if (!(ok as readonly string[]).includes(b)) {

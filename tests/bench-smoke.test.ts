@@ -85,7 +85,7 @@ test.skipIf(!built)(
 );
 
 // bench/lib.ts's checkArgs: a typo must not start an hour of benchmark with the defaults.
-test("bench/scale.ts and bench/advice.ts: an unknown option is one line and status 2, --help lists the options", () => {
+test("bench/scale.ts, advice.ts and programs.ts: an unknown option is one line and status 2, --help lists the options", () => {
   for (const script of ["scale.ts", "advice.ts"]) {
     const bad = Bun.spawnSync([process.execPath, join(ROOT, "bench", script), "--sizez", "4G"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
     expect(bad.exitCode).toBe(2);
@@ -95,6 +95,8 @@ test("bench/scale.ts and bench/advice.ts: an unknown option is one line and stat
     expect(help.exitCode).toBe(0);
     expect(help.stdout.toString()).toMatch(new RegExp(`^usage: bun bench/${script.replace(".", "\\.")} .*\\[--limit 1G\\]`));
   }
+  const programs = Bun.spawnSync([process.execPath, join(ROOT, "bench", "programs.ts"), "--jobz", "numpy"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  expect([programs.exitCode, programs.stderr.toString()]).toEqual([2, "bun bench/programs.ts: unknown option --jobz (--help lists them)\n"]);
   const noValue = Bun.spawnSync([process.execPath, join(ROOT, "bench", "scale.ts"), "--rounds"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
   expect([noValue.exitCode, noValue.stderr.toString()]).toEqual([2, "bun bench/scale.ts: --rounds needs a value (--help lists them)\n"]);
 });
