@@ -308,7 +308,7 @@ static void fork_child(void) {
   if (took & TOOK_OWN) pthread_mutex_init(&exm_own.lock, NULL);
   for (int i = 0; i < exm_n_inherited; i++)
     if (took & TOOK_INH(i)) pthread_mutex_init(&exm_inherited[i].lock, NULL);
-  exm_tcache_fork_child();
+  exm_tcache_fork_child(!!(took & TOOK_DEPOT));
   exm_punch_child(!!(took & TOOK_PUNCH), (took & (TOOK_LIST | TOOK_INTERRUPTED)) != 0);
   exm_advisor_after_fork();
   forks = 0;

@@ -90,10 +90,11 @@ void exm_tcache_flush(void);
 int exm_tcache_check(char *msg, size_t msglen);
 /* fork.c: the depot's locks, taken after the arenas' by a fork that takes
  * them all; the child resets them (all but one this thread's interrupted
- * call holds). */
+ * call holds), and, when the fork did not take them all (took_all 0),
+ * empties the depot's other classes. Reads no chunk. */
 void exm_tcache_fork_lock(void);
 void exm_tcache_fork_unlock(void);
-void exm_tcache_fork_child(void);
+void exm_tcache_fork_child(int took_all);
 /* In a forked child: only the calling thread's cache came along. */
 void exm_tcache_after_fork(exm_core_t *c);
 /* From the constructor: the thread-exit hook. */

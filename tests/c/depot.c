@@ -23,6 +23,15 @@
  *   frees blocks of every small size, runs exm_check and exits 0. Run it in
  *   every EXM_CHILD mode. Prints "depot ok".
  *
+ * usage: depot fork-late [FORKS]
+ *   The child runs its fork handlers only after the parent's fork has
+ *   returned and the parent has taken the depot's batches of one class and
+ *   written over every byte of those chunks (a handler of this program's,
+ *   registered before libexm's, holds the child until then). Whatever the
+ *   child reads of the depot must be the copy of the heap made at the
+ *   fork, never the parent's memory as it is now. Each child allocates,
+ *   checks and frees, runs exm_check and exits 0. Prints "depot ok".
+ *
  * A double free of a block in the depot: tcache_threads double-free depot.
  */
 #include "common.h"
@@ -171,7 +180,7 @@ static void *swapper(void *arg) {
     size_t n = size_of(r);
     unsigned char *p = malloc(n);
     CHECK(p, "malloc");
-    p[0] = (unsigned char)r, p[n - 1] = (unsigned char)(r >> 8);
+    memset(p, (int)(r >> 8), n);     /* all of it, as a program uses what it asked for */
     pthread_mutex_lock(&slot_m);
     void *old = slot[r % SLOTS];
     slot[r % SLOTS] = p;
@@ -216,6 +225,60 @@ static int forks(int n) {
   return 0;
 }
 
+/* ---- a child that runs its fork handlers late ----------------------------
+ * pthread_atfork runs the child's handlers in the order they were
+ * registered, and a preloaded library's constructor runs before the
+ * program's: only the main program's preinit_array comes before it. So
+ * hold_child, registered there, runs first in every child and waits for
+ * the byte the parent writes to hold_pipe (when it is open). */
+static int hold_pipe[2] = { -1, -1 };
+
+static void hold_child(void) {
+  char c;
+  if (hold_pipe[0] < 0) return;
+  close(hold_pipe[1]);
+  while (read(hold_pipe[0], &c, 1) < 0 && errno == EINTR) {}
+  close(hold_pipe[0]);
+}
+
+static void register_hold(int argc, char **argv, char **envp) {
+  (void)argc, (void)argv, (void)envp;
+  pthread_atfork(NULL, NULL, hold_child);
+}
+__attribute__((section(".preinit_array"), used)) static void (*const preinit_hold)(int, char **, char **) = register_hold;
+
+#define LATE_N 64
+#define LATE_SIZE 100     /* one size class: a bin of 16, batches of 8 */
+
+static int forks_late(int n) {
+  void *b[LATE_N];
+  for (int i = 0; i < n; i++) {
+    /* fill the depot: a full bin hands half of itself on */
+    for (int k = 0; k < LATE_N; k++) CHECK((b[k] = malloc(LATE_SIZE)), "malloc");
+    for (int k = 0; k < LATE_N; k++) free(b[k]);
+    CHECK(pipe(hold_pipe) == 0, "pipe");
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) _exit(child_work());
+    close(hold_pipe[0]);
+    /* the child is held: take the bin and the depot's batches, write them */
+    for (int k = 0; k < LATE_N; k++) {
+      CHECK((b[k] = malloc(LATE_SIZE)), "malloc");
+      memset(b[k], 0xa5, LATE_SIZE);
+    }
+    CHECK(write(hold_pipe[1], "x", 1) == 1, "write");
+    close(hold_pipe[1]);
+    hold_pipe[0] = hold_pipe[1] = -1;
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed (status 0x%x)", i, st);
+    for (int k = 0; k < LATE_N; k++) free(b[k]);
+  }
+  API_CHECK("the parent, after the forks");
+  printf("forks=%d\ndepot ok\n", n);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   api_init();
   CHECK(X.loaded && X.get_stats, "depot needs libexm");
@@ -225,5 +288,6 @@ int main(int argc, char **argv) {
     return handoff();
   }
   if (!strcmp(what, "fork")) return forks(argc > 2 ? atoi(argv[2]) : 20);
-  FAIL("usage: depot handoff [ROUNDS] | fork [FORKS]");
+  if (!strcmp(what, "fork-late")) return forks_late(argc > 2 ? atoi(argv[2]) : 5);
+  FAIL("usage: depot handoff [ROUNDS] | fork [FORKS] | fork-late [FORKS]");
 }
