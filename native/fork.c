@@ -65,6 +65,14 @@ static uint64_t forks;                /* forks this process made (statistics) */
  *    its own allocator state depends on (and in shared mode its frees would
  *    rewrite the parent's). The child maps the copy of each segment over it.
  *    When the data directory cannot take the copy, it goes to a memfd (RAM).
+ *    When the process can open no descriptor at all (at its limit: no
+ *    file, no memfd, no pipe), the parent copies the segments into
+ *    anonymous memory in its prepare handler, every lock held, and the
+ *    child moves those pages into place (mremap); the parent drops its copy
+ *    once fork returns. (The child used to copy them itself from the
+ *    parent's memory as it was by then: the parent's threads had gone on
+ *    freeing and reusing chunks, and the child's heap was not the one it
+ *    forked with.)
  */
 
 enum { COPY_NONE, COPY_SEGS, COPY_ALL };
@@ -76,6 +84,8 @@ static int copy_src = -1;             /* the arena's descriptor, -1 when the pro
 static int copy_fd = -1, copy_mem = -1;
 static int copy_pipe[2] = { -1, -1 }; /* parent -> child: one byte, copy_result */
 static char copy_result;              /* 'a' all in copy_fd, 'f' segments in copy_fd, 'm' in copy_mem, 0 none */
+static char *copy_anon;               /* no descriptor: the segments one after another, in anonymous memory */
+static size_t copy_anon_len, copy_anon_at;
 
 typedef struct copy_ctx { int to, reserve, segs_only, err; } copy_ctx_t;
 
@@ -90,6 +100,34 @@ static int copy_into(int to, int reserve, int segs_only) {
   return to < 0 ? EBADF : exm_core_walk(&exm_own.core, copy_one, &d);
 }
 
+static int anon_size(void *ctx, size_t off, size_t len, int state) {
+  (void)ctx, (void)off;
+  if (state == EXT_SEG) copy_anon_len += len;
+  return 0;
+}
+
+static int anon_put(void *ctx, size_t off, size_t len, int state) {
+  (void)ctx;
+  if (state != EXT_SEG) return 0;
+  memcpy(copy_anon + copy_anon_at, exm_own.core.base + off, len);
+  copy_anon_at += len;
+  return 0;
+}
+
+/* In the parent, every lock held, before the fork: the segments into
+ * anonymous memory, which the child inherits (copy_child_segments). */
+static void anon_make(void) {
+  copy_anon_len = copy_anon_at = 0;
+  exm_core_walk(&exm_own.core, anon_size, NULL);
+  if (!copy_anon_len || !(copy_anon = exm_os_anon(copy_anon_len))) return;
+  exm_core_walk(&exm_own.core, anon_put, NULL);
+}
+
+static void anon_drop(void) {
+  if (copy_anon) exm_os_unmap(copy_anon, copy_anon_len);
+  copy_anon = NULL;
+}
+
 /* In the parent, every lock held: decide what the child gets a copy of. */
 static void copy_prepare(void) {
   copy_plan = COPY_NONE;
@@ -102,6 +140,10 @@ static void copy_prepare(void) {
   else return;
   if (exm_os_new_like(exm_cfg.dir, exm_own.core.cap, &copy_fd)) copy_fd = -1;
   if (exm_own.core.seg_count && exm_os_memfd(exm_own.core.cap, &copy_mem)) copy_mem = -1;
+  if (exm_own.core.seg_count && copy_fd < 0 && copy_mem < 0) {
+    anon_make();   /* no descriptor to copy into: no pipe needed either */
+    return;
+  }
   if (exm_os_pipe(copy_pipe)) {
     /* No pipe to say when the copy is done: make it now, before the fork
      * (structures consistent, data as of now). */
@@ -130,6 +172,7 @@ static void copy_close(void) {
 }
 
 static void copy_parent(void) {
+  anon_drop();
   if (copy_pipe[1] >= 0) {
     copy_make();
     /* the read end is still open here: no SIGPIPE if the child is gone */
@@ -146,6 +189,15 @@ static int snapshot_segment(void *ctx, size_t off, size_t len, int state) {
   if (state != EXT_SEG) return 0;
   int err = exm_os_snapshot(a->core.base + off, len);
   if (err) exm_warn("could not give a forked child its own copy of small blocks", NULL, err);
+  return err;
+}
+
+static int place_segment(void *ctx, size_t off, size_t len, int state) {
+  (void)ctx;
+  if (state != EXT_SEG) return 0;
+  int err = exm_os_move(copy_anon + copy_anon_at, len, exm_own.core.base + off);
+  if (err) exm_warn("could not move a forked child's copy of small blocks into place", NULL, err);
+  copy_anon_at += len;
   return err;
 }
 
@@ -180,6 +232,15 @@ static int copy_child(void) {
 
 /* In the child, after the range got its view (cow or shared): the segments. */
 static void copy_child_segments(void) {
+  if (copy_anon) {
+    copy_anon_at = 0;
+    int err = exm_core_walk(&exm_own.core, place_segment, NULL);
+    anon_drop();   /* what was moved is gone from there already */
+    if (!err) {
+      copy_close();
+      return;
+    }
+  }
   if (copy_plan != COPY_NONE && exm_own.core.seg_count) {
     int fd = copy_result == 'f' || copy_result == 'a' ? copy_fd : copy_result == 'm' ? copy_mem : -1;
     if (fd < 0 || exm_core_walk(&exm_own.core, map_segment, &fd))

@@ -381,6 +381,10 @@ int exm_os_snapshot(void *p, size_t len) {
   return 0;
 }
 
+int exm_os_move(void *from, size_t len, void *dst) {
+  return mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst) == MAP_FAILED ? errno : 0;
+}
+
 int exm_os_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) ? errno : 0; }
 
 /* Block until the other end writes a byte (returned) or is closed (0). */

@@ -27,6 +27,9 @@ int exm_os_copy_range(int from, const char *base, int to, size_t off, size_t len
 int exm_os_memfd(size_t cap, int *fd);
 int exm_os_map_copy(char *base, int fd, size_t off, size_t len);
 int exm_os_snapshot(void *p, size_t len);
+/* Move the pages of [from, from+len) (private anonymous memory) to dst,
+ * replacing what was mapped there (mremap). */
+int exm_os_move(void *from, size_t len, void *dst);
 int exm_os_pipe(int fds[2]);
 char exm_os_wait_pipe(int fd);
 int exm_os_write_all(int fd, const char *buf, size_t len);

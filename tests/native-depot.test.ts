@@ -10,7 +10,8 @@
  * the blocks move; a second free of a block that sits in the depot aborts
  * with exm's one line, from any thread; fork while blocks move between
  * threads gives every child mode a consistent heap it can use, also when
- * the child runs only after the parent has reused the depot's chunks.
+ * the child runs only after the parent has reused the depot's chunks, and
+ * at the process's descriptor limit.
  * The same program under ThreadSanitizer: tests/stress.test.ts.
  */
 import { describe, expect, test } from "bun:test";
@@ -47,6 +48,16 @@ describe.skipIf(!!LIB_MISSING)("blocks moving between threads' caches, threshold
     // over it. Here the child is held until that has happened, every time.
     test(`EXM_CHILD=${mode}: a child whose fork handlers run after the parent rewrote the depot's chunks`, async () => {
       const r = await runC("depot", ["fork-late", "5"], { EXM_THRESHOLD: "0", EXM_CHILD: mode }, 60_000);
+      expect(Number(kv(r.stdout).forks)).toBe(5);
+    }, 70_000);
+
+    // Found reading fork.c after the bug above: at the descriptor limit
+    // (no file, memfd or pipe for the copy of the heap) the child copied
+    // its small-chunk segments itself, from the parent's memory as it was by
+    // then. Held until the parent had freed and reused the blocks it
+    // inherited, the child died of SIGSEGV freeing them, in every mode.
+    test(`EXM_CHILD=${mode}: at the descriptor limit, a child still gets the heap as it was at the fork`, async () => {
+      const r = await runC("depot", ["fork-nofd", "5"], { EXM_THRESHOLD: "0", EXM_CHILD: mode }, 60_000);
       expect(Number(kv(r.stdout).forks)).toBe(5);
     }, 70_000);
   }

@@ -32,11 +32,17 @@
  *   fork, never the parent's memory as it is now. Each child allocates,
  *   checks and frees, runs exm_check and exits 0. Prints "depot ok".
  *
+ * usage: depot fork-nofd [FORKS]
+ *   The same hold, with the process at its descriptor limit (no file, memfd
+ *   or pipe for the copy of the heap): the parent frees and reuses the
+ *   blocks the held child inherited; the child checks and frees them.
+ *
  * A double free of a block in the depot: tcache_threads double-free depot.
  */
 #include "common.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #define RING 256
@@ -279,6 +285,62 @@ static int forks_late(int n) {
   return 0;
 }
 
+/* ---- fork with no descriptor to spare -----------------------------------
+ * At its descriptor limit the process can open no file and no memfd for the
+ * copy of its small-chunk segments, nor a pipe to say when the copy is done.
+ * The child must still get the heap as it was at the fork: here the parent,
+ * while the child is held, frees the blocks the child inherited and reuses
+ * their chunks; the child then checks those blocks and frees them (a heap
+ * read from the parent's memory as it is now would call that a double
+ * free, or find other data in them). */
+#define NOFD_N 64
+#define NOFD_SIZE 3000    /* a class whose bin holds 4: most frees reach the core */
+
+static int forks_nofd(int n) {
+  struct rlimit old;
+  CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0, "getrlimit");
+  void *kept[NOFD_N], *other[NOFD_N];
+  for (int i = 0; i < n; i++) {
+    for (int k = 0; k < NOFD_N; k++) {
+      CHECK((kept[k] = malloc(NOFD_SIZE)), "malloc");
+      fill_pattern(kept[k], NOFD_SIZE, (uint64_t)(i * NOFD_N + k));
+    }
+    CHECK(pipe(hold_pipe) == 0, "pipe");
+    int lowest = dup(0);
+    CHECK(lowest >= 0, "dup");
+    close(lowest);
+    struct rlimit none = { (rlim_t)lowest, old.rlim_max };
+    CHECK(setrlimit(RLIMIT_NOFILE, &none) == 0, "setrlimit");
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+      setrlimit(RLIMIT_NOFILE, &old);
+      for (int k = 0; k < NOFD_N; k++) {
+        if (find_pattern_mismatch(kept[k], NOFD_SIZE, (uint64_t)(i * NOFD_N + k)) >= 0) _exit(6);
+        free(kept[k]);
+      }
+      _exit(child_work());
+    }
+    CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0, "setrlimit");
+    close(hold_pipe[0]);
+    for (int k = 0; k < NOFD_N; k++) free(kept[k]);
+    for (int k = 0; k < NOFD_N; k++) {
+      CHECK((other[k] = malloc(NOFD_SIZE)), "malloc");
+      memset(other[k], 0xa5, NOFD_SIZE);
+    }
+    CHECK(write(hold_pipe[1], "x", 1) == 1, "write");
+    close(hold_pipe[1]);
+    hold_pipe[0] = hold_pipe[1] = -1;
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed (status 0x%x)", i, st);
+    for (int k = 0; k < NOFD_N; k++) free(other[k]);
+  }
+  API_CHECK("the parent, after the forks");
+  printf("forks=%d\ndepot ok\n", n);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   api_init();
   CHECK(X.loaded && X.get_stats, "depot needs libexm");
@@ -289,5 +351,6 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(what, "fork")) return forks(argc > 2 ? atoi(argv[2]) : 20);
   if (!strcmp(what, "fork-late")) return forks_late(argc > 2 ? atoi(argv[2]) : 5);
-  FAIL("usage: depot handoff [ROUNDS] | fork [FORKS] | fork-late [FORKS]");
+  if (!strcmp(what, "fork-nofd")) return forks_nofd(argc > 2 ? atoi(argv[2]) : 5);
+  FAIL("usage: depot handoff [ROUNDS] | fork [FORKS] | fork-late [FORKS] | fork-nofd [FORKS]");
 }
