@@ -367,22 +367,19 @@ int exm_os_map_copy(char *base, int fd, size_t off, size_t len) {
   return p == MAP_FAILED ? errno : 0;
 }
 
+int exm_os_move(void *from, size_t len, void *dst) {
+  return mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst) == MAP_FAILED ? errno : 0;
+}
+
 /* Replace the mapping of [p, p+len) by private anonymous memory holding a
  * copy of what it reads now: a snapshot no other process can change. */
 int exm_os_snapshot(void *p, size_t len) {
   void *tmp = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (tmp == MAP_FAILED) return errno;
   memcpy(tmp, p, len);
-  if (mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED) {
-    int err = errno;
-    munmap(tmp, len);
-    return err;
-  }
-  return 0;
-}
-
-int exm_os_move(void *from, size_t len, void *dst) {
-  return mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst) == MAP_FAILED ? errno : 0;
+  int err = exm_os_move(tmp, len, p);
+  if (err) munmap(tmp, len);
+  return err;
 }
 
 int exm_os_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) ? errno : 0; }

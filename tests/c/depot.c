@@ -253,6 +253,33 @@ static void register_hold(int argc, char **argv, char **envp) {
 }
 __attribute__((section(".preinit_array"), used)) static void (*const preinit_hold)(int, char **, char **) = register_hold;
 
+static void hold_open(void) { CHECK(pipe(hold_pipe) == 0, "pipe"); }
+
+static pid_t held_fork(void) {
+  fflush(NULL);
+  pid_t pid = fork();
+  CHECK(pid >= 0, "fork");
+  return pid;
+}
+
+/* In the parent: let the held child go on, and check that it exits 0. */
+static void release_and_wait(pid_t pid, int i) {
+  close(hold_pipe[0]);
+  CHECK(write(hold_pipe[1], "x", 1) == 1, "write");
+  close(hold_pipe[1]);
+  hold_pipe[0] = hold_pipe[1] = -1;
+  int st = 0;
+  CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed (status 0x%x)", i, st);
+}
+
+/* n blocks of size bytes, written all over. */
+static void take_and_write(void **b, int n, size_t size) {
+  for (int k = 0; k < n; k++) {
+    CHECK((b[k] = malloc(size)), "malloc");
+    memset(b[k], 0xa5, size);
+  }
+}
+
 #define LATE_N 64
 #define LATE_SIZE 100     /* one size class: a bin of 16, batches of 8 */
 
@@ -262,22 +289,12 @@ static int forks_late(int n) {
     /* fill the depot: a full bin hands half of itself on */
     for (int k = 0; k < LATE_N; k++) CHECK((b[k] = malloc(LATE_SIZE)), "malloc");
     for (int k = 0; k < LATE_N; k++) free(b[k]);
-    CHECK(pipe(hold_pipe) == 0, "pipe");
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0, "fork");
+    hold_open();
+    pid_t pid = held_fork();
     if (pid == 0) _exit(child_work());
-    close(hold_pipe[0]);
     /* the child is held: take the bin and the depot's batches, write them */
-    for (int k = 0; k < LATE_N; k++) {
-      CHECK((b[k] = malloc(LATE_SIZE)), "malloc");
-      memset(b[k], 0xa5, LATE_SIZE);
-    }
-    CHECK(write(hold_pipe[1], "x", 1) == 1, "write");
-    close(hold_pipe[1]);
-    hold_pipe[0] = hold_pipe[1] = -1;
-    int st = 0;
-    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed (status 0x%x)", i, st);
+    take_and_write(b, LATE_N, LATE_SIZE);
+    release_and_wait(pid, i);
     for (int k = 0; k < LATE_N; k++) free(b[k]);
   }
   API_CHECK("the parent, after the forks");
@@ -305,15 +322,13 @@ static int forks_nofd(int n) {
       CHECK((kept[k] = malloc(NOFD_SIZE)), "malloc");
       fill_pattern(kept[k], NOFD_SIZE, (uint64_t)(i * NOFD_N + k));
     }
-    CHECK(pipe(hold_pipe) == 0, "pipe");
+    hold_open();
     int lowest = dup(0);
     CHECK(lowest >= 0, "dup");
     close(lowest);
     struct rlimit none = { (rlim_t)lowest, old.rlim_max };
     CHECK(setrlimit(RLIMIT_NOFILE, &none) == 0, "setrlimit");
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0, "fork");
+    pid_t pid = held_fork();
     if (pid == 0) {
       setrlimit(RLIMIT_NOFILE, &old);
       for (int k = 0; k < NOFD_N; k++) {
@@ -323,17 +338,9 @@ static int forks_nofd(int n) {
       _exit(child_work());
     }
     CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0, "setrlimit");
-    close(hold_pipe[0]);
     for (int k = 0; k < NOFD_N; k++) free(kept[k]);
-    for (int k = 0; k < NOFD_N; k++) {
-      CHECK((other[k] = malloc(NOFD_SIZE)), "malloc");
-      memset(other[k], 0xa5, NOFD_SIZE);
-    }
-    CHECK(write(hold_pipe[1], "x", 1) == 1, "write");
-    close(hold_pipe[1]);
-    hold_pipe[0] = hold_pipe[1] = -1;
-    int st = 0;
-    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed (status 0x%x)", i, st);
+    take_and_write(other, NOFD_N, NOFD_SIZE);
+    release_and_wait(pid, i);
     for (int k = 0; k < NOFD_N; k++) free(other[k]);
   }
   API_CHECK("the parent, after the forks");
