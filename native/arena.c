@@ -130,6 +130,7 @@ static void own_create(void) {
   }
   exm_span_add(base, cap);
   exm_core_init(&exm_own.core, base, cap, &(exm_host_t){ 0 });
+  exm_core_set_key(&exm_own.core, exm_os_random64());
   exm_arena_set_host(&exm_own);
   exm_core_set_max_commit(&exm_own.core, exm_cfg.max_disk);
   exm_own.fd = fd;

@@ -38,16 +38,15 @@ typedef struct chunk {
   struct chunk *fd, *bk; /* bin links, while free */
 } chunk_t;
 
-/* Heads are read and written with relaxed atomics (plain moves on x86): the
- * per-thread cache sets and clears EXM_CHUNK_CACHED in a live chunk's head
- * without the lock, while the core, under it, flips the PINUSE bit of that
- * same head when a neighbour changes state. The core's changes to the head of
- * a live neighbour are therefore atomic read-modify-writes, so neither side
- * loses the other's bit. */
+/* Heads are read and written with relaxed atomics (plain moves on x86 and
+ * arm64): the per-thread cache peeks at them without the lock
+ * (exm_core_small_peek). Only the core writes them, under the lock (the
+ * cache's mark is in the chunk's body: EXM_CACHED_WORD), so a change of
+ * one bit is a load and a store, not a locked read-modify-write. */
 #define HEAD(ch) __atomic_load_n(&(ch)->head, __ATOMIC_RELAXED)
 #define SET_HEAD(ch, v) __atomic_store_n(&(ch)->head, (v), __ATOMIC_RELAXED)
-#define HEAD_OR(ch, v) ((void)__atomic_fetch_or(&(ch)->head, (v), __ATOMIC_RELAXED))
-#define HEAD_AND(ch, v) ((void)__atomic_fetch_and(&(ch)->head, (v), __ATOMIC_RELAXED))
+#define HEAD_OR(ch, v) SET_HEAD(ch, HEAD(ch) | (v))
+#define HEAD_AND(ch, v) SET_HEAD(ch, HEAD(ch) & (v))
 /* The segment tag (the first chunk's prev_foot) is peeked at without the lock. */
 #define SET_TAG(ch, v) __atomic_store_n(&(ch)->prev_foot, (v), __ATOMIC_RELAXED)
 #define csize(ch) (HEAD(ch) & ~FLAGS)
@@ -630,8 +629,8 @@ static chunk_t *small_check(const exm_core_t *c, const exm_ext_t *seg, const voi
   chunk_t *ch = mem2c(p);
   if (((uintptr_t)p & 15) || (uintptr_t)ch < lo || (uintptr_t)ch >= hi) return NULL;
   size_t sz = csize(ch);
-  if ((HEAD(ch) & (CINUSE | EXM_CHUNK_CACHED)) != CINUSE || sz < MIN_CHUNK || (sz & 15) || sz > hi - (uintptr_t)ch) return NULL;
-  if (!(HEAD(cnext(ch)) & PINUSE) || !live_test(c, seg, ch)) return NULL;
+  if (!(HEAD(ch) & CINUSE) || sz < MIN_CHUNK || (sz & 15) || sz > hi - (uintptr_t)ch) return NULL;
+  if (!(HEAD(cnext(ch)) & PINUSE) || !live_test(c, seg, ch) || exm_core_is_cached(c, p)) return NULL;
   return ch;
 }
 
@@ -739,6 +738,7 @@ void exm_core_init(exm_core_t *c, void *base, size_t cap, const exm_host_t *host
   c->host = *host;
   c->retain_max = (size_t)1 << 20;
   c->dirty_limit = (size_t)16 << 20;
+  exm_core_set_key(c, (uint64_t)(uintptr_t)c * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)base);
   __atomic_store_n(&c->base, (char *)base, __ATOMIC_RELAXED);
   __atomic_store_n(&c->cap, cap & ~(EXM_PAGE - 1), __ATOMIC_RELEASE);
 }
@@ -772,6 +772,14 @@ out:
 int exm_core_free(exm_core_t *c, void *p) { return exm_core_free_begin(c, p, NULL); }
 
 void exm_core_set_host(exm_core_t *c, const exm_host_t *host) { c->host = *host; }
+
+void exm_core_set_key(exm_core_t *c, uint64_t seed) {
+  /* splitmix64's finaliser: every bit of the seed moves every bit of the key */
+  seed ^= seed >> 30, seed *= 0xbf58476d1ce4e5b9ull;
+  seed ^= seed >> 27, seed *= 0x94d049bb133111ebull;
+  seed ^= seed >> 31;
+  c->cache_key = (uintptr_t)(seed | 1ull << 63 | 1);
+}
 void exm_core_set_max_commit(exm_core_t *c, size_t bytes) { c->max_commit = bytes; }
 const exm_core_stats_t *exm_core_stats(const exm_core_t *c) { return &c->st; }
 
@@ -1004,7 +1012,7 @@ void exm_core_clear_cached(exm_core_t *c) {
     if (e->state != EXT_SEG) continue;
     chunk_t *ch = (chunk_t *)addr(c, e->off), *end = cat(ch, e->len - FENCE);
     for (; ch < end; ch = cnext(ch))
-      if (HEAD(ch) & EXM_CHUNK_CACHED) SET_HEAD(ch, HEAD(ch) & ~EXM_CHUNK_CACHED);
+      if ((HEAD(ch) & CINUSE) && exm_core_is_cached(c, c2mem(ch))) exm_core_unmark_cached(c2mem(ch));
   }
 }
 

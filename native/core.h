@@ -81,6 +81,7 @@ typedef struct exm_core_stats {
 typedef struct exm_core {
   char *base;                       /* start of the range */
   size_t cap;                       /* its size, page multiple */
+  uintptr_t cache_key;              /* the per-thread cache's mark is this xor the chunk's address */
   size_t top;                       /* [0, top) is tiled by extents; [top, cap) is clean */
   exm_host_t host;
   exm_ext_t *last;                  /* extent ending at top, or NULL */
@@ -108,6 +109,10 @@ typedef struct exm_core {
 #define EXM_CORE_ZERO 1   /* caller needs zeros: prefer clean memory */
 
 void exm_core_init(exm_core_t *c, void *base, size_t cap, const exm_host_t *host);
+/* The cache's mark from now on (exm_core_init makes one from addresses; the
+ * library gives a random one before the first chunk is cached). The top bit
+ * is set and the low bit too, whatever seed says: never a pointer nor 0. */
+void exm_core_set_key(exm_core_t *c, uint64_t seed);
 /* Replace the host callbacks (the arena was copied into a new place). */
 void exm_core_set_host(exm_core_t *c, const exm_host_t *host);
 /* Cap on committed bytes from now on; 0: none. */
@@ -148,8 +153,8 @@ void exm_core_flush(exm_core_t *c);
  * address order, with its state (EXT_*); stops at the first non-zero return
  * and returns it. */
 int exm_core_walk(exm_core_t *c, int (*fn)(void *ctx, size_t off, size_t len, int state), void *ctx);
-/* Clear EXM_CHUNK_CACHED in every chunk (a forked child: the caches of the
- * parent's other threads did not come along). */
+/* Unmark every cached chunk (a forked child: the caches of the parent's
+ * other threads did not come along). */
 void exm_core_clear_cached(exm_core_t *c);
 /* Walk every structure; 0 if consistent, else -1 with a reason in msg. */
 int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
@@ -160,10 +165,32 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
  * peeked at: they may be large blocks, whose pages must not be touched. */
 #define EXM_SEG_TAG ((uintptr_t)0x6578d2f1c3a5b7e9ull)
 #define EXM_CHUNK_OF(p) ((size_t *)((char *)(p) - 16))
-/* A flag in a live small chunk's head: the chunk sits in some thread's cache
- * (tcache.c). The cache sets and clears it with atomic operations, without
- * the lock; the core refuses to free a chunk that carries it. */
-#define EXM_CHUNK_CACHED ((size_t)4)
+/* A live small chunk that sits in some thread's cache or in the depot
+ * (tcache.c) holds a mark in its second word (every small chunk has 24
+ * usable bytes): the core's cache_key xor the chunk's address, written and
+ * cleared by the cache without the lock; the core refuses to free, resize
+ * or size a chunk that holds it. The mark is in the chunk's body, not its
+ * head, so that a cache's push and pop are plain stores to the line they
+ * write anyway: the head is also written by the core (a neighbour's
+ * PINUSE), so a mark there took an atomic read-modify-write on each push
+ * and pop, which stalled on the line when another core had it (larson at 2
+ * threads: ~25 % of the run). Only the cache writes the mark and only while
+ * it owns the chunk; the core never writes a live chunk's body. A chunk
+ * given back to the core is unmarked first, so no mark is left in free
+ * memory. The address is in the mark so that one copied out of a cached
+ * chunk into a live one (a program that reads freed memory: glibc's
+ * tst-tcfree3 does) does not make the live one look cached; the key is
+ * random, so a live chunk holds its own mark only if the program wrote that
+ * value there itself. */
+#define EXM_CACHED_WORD(p) (&((uintptr_t *)(p))[1])
+static inline uintptr_t exm_core_cache_mark(const exm_core_t *c, const void *p) { return c->cache_key ^ (uintptr_t)p; }
+static inline int exm_core_is_cached(const exm_core_t *c, const void *p) {
+  return __atomic_load_n(EXM_CACHED_WORD(p), __ATOMIC_RELAXED) == exm_core_cache_mark(c, p);
+}
+static inline void exm_core_mark_cached(const exm_core_t *c, void *p) {
+  __atomic_store_n(EXM_CACHED_WORD(p), exm_core_cache_mark(c, p), __ATOMIC_RELAXED);
+}
+static inline void exm_core_unmark_cached(void *p) { __atomic_store_n(EXM_CACHED_WORD(p), 0, __ATOMIC_RELAXED); }
 static inline size_t *exm_core_head_of(void *p) { return &EXM_CHUNK_OF(p)[1]; }
 static inline size_t exm_core_chunk_size_for(size_t n) {
   size_t sz = (n + 8 + 15) & ~(size_t)15;

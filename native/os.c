@@ -510,3 +510,19 @@ int exm_os_thread(void *(*fn)(void *), const char *name, size_t stack, sigset_t 
 }
 
 int exm_os_sigmask(const sigset_t *mask) { return pthread_sigmask(SIG_SETMASK, mask, NULL); }
+
+uint64_t exm_os_random64(void) {
+  uint64_t r;
+#ifdef SYS_getrandom
+  if (syscall(SYS_getrandom, &r, sizeof r, 1 /* GRND_NONBLOCK */) == (long)sizeof r) return r;
+#endif
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t got = read(fd, &r, sizeof r);
+    close(fd);
+    if (got == (ssize_t)sizeof r) return r;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40);
+}

@@ -60,6 +60,10 @@ int exm_os_as_limit(uint64_t *limit);
 int exm_os_thread(void *(*fn)(void *), const char *name, size_t stack, sigset_t *mask);
 /* Set the calling thread's signal mask. */
 int exm_os_sigmask(const sigset_t *mask);
+/* 64 random bits: getrandom, else /dev/urandom (kernels before 3.17), else
+ * the clock and the process id. Not AT_RANDOM: glibc's stack and pointer
+ * guards are made of those bytes, and this value is stored in the heap. */
+uint64_t exm_os_random64(void);
 /* Leave at once, as glibc's _exit does. */
 void exm_os_exit(int status) __attribute__((noreturn));
 

@@ -7,8 +7,9 @@
  * the depot (batches of cached chunks that full bins hand on and empty
  * ones take, so that chunks freed by one thread reach another without the
  * arena's lock). Promises: a chunk is in at most one cache or one batch of
- * the depot, which its head says (EXM_CHUNK_CACHED, set and tested in one
- * atomic operation), so a double free is caught whatever thread frees;
+ * the depot, which its second word says (a mark made of the core's
+ * cache_key and the chunk's address: core.h), so
+ * a double free is caught whatever thread frees;
  * chunks in a cache or the depot are "in use" for the carving core and live
  * in the statistics until exm_tcache_flush gives them back; the fast paths
  * (exm_tcache_pop, exm_tcache_push with room in the bin) take no lock and
@@ -34,10 +35,13 @@
  * take the arena lock. Like glibc's tcache, each thread keeps up to
  * TC_LIMIT freed chunks per size class (chunk sizes 32..4112) and hands them
  * out again without the lock. Cached chunks stay "in use" for the carving
- * core. A cached chunk carries EXM_CHUNK_CACHED in its head, set and tested
- * in one atomic operation: a second free of it, from this thread or any
- * other, is caught at once (glibc's tcache only looks in the calling
- * thread's own list), and the core refuses to free a cached chunk. A thread
+ * core. A cached chunk holds a mark in its second word (the core's
+ * cache_key xor its address: EXM_CACHED_WORD): a second free of it, from this thread or any other, is
+ * caught at once (glibc's tcache only looks in the calling thread's own
+ * list), and the core refuses to free a cached chunk. Two frees of one chunk
+ * that race each other on two threads may both miss the mark (the test and
+ * the store are not one atomic step, which cost a locked instruction on
+ * every push and pop); one that follows another is caught. A thread
  * gives its cache back when it exits, whether it ever allocated or only
  * freed (a consumer thread). Small blocks held in caches count as live in
  * the statistics. */
@@ -84,12 +88,10 @@ static tcache_t *cache_new(void) {
   return t;
 }
 
-static inline void mark_cached(void *p) {
-  __atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED);
-}
-static inline void unmark_cached(void *p) {
-  __atomic_fetch_and(exm_core_head_of(p), ~EXM_CHUNK_CACHED, __ATOMIC_RELAXED);
-}
+/* Only for chunks of the own arena (refills, the calling thread's bins);
+ * a chunk of any arena is unmarked with exm_core_unmark_cached. */
+static inline void mark_cached(void *p) { exm_core_mark_cached(&exm_own.core, p); }
+static inline void unmark_cached(void *p) { exm_core_unmark_cached(p); }
 
 static inline void cache_put(tcache_t *t, unsigned cls, void *p) {
   *(void **)p = t->head[cls];
@@ -131,7 +133,7 @@ void exm_tcache_refill(size_t chunk) {
  * requests), every eighth operation took the one lock of the arena. Like
  * tcmalloc's transfer cache, a full bin now hands half of itself, as one
  * batch, to the depot of its size class, and an empty bin takes a whole
- * batch from there before it tries the arena. The chunks keep their CACHED
+ * batch from there before it tries the arena. The chunks keep their cache
  * mark throughout (a free of one of them, from any thread, is a double free
  * and is caught), and stay "in use" for the core.
  *
@@ -142,8 +144,8 @@ void exm_tcache_refill(size_t chunk) {
  * nothing waits for it but fork and the drains below. A thread holds at most one at a time and inside
  * exm_enter, so that a fork from a signal handler never waits for one.
  * A batch is DEPOT_BATCH(cls) chunks linked through their first word; its
- * first chunk's second word links the batches (every chunk has 24 usable
- * bytes). A class keeps at most DEPOT_BYTES in batches; past that a full
+ * first chunk's third word links the batches (every chunk has 24 usable
+ * bytes; the second holds the mark). A class keeps at most DEPOT_BYTES in batches; past that a full
  * bin goes back to the core as before. */
 #define DEPOT_BATCH(cls) (TC_LIMIT(cls) / 2)
 #define DEPOT_BYTES ((size_t)64 * 1024)          /* per class: at most 16 MiB over all */
@@ -195,7 +197,7 @@ static int depot_put(tcache_t *t, unsigned cls) {
       t->head[cls] = last[0];
       t->count[cls] -= DEPOT_BATCH(cls);
       last[0] = NULL;
-      first[1] = d->top;
+      first[2] = d->top;
       d->top = first;
       d->batches++;
       ok = 1;
@@ -215,7 +217,7 @@ static void *depot_take(tcache_t *t, unsigned cls) {
   if (depot_trylock(cls)) {
     first = d->top;
     if (first) {
-      d->top = first[1];
+      d->top = first[2];
       d->batches--;
     }
     depot_unlock(cls);
@@ -269,7 +271,7 @@ static void depot_drain(void) {
     d->batches = 0;
     depot_unlock(cls);
     while (b) {
-      void **next = b[1];
+      void **next = b[2];
       chain_free(b);
       b = next;
     }
@@ -278,7 +280,7 @@ static void depot_drain(void) {
 }
 
 /* exm_check: every chunk in the depot is a live small chunk of an arena,
- * marked CACHED, in a batch of its class's length, and each class's count
+ * marked cached, in a batch of its class's length, and each class's count
  * and bound hold. 0, or -1 with the reason in msg. */
 int exm_tcache_check(char *msg, size_t msglen) {
   int bad = 0;
@@ -288,7 +290,7 @@ int exm_tcache_check(char *msg, size_t msglen) {
     depot_t *d = &depot[cls];
     depot_lock_wait(cls);
     size_t batches = 0, want = (size_t)(cls + 2) << 4;
-    for (void **b = d->top; b && !bad; b = b[1], batches++) {
+    for (void **b = d->top; b && !bad; b = b[2], batches++) {
       int len = 0;
       for (void **p = b; p && !bad; p = p[0], len++) {
         exm_arena_t *a = exm_arena_of(p);
@@ -298,7 +300,7 @@ int exm_tcache_check(char *msg, size_t msglen) {
         size_t head = a ? __atomic_load_n(exm_core_head_of(p), __ATOMIC_RELAXED) : 0;
         size_t got = !a ? 0 : ((uintptr_t)p & (EXM_PAGE - 1)) ? exm_core_small_peek(&a->core, p) : (head & 2) ? head & ~(size_t)7 : 0;
         if (got < want || got >= want + 32) bad = 1, why = "a chunk in the depot is not a live small chunk of its class";
-        else if (!(__atomic_load_n(exm_core_head_of(p), __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)) bad = 1, why = "a chunk in the depot is not marked cached";
+        else if (!exm_core_is_cached(&a->core, p)) bad = 1, why = "a chunk in the depot is not marked cached";
       }
       if (!bad && len != DEPOT_BATCH(cls)) bad = 1, why = "a batch in the depot has the wrong length";
     }
@@ -363,8 +365,8 @@ int exm_tcache_push_slow(void *p, unsigned cls, const char *who) {
     exm_leave();
     if (!t) return errno = saved, 0;
   }
-  if (__atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)
-    exm_bad_pointer(who, p);          /* already in a cache: a double free */
+  if (exm_core_is_cached(&exm_own.core, p)) exm_bad_pointer(who, p);   /* already in a cache: a double free */
+  mark_cached(p);
   if (t->count[cls] >= TC_LIMIT(cls) && depot_put(t, cls)) {
     exm_tcache_arm();
     errno = saved;
@@ -402,7 +404,7 @@ int exm_tcache_push_slow(void *p, unsigned cls, const char *who) {
  * checks it in full. */
 void *exm_tcache_realloc(exm_core_t *c, void *p, size_t n, const char *who) {
   size_t sz = exm_core_small_peek(c, p);
-  if (!sz || (__atomic_load_n(exm_core_head_of(p), __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)) return NULL;
+  if (!sz || exm_core_is_cached(c, p)) return NULL;
   size_t want = exm_core_chunk_size_for(n);
   if (want <= sz && sz - want < 32) return p;    /* fits, nothing to split off */
   void *q = exm_tcache_pop(n);
@@ -449,7 +451,7 @@ static void cache_exit(void *arg) {
 void exm_tcache_after_fork(exm_core_t *c) {
   exm_core_clear_cached(c);
   for (unsigned cls = 0; cls < TC_CLASSES; cls++)
-    for (void **b = depot[cls].top; b; b = b[1])
+    for (void **b = depot[cls].top; b; b = b[2])
       for (void **p = b; p; p = p[0])
         if (exm_core_owns(c, p)) mark_cached(p);
   tcache_t *t = exm_tc;

@@ -45,7 +45,7 @@ static inline void *exm_tcache_pop(size_t n) {
   if (!p) return NULL;
   t->head[cls] = p[0];
   t->count[cls]--;
-  __atomic_fetch_and(exm_core_head_of(p), ~EXM_CHUNK_CACHED, __ATOMIC_RELAXED);
+  exm_core_unmark_cached(p);
   return p;
 }
 
@@ -63,8 +63,8 @@ static inline int exm_tcache_push(exm_core_t *c, void *p, const char *who) {
   unsigned cls = (unsigned)(sz >> 4) - 2;
   exm_tcache_t *t = exm_tc;
   if (unlikely(!t || t->count[cls] >= EXM_TC_LIMIT(cls) || !t->registered)) return exm_tcache_push_slow(p, cls, who);
-  if (__atomic_fetch_or(exm_core_head_of(p), EXM_CHUNK_CACHED, __ATOMIC_RELAXED) & EXM_CHUNK_CACHED)
-    exm_bad_pointer(who, p);          /* already in a cache: a double free */
+  if (exm_core_is_cached(c, p)) exm_bad_pointer(who, p);   /* already in a cache: a double free */
+  exm_core_mark_cached(c, p);
   *(void **)p = t->head[cls];
   t->head[cls] = p;
   t->count[cls]++;

@@ -109,6 +109,15 @@ describe.skipIf(skipNoLib)("thread caches across threads", () => {
     const v = kv(r.stdout);
     expect(Number(v.live_blocks_after)).toBeLessThanOrEqual(Number(v.live_blocks_before) + 16);
   });
+  // A cached chunk holds the cache's mark in its second word: every way out
+  // of a cache must clear it, or a block the program never writes reads as
+  // a double free when it is freed.
+  test("blocks that are never written pass through caches, the depot and the arena and free without a false double free", async () => {
+    const r = await runC("tcache_threads", ["unwritten", "40"], { EXM_THRESHOLD: "0" }, 120_000);
+    expect(r.stdout).toContain("tcache_threads ok");
+    const v = kv(r.stdout);
+    expect(Number(v.live_blocks_after)).toBeLessThanOrEqual(Number(v.live_blocks_before) + 16);
+  });
   test("a double free from a second thread aborts with exm's message (it used to hand the block out twice)", async () => {
     await withDataDir(async (dir) => {
       const r = await runWithLib([cProgram("tcache_threads"), "double-free"], { EXM_DIR: dir, EXM_THRESHOLD: "0" }, { timeoutMs: 60_000 });

@@ -26,9 +26,27 @@
  *   same-size frees: past the first full bin a bin always holds more than
  *   half its limit, so the block is among the newest half at the next
  *   overflow and goes on to the depot with that batch (native/tcache.c).
+ *
+ * usage: tcache_threads unwritten [ROUNDS]
+ *   Blocks that the program never writes: a cached chunk holds the cache's
+ *   mark in its second word, and every way out of a cache (a pop, a batch
+ *   taken from the depot, a bin or a depot given back to the arena) must
+ *   clear it, or the next free of a block that kept it reads as a double
+ *   free. Four threads allocate and free runs of 600 unwritten blocks of
+ *   every small class (full bins go to the depot, empty ones take other
+ *   threads' batches) and exit; malloc_trim gives the depot back; then the
+ *   main thread carves blocks of other sizes over the same memory (other
+ *   chunk boundaries), asks their usable size, reallocs a third in place,
+ *   and frees them all, unwritten. No abort, a consistent arena, and the
+ *   live block count back where it started. Last, glibc's tst-tcfree3 on
+ *   every class: the first 32 bytes of a freed (cached) block, its mark
+ *   included, are copied into two live blocks, which then free without an
+ *   abort (a mark belongs to one chunk; glibc confirms its own key by a walk
+ *   of its list). Prints "tcache_threads ok".
  */
 #include "common.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/wait.h>
 
@@ -63,6 +81,65 @@ static void *first_freer(void *arg) {
   pthread_mutex_unlock(&m);
   for (int i = 0; i <= 2 * fill; i++) got_by_thread[i] = malloc(40);   /* the victim among them */
   return NULL;
+}
+
+#define RUN 600
+static long unwritten_rounds = 40;
+
+static void *unwritten_worker(void *arg) {
+  void **b = malloc(sizeof(void *) * RUN);
+  CHECK(b, "malloc");
+  for (long r = 0; r < unwritten_rounds; r++) {
+    size_t n = 8 + (size_t)((r * 7 + (long)arg * 13) % 256) * 16;   /* classes up to 4104 bytes */
+    for (int i = 0; i < RUN; i++) CHECK((b[i] = malloc(n)), "malloc(%zu)", n);
+    for (int i = 0; i < RUN; i++) free(b[i]);
+  }
+  free(b);
+  return NULL;
+}
+
+static int unwritten(void) {
+  exm_stats_t s0, s1;
+  pthread_t th[4];
+  CHECK(pthread_create(&th[0], NULL, unwritten_worker, NULL) == 0 && pthread_join(th[0], NULL) == 0, "warm-up thread");
+  CHECK(X.get_stats(&s0) == 0, "stats");
+  for (long i = 0; i < 4; i++) CHECK(pthread_create(&th[i], NULL, unwritten_worker, (void *)i) == 0, "pthread_create");
+  for (int i = 0; i < 4; i++) CHECK(pthread_join(th[i], NULL) == 0, "join");
+  malloc_trim(0);
+  API_CHECK("after the threads, their exits and malloc_trim");
+  enum { N = 3000 };
+  static void *b[N];
+  static size_t want[N];
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < N; i++) {
+      want[i] = 1 + (size_t)((i * 37 + round * 11) % 2100);   /* any size, other chunk boundaries */
+      CHECK((b[i] = malloc(want[i])) && api_fb(b[i]), "malloc(%zu) not file-backed (run at threshold 0)", want[i]);
+      CHECK(malloc_usable_size(b[i]) >= want[i], "malloc_usable_size(%zu-byte block) = %zu", want[i], malloc_usable_size(b[i]));
+    }
+    for (int i = 0; i < N; i += 3) {
+      void *q = realloc(b[i], want[i] + 8);
+      CHECK(q, "realloc(%zu)", want[i] + 8);
+      b[i] = q;
+    }
+    for (int i = 0; i < N; i++) free(b[i]);
+    API_CHECK("after carving unwritten blocks over the same memory");
+  }
+  for (size_t n = 24; n <= 4104; n += 16) {
+    unsigned char *a = malloc(n), *c = malloc(n), *d = malloc(n);
+    CHECK(a && c && d, "malloc(%zu)", n);
+    memset(c, 0xff, n);
+    free(a);                           /* into the cache: a holds the mark now */
+    memcpy(c, a, 32);                  /* reads freed memory, as tst-tcfree3 does */
+    memcpy(d, a, 32);
+    free(c);                           /* must not read as a double free */
+    free(d);
+  }
+  API_CHECK("after freeing blocks that hold a copy of a cached block's words");
+  CHECK(X.get_stats(&s1) == 0, "stats");
+  printf("live_blocks_before=%" PRIu64 " live_blocks_after=%" PRIu64 "\n", s0.live_blocks, s1.live_blocks);
+  CHECK(s1.live_blocks <= s0.live_blocks + 16, "%" PRIu64 " blocks left live", s1.live_blocks - s0.live_blocks);
+  printf("tcache_threads ok\n");
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -130,6 +207,10 @@ int main(int argc, char **argv) {
     printf("tcache_threads ok\n");
     return 0;
   }
+  if (!strcmp(what, "unwritten")) {
+    if (argc > 2) unwritten_rounds = atol(argv[2]);
+    return unwritten();
+  }
   if (!strcmp(what, "double-free")) {
     fill = argc > 2 && !strcmp(argv[2], "depot") ? FILL : 0;
     for (int i = 0; i < 2 * fill; i++) CHECK((fillers[i] = malloc(40)), "malloc");
@@ -160,5 +241,5 @@ int main(int argc, char **argv) {
     fprintf(stderr, "FAIL: double free not caught\n");
     return 2;
   }
-  FAIL("usage: tcache_threads consumers [THREADS] | fork-cache | double-free [depot]");
+  FAIL("usage: tcache_threads consumers [THREADS] | fork-cache | double-free [depot] | unwritten [ROUNDS]");
 }
