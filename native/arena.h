@@ -24,6 +24,9 @@ typedef struct exm_arena {
 
 enum { ARENA_OWN = 0, ARENA_COW = 1, ARENA_SHARED = 2 };
 
+/* An arena's lock as new (adaptive, as exm_own's): a forked child's reset. */
+void exm_arena_lock_init(pthread_mutex_t *m);
+
 /* Every arena's range (the process's own, inherited ones) lies in
  * [exm_span_lo, exm_span_hi), which only ever widens (exm_span_add, before
  * the arena hands out a block): the fast paths of free and realloc are these

@@ -366,9 +366,9 @@ static void fork_child(void) {
   uint64_t took = fork_top();
   fork_depth--;     /* nothing below waits: a handler's fork from here on is a new one */
   if (took & TOOK_INIT) pthread_mutex_init(&exm_init_lock, NULL);
-  if (took & TOOK_OWN) pthread_mutex_init(&exm_own.lock, NULL);
+  if (took & TOOK_OWN) exm_arena_lock_init(&exm_own.lock);
   for (int i = 0; i < exm_n_inherited; i++)
-    if (took & TOOK_INH(i)) pthread_mutex_init(&exm_inherited[i].lock, NULL);
+    if (took & TOOK_INH(i)) exm_arena_lock_init(&exm_inherited[i].lock);
   exm_tcache_fork_child(!!(took & TOOK_DEPOT));
   exm_punch_child(!!(took & TOOK_PUNCH), (took & (TOOK_LIST | TOOK_INTERRUPTED)) != 0);
   exm_advisor_after_fork();
@@ -406,7 +406,7 @@ static void fork_child(void) {
   exm_tcache_after_fork(&exm_own.core);
   exm_arena_t *a = &exm_inherited[exm_n_inherited++];
   *a = exm_own;
-  pthread_mutex_init(&a->lock, NULL);
+  exm_arena_lock_init(&a->lock);
   exm_arena_set_host(a);
   a->kind = mode == EXM_CHILD_COW ? ARENA_COW : ARENA_SHARED;   /* fd stays open for exm_lookup */
   memset(&exm_own.core, 0, sizeof exm_own.core);
