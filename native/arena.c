@@ -53,6 +53,11 @@ int exm_own_state;                     /* OWN_*: made yet, usable */
 exm_arena_t exm_inherited[EXM_MAX_INHERITED];
 int exm_n_inherited;
 static int no_fallocate, no_punch;     /* filesystem limits, warned about once */
+/* The directory the own arena's file was made in, for the messages about
+ * its filesystem: exm_set_dir changes exm_cfg.dir for the next arena only
+ * (and may be rewriting it while the punch thread reports). Written by
+ * own_create under the lock, before the arena is published. */
+static char own_dir[EXM_PATH_MAX];
 static int advised_blocks;             /* some block carries its own advice */
 
 /* ---- host callbacks for the carving core -------------------------------- */
@@ -87,7 +92,7 @@ static int host_commit(void *ctx, size_t off, size_t len) {
     no_fallocate = 1;
     exm_line_t l = { .n = 0 };
     exm_line_str(&l, "exm: cannot reserve disk in ");
-    exm_line_value(&l, exm_cfg.dir);
+    exm_line_value(&l, own_dir);
     exm_line_str(&l, " (no fallocate): blocks stay sparse, and a full disk will crash the program with SIGBUS");
     exm_line_emit(&l);
     return 0;
@@ -102,7 +107,7 @@ static void host_decommit(void *ctx, size_t off, size_t len) {
   } else if (a->kind == ARENA_OWN && !__atomic_load_n(&no_punch, __ATOMIC_RELAXED) && exm_arena_fd_intact(a)) {
     int err = exm_os_punch(__atomic_load_n(&a->fd, __ATOMIC_RELAXED), off, len);
     if (err == EOPNOTSUPP && !__atomic_exchange_n(&no_punch, 1, __ATOMIC_RELAXED)) {
-      if (exm_cfg.verbose) exm_warn("cannot punch holes in files of ", exm_cfg.dir, err);
+      if (exm_cfg.verbose) exm_warn("cannot punch holes in files of ", own_dir, err);
     }
   }
 }
@@ -141,6 +146,7 @@ static void own_create(void) {
     exm_os_close(fd);
     return mark_unusable("cannot use a backing file in ", EIO);
   }
+  memcpy(own_dir, exm_cfg.dir, sizeof own_dir);
   exm_span_add(base, cap);
   exm_core_init(&exm_own.core, base, cap, &(exm_host_t){ 0 });
   exm_core_set_key(&exm_own.core, exm_os_random64());

@@ -37,6 +37,31 @@ describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), 
     expect(quiet.stderr).toBe("");
   });
 
+  // The messages about the arena's filesystem name the directory its file is
+  // in: they used to read exm_cfg.dir, which exm_set_dir changes for the
+  // next arena only, so the punch's message named the new directory.
+  test.skipIf(skipUnless(tmpfsAvailable(), "a ramfs data directory"))("a filesystem without fallocate or hole punching (ramfs): told once each, naming the arena's directory after exm_set_dir", async () => {
+    await withTmpfs(0, async (ram) => {
+      const script = [
+        "import ctypes",
+        "lib = ctypes.CDLL(None)",
+        "a = bytearray(4 << 20)",                   // the arena is made in the ramfs
+        "assert lib.exm_set_dir(b'/tmp') == 0",     // for the next arena
+        "b = bytearray(4 << 20)",
+        "del a, b",                                 // freed: the punch fails
+        "print('done')",
+      ].join("\n");
+      const r = await runWithLib([py!, "-c", script], { EXM_DIR: ram, EXM_THRESHOLD: "1M", EXM_VERBOSE: "1" });
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("done");
+      const lines = r.stderr.split("\n");
+      expect(lines.filter((l) => l.includes("cannot reserve disk"))).toEqual([
+        `exm: cannot reserve disk in ${ram} (no fallocate): blocks stay sparse, and a full disk will crash the program with SIGBUS`,
+      ]);
+      expect(lines.filter((l) => l.includes("cannot punch holes"))).toEqual([`exm: cannot punch holes in files of ${ram}: Operation not supported`]);
+    }, { ramfs: true });
+  });
+
   test("a request past the --max-disk cap: the cap and what is reserved", async () => {
     const r = await runWithLib([py!, "-c", "l = []\ntry:\n    for i in range(3): l.append(bytearray(4 << 20))\nexcept MemoryError: print('MemoryError')"], {
       EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_VERBOSE: "1", EXM_MAX_DISK: "10M",

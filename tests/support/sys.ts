@@ -634,23 +634,26 @@ export function tmpfsAvailable(): string | null {
 
 /**
  * Mounts a tmpfs of sizeBytes on a fresh temporary directory, runs fn with
- * it, and unmounts and removes it afterwards, also when fn throws.
+ * it, and unmounts and removes it afterwards, also when fn throws. With
+ * ramfs: a ramfs instead (no size limit, no fallocate, no hole punching: a
+ * filesystem exm cannot reserve disk on), mounted the same way.
  */
 export async function withTmpfs<T>(
   sizeBytes: number,
   fn: (dir: string) => Promise<T>,
-  opts: { noexec?: boolean } = {},
+  opts: { noexec?: boolean; ramfs?: boolean } = {},
 ): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), "exm-tmpfs-"));
-  const options = [`size=${sizeBytes}`, "mode=0777"];
+  const fs = opts.ramfs ? "ramfs" : "tmpfs";
+  const options = opts.ramfs ? ["mode=0777"] : [`size=${sizeBytes}`, "mode=0777"];
   if (opts.noexec) options.push("noexec");
-  const m = spawnSync(["mount", "-t", "tmpfs", "-o", options.join(","), "tmpfs", dir], {
+  const m = spawnSync(["mount", "-t", fs, "-o", options.join(","), fs, dir], {
     stdout: "pipe",
     stderr: "pipe",
   });
   if (m.exitCode !== 0) {
     rmSync(dir, { recursive: true, force: true });
-    throw new Error(`mount tmpfs on ${dir} failed: ${m.stderr.toString()}`);
+    throw new Error(`mount ${fs} on ${dir} failed: ${m.stderr.toString()}`);
   }
   try {
     return await fn(dir);
