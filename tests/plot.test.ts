@@ -18,9 +18,11 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe.skipIf(skipUnless(libAvailable() ?? (py ? null : "python3 not found"), "--plot"))("exm --plot", () => {
   test("the SVG of a run draws every sample of resident, arena, disk, faults/s and I/O", async () => {
     const out = join(dir, "s.json");
-    // 64 MiB written in 8 steps, each step a little work: the timeline has its
-    // first and last sample in any case, and more if the run lasts.
-    const script = "b = bytearray(64 << 20)\nfor k in range(8):\n    b[k << 23:(k + 1) << 23] = b'x' * (8 << 20)\n";
+    // 64 MiB written in 8 steps, each step a little work, then held for 1.5 s:
+    // the timeline has its first and last sample in any case, and at least one
+    // while the block is held (every 250 ms, or 20x a slow sample's own time;
+    // without the hold a loaded CI run once sampled only python's start-up).
+    const script = "import time\nb = bytearray(64 << 20)\nfor k in range(8):\n    b[k << 23:(k + 1) << 23] = b'x' * (8 << 20)\ntime.sleep(1.5)\n";
     const r = await run([EXM, "--stats-file", out, "--threshold", "1M", "--dir", dir, py!, "-c", script]);
     expect(r.code).toBe(0);
     const svgRun = await run([EXM, "--plot", out]);

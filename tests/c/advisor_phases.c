@@ -3,7 +3,7 @@
  * block goes through the phases of an out-of-core job, and after each phase
  * the program prints the advice flags of the block's mapping as the kernel
  * has them (VmFlags in /proc/self/smaps: "sr" = sequential, "rr" = random):
- *   fill      written front to back          -> expect sr
+ *   fill      written front to back          -> expect sr (fill_s: its seconds)
  *   random    random 4 KiB reads for a while -> expect rr
  *   scan      read front to back             -> expect sr
  * Run it under a memory limit smaller than the block, so reads fault.
@@ -36,8 +36,9 @@ int main(int argc, char **argv) {
   int huge = argc == 4;
   if (huge) CHECK(madvise((void *)((uintptr_t)p & ~(uintptr_t)4095), size, MADV_HUGEPAGE) == 0, "madvise(MADV_HUGEPAGE): %s", strerror(errno));
 
+  double fill0 = now();
   for (size_t i = 0; i < size; i += 4096) p[i] = (unsigned char)(i >> 12);
-  printf("after_fill=%s\n", advice_of(p));
+  printf("fill_s=%.3f\nafter_fill=%s\n", now() - fill0, advice_of(p));
   fflush(stdout);
 
   uint64_t x = 88172645463325252ull, reads = 0;
