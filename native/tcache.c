@@ -8,8 +8,8 @@
  * ones take, so that chunks freed by one thread reach another without the
  * arena's lock). Promises: a chunk is in at most one cache or one batch of
  * the depot, which its second word says (a mark made of the core's
- * cache_key and the chunk's address: core.h), so
- * a double free is caught whatever thread frees;
+ * cache_key and the chunk's address: core.h), so a double free is caught
+ * whatever thread frees;
  * chunks in a cache or the depot are "in use" for the carving core and live
  * in the statistics until exm_tcache_flush gives them back; the fast paths
  * (exm_tcache_pop, exm_tcache_push with room in the bin) take no lock and
@@ -36,9 +36,9 @@
  * TC_LIMIT freed chunks per size class (chunk sizes 32..4112) and hands them
  * out again without the lock. Cached chunks stay "in use" for the carving
  * core. A cached chunk holds a mark in its second word (the core's
- * cache_key xor its address: EXM_CACHED_WORD): a second free of it, from this thread or any other, is
- * caught at once (glibc's tcache only looks in the calling thread's own
- * list), and the core refuses to free a cached chunk. Two frees of one chunk
+ * cache_key xor its address: EXM_CACHED_WORD): a second free of it, from
+ * this thread or any other, is caught at once (glibc's tcache only looks in
+ * the calling thread's own list), and the core refuses to free a cached chunk. Two frees of one chunk
  * that race each other on two threads may both miss the mark (the test and
  * the store are not one atomic step, which cost a locked instruction on
  * every push and pop); one that follows another is caught. A thread
@@ -91,7 +91,6 @@ static tcache_t *cache_new(void) {
 /* Only for chunks of the own arena (refills, the calling thread's bins);
  * a chunk of any arena is unmarked with exm_core_unmark_cached. */
 static inline void mark_cached(void *p) { exm_core_mark_cached(&exm_own.core, p); }
-static inline void unmark_cached(void *p) { exm_core_unmark_cached(p); }
 
 static inline void cache_put(tcache_t *t, unsigned cls, void *p) {
   *(void **)p = t->head[cls];
@@ -145,8 +144,8 @@ void exm_tcache_refill(size_t chunk) {
  * exm_enter, so that a fork from a signal handler never waits for one.
  * A batch is DEPOT_BATCH(cls) chunks linked through their first word; its
  * first chunk's third word links the batches (every chunk has 24 usable
- * bytes; the second holds the mark). A class keeps at most DEPOT_BYTES in batches; past that a full
- * bin goes back to the core as before. */
+ * bytes; the second holds the mark). A class keeps at most DEPOT_BYTES in
+ * batches; past that a full bin goes back to the core as before. */
 #define DEPOT_BATCH(cls) (TC_LIMIT(cls) / 2)
 #define DEPOT_BYTES ((size_t)64 * 1024)          /* per class: at most 16 MiB over all */
 
@@ -226,7 +225,7 @@ static void *depot_take(tcache_t *t, unsigned cls) {
   if (!first) return NULL;
   t->head[cls] = first[0];
   t->count[cls] = (uint8_t)(DEPOT_BATCH(cls) - 1);
-  unmark_cached(first);
+  exm_core_unmark_cached(first);
   return first;
 }
 
@@ -246,7 +245,7 @@ static void chain_free(void **p) {
   exm_arena_t *held = NULL;
   while (p) {
     void **q = p[0];                  /* before the free, which may reuse p's words */
-    unmark_cached(p);
+    exm_core_unmark_cached(p);
     exm_arena_t *a = exm_arena_of(p);
     if (a != held) {
       if (held) pthread_mutex_unlock(&held->lock);
@@ -365,8 +364,7 @@ int exm_tcache_push_slow(void *p, unsigned cls, const char *who) {
     exm_leave();
     if (!t) return errno = saved, 0;
   }
-  if (exm_core_is_cached(&exm_own.core, p)) exm_bad_pointer(who, p);   /* already in a cache: a double free */
-  mark_cached(p);
+  exm_tcache_claim(&exm_own.core, p, who);
   if (t->count[cls] >= TC_LIMIT(cls) && depot_put(t, cls)) {
     exm_tcache_arm();
     errno = saved;
@@ -377,13 +375,13 @@ int exm_tcache_push_slow(void *p, unsigned cls, const char *who) {
     /* Full, and the depot too: p and half of the bin go back, under one lock. */
     exm_enter();
     pthread_mutex_lock(&exm_own.lock);
-    unmark_cached(p);
+    exm_core_unmark_cached(p);
     int bad = exm_core_free(&exm_own.core, p);
     for (int i = TC_LIMIT(cls) / 2; i > 0 && !bad; i--) {
       void **q = t->head[cls];
       t->head[cls] = q[0];
       t->count[cls]--;
-      unmark_cached(q);
+      exm_core_unmark_cached(q);
       exm_core_free(&exm_own.core, q);
     }
     pthread_mutex_unlock(&exm_own.lock);

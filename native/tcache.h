@@ -53,6 +53,14 @@ static inline void *exm_tcache_pop(size_t n) {
  * exited thread. */
 int exm_tcache_push_slow(void *p, unsigned cls, const char *who);
 
+/* Mark p, a live small chunk of core c that this thread is about to cache;
+ * aborts when it holds the mark already (in a cache or the depot: a double
+ * free, from this thread or any other). */
+static inline void exm_tcache_claim(exm_core_t *c, void *p, const char *who) {
+  if (exm_core_is_cached(c, p)) exm_bad_pointer(who, p);
+  exm_core_mark_cached(c, p);
+}
+
 /* 1 when p (a pointer into the own arena, core c) was taken care of: cached,
  * or given back to the arena with half of a full bin; 0 when it is not a
  * small chunk or this thread caches no more (the caller frees it under the
@@ -63,8 +71,7 @@ static inline int exm_tcache_push(exm_core_t *c, void *p, const char *who) {
   unsigned cls = (unsigned)(sz >> 4) - 2;
   exm_tcache_t *t = exm_tc;
   if (unlikely(!t || t->count[cls] >= EXM_TC_LIMIT(cls) || !t->registered)) return exm_tcache_push_slow(p, cls, who);
-  if (exm_core_is_cached(c, p)) exm_bad_pointer(who, p);   /* already in a cache: a double free */
-  exm_core_mark_cached(c, p);
+  exm_tcache_claim(c, p, who);
   *(void **)p = t->head[cls];
   t->head[cls] = p;
   t->count[cls]++;
