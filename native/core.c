@@ -47,8 +47,6 @@ typedef struct chunk {
 #define SET_HEAD(ch, v) __atomic_store_n(&(ch)->head, (v), __ATOMIC_RELAXED)
 #define HEAD_OR(ch, v) SET_HEAD(ch, HEAD(ch) | (v))
 #define HEAD_AND(ch, v) SET_HEAD(ch, HEAD(ch) & (v))
-/* The segment tag (the first chunk's prev_foot) is peeked at without the lock. */
-#define SET_TAG(ch, v) __atomic_store_n(&(ch)->prev_foot, (v), __ATOMIC_RELAXED)
 #define csize(ch) (HEAD(ch) & ~FLAGS)
 #define cat(ch, n) ((chunk_t *)((char *)(ch) + (n)))
 #define cnext(ch) cat(ch, csize(ch))
@@ -128,13 +126,35 @@ static void bitmap_del(exm_core_t *c, uint64_t *bm) {
 static inline size_t bit_of(const exm_core_t *c, const exm_ext_t *seg, const void *ch) {
   return ((uintptr_t)ch - ((uintptr_t)c->base + seg->off)) >> 4;
 }
+/* Bits change under the lock, and are read without it (exm_core_small_peek):
+ * relaxed loads and stores, no read-modify-write. */
 static inline void live_set(const exm_core_t *c, exm_ext_t *seg, const void *ch) {
   size_t b = bit_of(c, seg, ch);
-  seg->live[b >> 6] |= 1ull << (b & 63);
+  uint64_t *w = &seg->live[b >> 6];
+  __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) | 1ull << (b & 63), __ATOMIC_RELAXED);
 }
 static inline void live_clear(const exm_core_t *c, exm_ext_t *seg, const void *ch) {
   size_t b = bit_of(c, seg, ch);
-  seg->live[b >> 6] &= ~(1ull << (b & 63));
+  uint64_t *w = &seg->live[b >> 6];
+  __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) & ~(1ull << (b & 63)), __ATOMIC_RELAXED);
+}
+
+/* The segment of seg becomes findable by a peek (bm) or stops being (NULL).
+ * Its slot is its offset over EXM_SEG_SIZE, rounded down: segments are
+ * aligned in the address space, and the range's base may not be. */
+static inline void slot_set(exm_core_t *c, const exm_ext_t *seg, uint64_t *bm) {
+  __atomic_store_n(&c->seg_live[seg->off / EXM_SEG_SIZE], bm, __ATOMIC_RELAXED);
+}
+
+/* seg_live, made at the first segment: 0 or ENOMEM. */
+static int slots_make(exm_core_t *c) {
+  if (c->seg_live) return 0;
+  size_t slots = (c->cap + EXM_SEG_SIZE - 1) / EXM_SEG_SIZE;
+  uint64_t **tab = c->host.meta_map(c->host.ctx, align_up(slots * sizeof *tab, EXM_PAGE));
+  if (!tab) return ENOMEM;
+  c->seg_slots = slots;
+  __atomic_store_n(&c->seg_live, tab, __ATOMIC_RELAXED);
+  return 0;
 }
 static inline int live_test(const exm_core_t *c, const exm_ext_t *seg, const void *ch) {
   size_t b = bit_of(c, seg, ch);
@@ -551,6 +571,7 @@ static chunk_t *sbin_find(exm_core_t *c, size_t sz) {
 
 static int new_segment(exm_core_t *c, int *err) {
   int dirty;
+  if ((*err = slots_make(c))) return -1;
   uint64_t *bm = bitmap_new(c);
   if (!bm) return *err = ENOMEM, -1;
   exm_ext_t *e = page_alloc(c, EXM_SEG_SIZE, EXM_SEG_SIZE, 0, &dirty, err);
@@ -561,12 +582,12 @@ static int new_segment(exm_core_t *c, int *err) {
   e->state = EXT_SEG;
   e->live = bm;
   chunk_t *ch = (chunk_t *)addr(c, e->off);
-  SET_TAG(ch, EXM_SEG_TAG ^ (uintptr_t)ch);   /* never a boundary tag: nothing precedes it */
   SET_HEAD(ch, (EXM_SEG_SIZE - FENCE) | PINUSE);
   chunk_t *fence = cat(ch, EXM_SEG_SIZE - FENCE);
   fence->prev_foot = EXM_SEG_SIZE - FENCE;
   SET_HEAD(fence, FENCE | CINUSE);
   sbin_insert(c, ch);
+  slot_set(c, e, bm);
   c->seg_count++;
   c->seg_empty++;
   return 0;
@@ -656,7 +677,7 @@ static void small_release(exm_core_t *c, chunk_t *ch, exm_ext_t *seg) {
   HEAD_AND(n, ~PINUSE);
   if (whole_segment(ch)) {
     if (c->seg_empty >= 1) {    /* keep one empty segment to damp churn */
-      SET_TAG(ch, 0);           /* no longer a segment: drop its tag */
+      slot_set(c, seg, NULL);   /* no longer a segment */
       bitmap_del(c, seg->live);
       seg->live = NULL;
       hash_del(c, seg->off);
@@ -678,7 +699,7 @@ static void release_empty_segments(exm_core_t *c) {
     if (whole_segment(ch)) {
       exm_ext_t *seg = hash_get(c, (uintptr_t)ch - (uintptr_t)c->base);
       sbin_remove(c, ch);
-      SET_TAG(ch, 0);
+      slot_set(c, seg, NULL);
       bitmap_del(c, seg->live);
       seg->live = NULL;
       hash_del(c, seg->off);
@@ -1035,11 +1056,12 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
                          char *msg, size_t msglen) {
   chunk_t *ch = (chunk_t *)addr(c, e->off), *end = cat(ch, e->len - FENCE);
   if ((uintptr_t)ch & (EXM_SEG_SIZE - 1)) FAIL("segment misaligned at offset", e->off);
-  if (ch->prev_foot != (EXM_SEG_TAG ^ (uintptr_t)ch)) FAIL("segment tag overwritten at offset", e->off);
   if (!(HEAD(ch) & PINUSE)) FAIL("segment's first chunk lacks PINUSE at offset", e->off);
   int prev_inuse = 1;
   size_t prev_size = 0, nlive = 0;
   if (!e->live) FAIL("segment without a live-chunk bitmap at offset", e->off);
+  if (!c->seg_live || c->seg_live[e->off / EXM_SEG_SIZE] != e->live)
+    FAIL("segment's slot does not hold its bitmap at offset", e->off);
   while (ch < end) {
     size_t sz = csize(ch);
     if (sz < MIN_CHUNK || (sz & 15) || sz > (size_t)((char *)end - (char *)ch))
@@ -1108,6 +1130,14 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen) {
   if (live != c->st.live_bytes) FAIL("live byte count wrong, walk found", live);
   if (nseg != c->seg_count) FAIL("segment count wrong, walk found", nseg);
   if (sempty != c->seg_empty) FAIL("empty segment count wrong, walk found", sempty);
+  /* no slot holds a bitmap but the segments' own (each checked above); none
+   * was ever made beyond the highest top */
+  if (c->seg_live) {
+    size_t held = 0, upto = (c->st.top_peak + EXM_SEG_SIZE - 1) / EXM_SEG_SIZE;
+    if (upto > c->seg_slots) FAIL("top beyond the segment slots:", c->st.top_peak);
+    for (size_t i = 0; i < upto; i++) held += !!c->seg_live[i];
+    if (held != nseg) FAIL("segment slots hold stray bitmaps:", held - nseg);
+  }
   size_t inbins = 0;
   for (int s = 0; s < 2; s++)
     for (unsigned i = 0; i < EXM_PBINS; i++) {

@@ -97,6 +97,15 @@ typedef struct exm_core {
   /* node allocator */
   exm_ext_t *node_free;
   uint64_t *bitmap_free;            /* spare segment bitmaps (linked through their first word) */
+  /* The live-chunk bitmap of the segment at each EXM_SEG_SIZE slot of the
+   * range, NULL where there is none: how a free finds it without the lock
+   * (exm_core_small_peek). Made at the first segment, one pointer per MiB of
+   * capacity (64 MiB of untouched anonymous memory for 8 TiB); written under
+   * the lock, read relaxed. Bitmaps are never unmapped (they go back to
+   * bitmap_free), so a peek racing a segment's release reads stale bits in
+   * memory that is still there. */
+  uint64_t **seg_live;
+  size_t seg_slots;
   /* small allocator */
   void *sbin[EXM_SBINS];            /* free chunk lists */
   uint64_t smap[(EXM_SBINS + 63) / 64];
@@ -159,11 +168,10 @@ void exm_core_clear_cached(exm_core_t *c);
 /* Walk every structure; 0 if consistent, else -1 with a reason in msg. */
 int exm_core_check(exm_core_t *c, char *msg, size_t msglen);
 /* ---- lock-free peeks for the per-thread cache (tcache.c) ----------------------
- * A small chunk's size never changes while it is live, and the first word of
- * every segment holds a tag derived from its address, so a live small chunk
- * can be recognised without the lock. Page-aligned pointers are never
+ * A small chunk's size never changes while it is live, and its segment's
+ * bitmap of live chunk starts is reachable through seg_live, so a live small
+ * chunk can be recognised without the lock. Page-aligned pointers are never
  * peeked at: they may be large blocks, whose pages must not be touched. */
-#define EXM_SEG_TAG ((uintptr_t)0x6578d2f1c3a5b7e9ull)
 #define EXM_CHUNK_OF(p) ((size_t *)((char *)(p) - 16))
 /* A live small chunk that sits in some thread's cache or in the depot
  * (tcache.c) holds a mark in its second word (every small chunk has 24
@@ -197,16 +205,27 @@ static inline size_t exm_core_chunk_size_for(size_t n) {
   return sz < 32 ? 32 : sz;
 }
 /* Chunk size of the live small chunk at p, or 0 when p is not one (then the
- * caller takes the locked path, which checks it properly). */
+ * caller takes the locked path, which checks it properly). Reads the slot's
+ * bitmap pointer, one bitmap word and the chunk's own head: nothing of the
+ * next chunk, whose head shares a line with the neighbouring block's first
+ * bytes, which another thread may be writing (larson at 2 threads spent two
+ * thirds of its frees on that read). A live chunk's bit is set from its
+ * carving to its release by the core, also while it is cached. */
 static inline size_t exm_core_small_peek(const exm_core_t *c, const void *p) {
   uintptr_t a = (uintptr_t)p;
   if (!(a & (EXM_PAGE - 1)) || (a & 15) || a - (uintptr_t)c->base >= c->cap) return 0;
+  /* Segments are aligned in the address space (the range's base need not
+   * be): the chunk, 16 bytes before p, is in p's segment, as p is not page
+   * aligned, and the segment's slot is its offset in the range over
+   * EXM_SEG_SIZE, rounded down (as slot_set in core.c). */
   uintptr_t seg = a & ~(EXM_SEG_SIZE - 1);
-  if (seg < (uintptr_t)c->base || __atomic_load_n((const uintptr_t *)seg, __ATOMIC_RELAXED) != (EXM_SEG_TAG ^ seg)) return 0;
+  uint64_t *const *tab = __atomic_load_n(&c->seg_live, __ATOMIC_RELAXED);
+  if (!tab || seg < (uintptr_t)c->base) return 0;
+  const uint64_t *bm = __atomic_load_n(&tab[(seg - (uintptr_t)c->base) / EXM_SEG_SIZE], __ATOMIC_RELAXED);
+  size_t in = a - 16 - seg, b = in >> 4;
+  if (!bm || !((__atomic_load_n(&bm[b >> 6], __ATOMIC_RELAXED) >> (b & 63)) & 1)) return 0;
   size_t head = __atomic_load_n(&EXM_CHUNK_OF(p)[1], __ATOMIC_RELAXED), size = head & ~(size_t)7;
-  if (!(head & 2) || size < 32 || size > seg + EXM_SEG_SIZE - 16 - (a - 16)) return 0;
-  /* the next chunk must say this one is in use (PINUSE) */
-  return (__atomic_load_n(&EXM_CHUNK_OF((char *)p + size)[1], __ATOMIC_RELAXED) & 1) ? size : 0;
+  return (head & 2) && size >= 32 && !(size & 15) && size <= EXM_SEG_SIZE - 16 - in ? size : 0;
 }
 
 /* Is p inside the carved range? */

@@ -93,9 +93,34 @@ static void finish_busy(exm_core_t *c, int k) {
   busy[k] = busy[--nbusy];
 }
 
+/* The last blocks freed, to check that the lock-free peek refuses them. */
+#define NFREED 64
+static unsigned char *freed[NFREED];
+static int freed_at;
+static void note_freed(unsigned char *p) { freed[freed_at++ % NFREED] = p; }
+static void note_reused(unsigned char *p) {
+  for (int k = 0; k < NFREED; k++)
+    if (freed[k] == p) freed[k] = NULL;
+}
+
 static void check(exm_core_t *c, long step) {
   char msg[160];
   if (exm_core_check(c, msg, sizeof msg)) DIE("step %ld: exm_core_check: %s", step, msg);
+  /* exm_core_small_peek (the per-thread cache's free, without the lock)
+   * must know every live small chunk by its size, and nothing else: not a
+   * page-aligned block, not a pointer into a chunk, not a freed block */
+  for (int i = 0; i < nlive; i++) {
+    unsigned char *p = live[i].p;
+    size_t pk = exm_core_small_peek(c, p);
+    if (!((uintptr_t)p & (EXM_PAGE - 1))) {
+      if (pk) DIE("step %ld: peek at the page-aligned block %p gave %zu", step, (void *)p, pk);
+      continue;
+    }
+    if (pk != exm_core_usable(c, p) + 8) DIE("step %ld: peek at the small block %p gave %zu, usable %zu", step, (void *)p, pk, exm_core_usable(c, p));
+    if (exm_core_small_peek(c, p + 16)) DIE("step %ld: peek accepted the interior pointer %p", step, (void *)(p + 16));
+  }
+  for (int k = 0; k < NFREED; k++)
+    if (freed[k] && exm_core_small_peek(c, freed[k])) DIE("step %ld: peek accepted the freed block %p", step, (void *)freed[k]);
   for (int i = 0; i < nlive; i++) {
     size_t off = (size_t)(live[i].p - buf);
     for (size_t p = off / EXM_PAGE; p <= (off + (live[i].n ? live[i].n - 1 : 0)) / EXM_PAGE; p++)
@@ -118,6 +143,7 @@ int main(int argc, char **argv) {
     if (nlive && (op < 40 || nlive == MAXLIVE)) {
       int i = (int)(rnd() % (uint64_t)nlive);
       verify(&live[i], live[i].n, "before free");
+      note_freed(live[i].p);
       if (rnd() % 2) {
         if (exm_core_free(c, live[i].p)) DIE("free of live block refused");
       } else {
@@ -160,6 +186,7 @@ int main(int argc, char **argv) {
         } else if (n >= EXM_SMALL_MAX) dirty_reuse++;
         void *b; size_t bs;
         if (!exm_core_find(c, p + n / 2, &b, &bs, NULL) || b != p) DIE("find of interior pointer failed");
+        note_reused(p);
         live[nlive] = (live_t){ p, n, (unsigned char)rnd() };
         fill(&live[nlive++]);
       }
@@ -179,6 +206,27 @@ int main(int argc, char **argv) {
     /* double free of the same block must be refused too */
   }
   check(c, ops);
+  /* Segments filled and emptied whole, in turn: the second empty one is
+   * released at once, the kept one by the flush; every freed chunk stays
+   * unknown to the peek, and no slot keeps a released segment's bitmap. */
+  for (int round = 0; round < 3; round++) {
+    for (nlive = 0; nlive < MAXLIVE; nlive++) {
+      int dirty, err;
+      unsigned char *p = exm_core_alloc(c, 4000 - 16 * (size_t)round, 16, 0, &dirty, &err);
+      if (!p) DIE("segment fill: allocation failed with %d", err);
+      note_reused(p);
+      live[nlive] = (live_t){ p, 4000 - 16 * (size_t)round, (unsigned char)nlive };
+      fill(&live[nlive]);
+    }
+    check(c, ops);
+    while (nlive) {
+      verify(&live[nlive - 1], live[nlive - 1].n, "segment fill");
+      note_freed(live[nlive - 1].p);
+      if (exm_core_free(c, live[--nlive].p)) DIE("segment fill: free refused");
+      if (nlive % 40 == 0) check(c, ops);
+    }
+  }
+  if (c->seg_count > 1) DIE("%zu segments left after emptying them all", c->seg_count);
   exm_core_flush(c);
   check(c, ops);
   if (c->st.committed) DIE("%llu bytes still committed after freeing everything", (unsigned long long)c->st.committed);
