@@ -139,21 +139,27 @@ static inline void live_clear(const exm_core_t *c, exm_ext_t *seg, const void *c
   __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) & ~(1ull << (b & 63)), __ATOMIC_RELAXED);
 }
 
-/* The segment of seg becomes findable by a peek (bm) or stops being (NULL).
- * Its slot is its offset over EXM_SEG_SIZE, rounded down: segments are
- * aligned in the address space, and the range's base may not be. */
+/* The slot in seg_live of the MiB of the address space holding range offset
+ * off: segments are aligned in the address space, and the range's base may
+ * not be (exm_core_small_peek finds the same slot through seg_bias). */
+static inline size_t slot_of(const exm_core_t *c, size_t off) {
+  return (addr(c, off) / EXM_SEG_SIZE) - (uintptr_t)c->base / EXM_SEG_SIZE;
+}
+
+/* The segment of seg becomes findable by a peek (bm) or stops being (NULL). */
 static inline void slot_set(exm_core_t *c, const exm_ext_t *seg, uint64_t *bm) {
-  __atomic_store_n(&c->seg_live[seg->off / EXM_SEG_SIZE], bm, __ATOMIC_RELAXED);
+  __atomic_store_n(&c->seg_live[slot_of(c, seg->off)], bm, __ATOMIC_RELAXED);
 }
 
 /* seg_live, made at the first segment: 0 or ENOMEM. */
 static int slots_make(exm_core_t *c) {
   if (c->seg_live) return 0;
-  size_t slots = (c->cap + EXM_SEG_SIZE - 1) / EXM_SEG_SIZE;
+  size_t slots = slot_of(c, c->cap - 1) + 1;
   uint64_t **tab = c->host.meta_map(c->host.ctx, align_up(slots * sizeof *tab, EXM_PAGE));
   if (!tab) return ENOMEM;
   c->seg_slots = slots;
-  __atomic_store_n(&c->seg_live, tab, __ATOMIC_RELAXED);
+  c->seg_live = tab;
+  __atomic_store_n(&c->seg_bias, (uintptr_t)tab - (uintptr_t)c->base / EXM_SEG_SIZE * sizeof *tab, __ATOMIC_RELAXED);
   return 0;
 }
 static inline int live_test(const exm_core_t *c, const exm_ext_t *seg, const void *ch) {
@@ -1060,7 +1066,7 @@ static int check_segment(exm_core_t *c, exm_ext_t *e, size_t *live, size_t *nfre
   int prev_inuse = 1;
   size_t prev_size = 0, nlive = 0;
   if (!e->live) FAIL("segment without a live-chunk bitmap at offset", e->off);
-  if (!c->seg_live || c->seg_live[e->off / EXM_SEG_SIZE] != e->live)
+  if (!c->seg_live || c->seg_live[slot_of(c, e->off)] != e->live)
     FAIL("segment's slot does not hold its bitmap at offset", e->off);
   while (ch < end) {
     size_t sz = csize(ch);
@@ -1133,8 +1139,10 @@ int exm_core_check(exm_core_t *c, char *msg, size_t msglen) {
   /* no slot holds a bitmap but the segments' own (each checked above); none
    * was ever made beyond the highest top */
   if (c->seg_live) {
-    size_t held = 0, upto = (c->st.top_peak + EXM_SEG_SIZE - 1) / EXM_SEG_SIZE;
+    size_t held = 0, upto = c->st.top_peak ? slot_of(c, c->st.top_peak - 1) + 1 : 0;
     if (upto > c->seg_slots) FAIL("top beyond the segment slots:", c->st.top_peak);
+    if (c->seg_bias + (uintptr_t)c->base / EXM_SEG_SIZE * sizeof *c->seg_live != (uintptr_t)c->seg_live)
+      FAIL("segment slots' bias wrong:", c->seg_bias);
     for (size_t i = 0; i < upto; i++) held += !!c->seg_live[i];
     if (held != nseg) FAIL("segment slots hold stray bitmaps:", held - nseg);
   }

@@ -97,15 +97,18 @@ typedef struct exm_core {
   /* node allocator */
   exm_ext_t *node_free;
   uint64_t *bitmap_free;            /* spare segment bitmaps (linked through their first word) */
-  /* The live-chunk bitmap of the segment at each EXM_SEG_SIZE slot of the
-   * range, NULL where there is none: how a free finds it without the lock
-   * (exm_core_small_peek). Made at the first segment, one pointer per MiB of
-   * capacity (64 MiB of untouched anonymous memory for 8 TiB); written under
-   * the lock, read relaxed. Bitmaps are never unmapped (they go back to
-   * bitmap_free), so a peek racing a segment's release reads stale bits in
-   * memory that is still there. */
+  /* The live-chunk bitmap of the segment in each EXM_SEG_SIZE-aligned MiB
+   * of the address space that the range touches, NULL where there is none:
+   * how a free finds it without the lock (exm_core_small_peek). Made at the
+   * first segment, one pointer per MiB (64 MiB of untouched anonymous memory
+   * for 8 TiB); written under the lock, read relaxed. seg_bias is seg_live's
+   * address less base / EXM_SEG_SIZE slots, so that the slot of address a is
+   * at seg_bias + a / EXM_SEG_SIZE * 8 (0 until seg_live is made). Bitmaps
+   * are never unmapped (they go back to bitmap_free), so a peek racing a
+   * segment's release reads stale bits in memory that is still there. */
   uint64_t **seg_live;
   size_t seg_slots;
+  uintptr_t seg_bias;
   /* small allocator */
   void *sbin[EXM_SBINS];            /* free chunk lists */
   uint64_t smap[(EXM_SBINS + 63) / 64];
@@ -212,20 +215,18 @@ static inline size_t exm_core_chunk_size_for(size_t n) {
  * thirds of its frees on that read). A live chunk's bit is set from its
  * carving to its release by the core, also while it is cached. */
 static inline size_t exm_core_small_peek(const exm_core_t *c, const void *p) {
-  uintptr_t a = (uintptr_t)p;
-  if (!(a & (EXM_PAGE - 1)) || (a & 15) || a - (uintptr_t)c->base >= c->cap) return 0;
+  uintptr_t a = (uintptr_t)p, bias = __atomic_load_n(&c->seg_bias, __ATOMIC_RELAXED);
+  if (!(a & (EXM_PAGE - 1)) || (a & 15) || a - (uintptr_t)c->base >= c->cap || !bias) return 0;
   /* Segments are aligned in the address space (the range's base need not
-   * be): the chunk, 16 bytes before p, is in p's segment, as p is not page
-   * aligned, and the segment's slot is its offset in the range over
-   * EXM_SEG_SIZE, rounded down (as slot_set in core.c). */
-  uintptr_t seg = a & ~(EXM_SEG_SIZE - 1);
-  uint64_t *const *tab = __atomic_load_n(&c->seg_live, __ATOMIC_RELAXED);
-  if (!tab || seg < (uintptr_t)c->base) return 0;
-  const uint64_t *bm = __atomic_load_n(&tab[(seg - (uintptr_t)c->base) / EXM_SEG_SIZE], __ATOMIC_RELAXED);
-  size_t in = a - 16 - seg, b = in >> 4;
+   * be). The chunk, 16 bytes before p, is in p's segment: p is not page
+   * aligned. */
+  const uint64_t *bm = __atomic_load_n((uint64_t *const *)(bias + a / EXM_SEG_SIZE * sizeof(uint64_t *)), __ATOMIC_RELAXED);
+  size_t in = (a & (EXM_SEG_SIZE - 1)) - 16, b = in >> 4;
   if (!bm || !((__atomic_load_n(&bm[b >> 6], __ATOMIC_RELAXED) >> (b & 63)) & 1)) return 0;
+  /* the head of a live chunk, unless the program overran its predecessor:
+   * a size that could take a later copy past the segment is refused */
   size_t head = __atomic_load_n(&EXM_CHUNK_OF(p)[1], __ATOMIC_RELAXED), size = head & ~(size_t)7;
-  return (head & 2) && size >= 32 && !(size & 15) && size <= EXM_SEG_SIZE - 16 - in ? size : 0;
+  return (head & 2) && size >= 32 && size <= EXM_SEG_SIZE - 16 - in ? size : 0;
 }
 
 /* Is p inside the carved range? */
