@@ -308,6 +308,38 @@ int exm_arena_resize(exm_arena_t *a, void *p, size_t n, const char *who) {
   return r;
 }
 
+void *exm_arena_realloc(exm_arena_t *a, void *p, size_t n, size_t *old, const char *who) {
+  *old = 0;
+  if (a->kind != ARENA_OWN || n < EXM_SMALL_MAX) {
+    if (exm_arena_resize(a, p, n, who) == 0) return p;
+    return NULL;
+  }
+  pthread_mutex_lock(&a->lock);
+  int r = exm_core_resize(&a->core, p, n);
+  void *q = NULL;
+  if (r == ENOMEM) {
+    /* not in place: the new block under the same lock (with the old one's
+     * size, read while it is held), as exm_arena_alloc carves a page block */
+    *old = exm_core_usable(&a->core, p);
+    uint64_t t0 = exm_os_now_ns();
+    int dirty = 0, err = 0;
+    q = exm_core_alloc(&a->core, n, 16, 0, &dirty, &err);
+    if (!q && exm_punch_pending()) {
+      exm_punch_drain(a);
+      q = exm_core_alloc(&a->core, n, 16, 0, &dirty, &err);
+    }
+    __atomic_fetch_add(&alloc_ns, exm_os_now_ns() - t0, __ATOMIC_RELAXED);
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (r < 0) exm_bad_pointer(who, p);
+  if (r == 0) return p;
+  if (q) {
+    exm_trace_block(q, n, 0);
+    if (n >= exm_advisor_min() && exm_cfg_advice() == EXM_ADVICE_AUTO) exm_advisor_block(n);
+  }
+  return q;
+}
+
 size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who) {
   pthread_mutex_lock(&a->lock);
   size_t n = exm_core_usable(&a->core, p);

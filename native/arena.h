@@ -63,6 +63,12 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err);
 void exm_arena_free(exm_arena_t *a, void *p, const char *who);
 /* 0 resized in place, ENOMEM not possible in place. */
 int exm_arena_resize(exm_arena_t *a, void *p, size_t n, const char *who);
+/* realloc's arena part for p, a block of a, to n bytes: p when resized in
+ * place; else, for the own arena and n of a page block or more, a new block
+ * carved under the same lock, *old holding p's usable size (the caller
+ * copies, then frees p); NULL when the caller must move it by itself (an
+ * inherited arena, a small n, no room). Aborts when p is not a live block. */
+void *exm_arena_realloc(exm_arena_t *a, void *p, size_t n, size_t *old, const char *who);
 size_t exm_arena_usable(exm_arena_t *a, const void *p, const char *who);
 void exm_arena_stats(exm_stats_t *out, int in_signal);
 int exm_arena_check(void);

@@ -312,10 +312,18 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n) {
       void *q = exm_tcache_realloc(&exm_own.core, p, n, "realloc");
       if (q) return q;
     }
+    size_t old;
     exm_enter();
-    int r = exm_arena_resize(a, p, n, "realloc");
+    void *q = exm_arena_realloc(a, p, n, &old, "realloc");
     exm_leave();
-    if (r == 0) return p;
+    if (q == p) return p;
+    if (q) {        /* one lock for the failed resize and the new block */
+      memcpy(q, p, old < n ? old : n);
+      exm_enter();
+      exm_arena_free(a, p, "realloc");
+      exm_leave();
+      return q;
+    }
   }
   return move_block(p, a, n);
 }
