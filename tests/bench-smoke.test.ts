@@ -100,3 +100,20 @@ test("bench/scale.ts, advice.ts and programs.ts: an unknown option is one line a
   const noValue = Bun.spawnSync([process.execPath, join(ROOT, "bench", "scale.ts"), "--rounds"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
   expect([noValue.exitCode, noValue.stderr.toString()]).toEqual([2, "bun bench/scale.ts: --rounds needs a value (--help lists them)\n"]);
 });
+
+// bench/ab.ts: the A/B runs of the README's allocator section.
+test("bench/ab.ts: a library against glibc in rotating rounds; bad input is one line and status 2", () => {
+  const ab = (...a: string[]) => Bun.spawnSync([process.execPath, join(ROOT, "bench", "ab.ts"), ...a], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  const lib = join(ROOT, "build", "libexm.so");
+  const ok = ab("--rounds", "2", "--lib", lib, "small", "--threads", "2", "--ops", "20000");
+  expect(ok.exitCode).toBe(0);
+  expect(ok.stdout.toString()).toMatch(/CPU over glibc's, 2 rotating rounds, threshold 0\n/);
+  expect(ok.stdout.toString()).toContain(`${lib}: `);
+  expect(ok.stdout.toString()).toMatch(/: [0-9]+\.[0-9]{2} \([0-9]+\.[0-9]{2}-[0-9]+\.[0-9]{2}\)\n$/);
+  expect([ab("--lib", "/nonexistent.so", "small").exitCode, ab("--lib", "/nonexistent.so", "small").stderr.toString()]).toEqual([2, "bun bench/ab.ts: no library at /nonexistent.so\n"]);
+  expect(ab("--rounds", "x", "--lib", lib, "small").stderr.toString()).toBe("bun bench/ab.ts: --rounds takes a positive whole number, not x\n");
+  const bad = ab("--lib", lib, "larsen");
+  expect(bad.exitCode).toBe(2);
+  expect(bad.stderr.toString()).toMatch(/^bun bench\/ab\.ts: .*alloc larsen under glibc: exit 2: usage: /);
+  expect(ab().exitCode).toBe(2);
+});
