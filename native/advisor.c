@@ -74,6 +74,7 @@ typedef struct tracked {
   uint8_t *prev;          /* bitmap: samples resident at the last look */
   size_t prev_bytes;      /* its mapped size */
   int seen;               /* still live at this look */
+  int looked;             /* looked at before (a first look only sets prev) */
   span_t runs[PROBES];    /* the new runs of the last look (the first PROBES) */
   int nruns;
   /* Isolated new runs (far from every new run of the look before: not a
@@ -288,10 +289,17 @@ static void *advisor_main(void *arg) {
    * whole read-ahead window, makes only a few per period). */
   uint64_t faults_looked = faults;
   uint64_t last_ns = exm_os_now_ns();
+  int first_look = 0;
   for (;;) {
     /* A look costs ~20 ms per GiB of watched blocks: sleeping four times
-     * that keeps the thread under a fifth of a core. */
-    uint64_t sleep_ns = look_ns * 4 > (uint64_t)PERIOD_NS ? look_ns * 4 : (uint64_t)PERIOD_NS;
+     * that keeps the thread under a fifth of a core. After a block's first
+     * look, which can only note what is resident (nothing was seen gone
+     * yet), the next comes a quarter period later: a write front through a
+     * 768 MiB block given MADV_HUGEPAGE (2 MiB folios) is over in 0.4-0.9 s,
+     * and the third period came too late for it in about half the runs. */
+    uint64_t period = first_look ? (uint64_t)PERIOD_NS / 4 : (uint64_t)PERIOD_NS;
+    uint64_t sleep_ns = look_ns * 4 > period ? look_ns * 4 : period;
+    first_look = 0;
     exm_os_sleep_ns(sleep_ns);
     look_ns = 0;
     /* The program's threads are all gone (main ended with pthread_exit):
@@ -341,6 +349,7 @@ static void *advisor_main(void *arg) {
       if (!t) continue;
       t->seen = 1;
       look_t r = look_at(base, t);
+      if (!t->looked) t->looked = 1, first_look = 1;
       __atomic_add_fetch(&n_looks, 1, __ATOMIC_RELAXED);
       __atomic_add_fetch(&n_pages_looked, r.looked, __ATOMIC_RELAXED);
       /* in pages (a sample stands for the stride of pages it starts) */
