@@ -317,9 +317,11 @@ void *exm_arena_realloc(exm_arena_t *a, void *p, size_t n, size_t *old, const ch
   pthread_mutex_lock(&a->lock);
   int r = exm_core_resize(&a->core, p, n);
   void *q = NULL;
-  if (r == ENOMEM) {
+  if (r == ENOMEM && exm_own_state == OWN_READY) {
     /* not in place: the new block under the same lock (with the old one's
-     * size, read while it is held), as exm_arena_alloc carves a page block */
+     * size, read while it is held), as exm_arena_alloc carves a page block;
+     * an arena that lost its file serves no new block (the caller's malloc
+     * takes RAM instead) */
     *old = exm_core_usable(&a->core, p);
     uint64_t t0 = exm_os_now_ns();
     int dirty = 0, err = 0;
