@@ -616,6 +616,15 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
     if (r.code !== 0 || !r.stdout.includes("fdreuse ok")) throw new Error(explain(r));
   });
 
+  // Found rereading 53694b9 (fixed before it landed in a CI run): realloc's one-lock move carved
+  // the new block in an arena already found unusable, from disk kept for reuse.
+  test("after the program closed exm's descriptor, a realloc that moves a block takes RAM, contents kept", async () => {
+    const r = await runWithLib([faults(), "lostfd-realloc"], { EXM_DIR: subdir("lostfd"), EXM_THRESHOLD: "64K" }, { timeoutMs: 60_000 });
+    if (r.code !== 0 || !r.stdout.includes("lostfd-realloc ok")) throw new Error(explain(r));
+    expect(kv(r.stdout)).toMatchObject({ big_file_backed: "0", moved_file_backed: "0" });
+    expect(r.stderr).toContain("the program closed the descriptor of exm's backing file; new large allocations stay in RAM");
+  });
+
   // Fixed, was serious (heap corrupted): with fd 2 closed (`prog 2>&-`)
   // the backing file becomes fd 2, and every write the program makes to
   // "stderr" lands at file offset 0, i.e. in its first big block:

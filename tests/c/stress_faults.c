@@ -237,6 +237,35 @@ static int mode_fdreuse(void) {
   return 0;
 }
 
+/* The program closes exm's descriptor; a large malloc then finds the arena
+ * unusable (RAM from then on). A realloc that moves a block must not carve
+ * its new block in the arena either, even where retained disk would let it
+ * without a reservation (the one-lock move of realloc did, once). */
+static int mode_lostfd_realloc(void) {
+  size_t m = 256 * 1024;                 /* at the threshold (64K), well below the 1 MiB kept at most */
+  unsigned char *a = malloc(m), *b = malloc(m), *c = malloc(m), *d = malloc(m), *e = malloc(m);
+  CHECK(a && b && c && d && e, "malloc");
+  CHECK(api_fb(a) && api_fb(e), "the blocks are not file-backed");
+  fill_pattern(a, m, 7);
+  free(c);
+  free(d);                               /* 512 KiB kept for reuse between b and e */
+  for (int fd = 3; fd < 1024; fd++) close(fd);
+  void *big = malloc(32 * m);            /* needs a reservation: the arena is found unusable */
+  CHECK(big, "malloc after closing descriptors");
+  printf("big_file_backed=%d\n", api_fb(big));
+  unsigned char *q = realloc(a, m + 4096);   /* b is live: a moves */
+  CHECK(q, "realloc after closing descriptors");
+  printf("moved_file_backed=%d\n", api_fb(q));
+  long long bad = find_pattern_mismatch(q, m, 7);
+  CHECK(bad < 0, "realloc lost data at byte %lld", bad);
+  free(q);
+  free(big);
+  free(b);
+  free(e);
+  printf("lostfd-realloc ok\n");
+  return 0;
+}
+
 static int mode_closed_stderr(void) {
   CHECK(fcntl(2, F_GETFD) < 0, "run me with fd 2 closed (prog 2>&-)");
   size_t n = 64 * MiB;
@@ -299,6 +328,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "churn")) return mode_churn();
   if (!strcmp(mode, "fdreuse")) return mode_fdreuse();
   if (!strcmp(mode, "closed-stderr")) return mode_closed_stderr();
+  if (!strcmp(mode, "lostfd-realloc")) return mode_lostfd_realloc();
   if (!strcmp(mode, "fsize")) return mode_fsize();
   if (!strcmp(mode, "emfile")) return mode_emfile();
   FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | closed-stderr | fsize | emfile");
