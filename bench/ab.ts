@@ -15,7 +15,7 @@
  * build/libexm.so.
  */
 import { existsSync } from "node:fs";
-import { compile, kv, median, run } from "./lib.ts";
+import { compile, kv, run, summarize } from "./lib.ts";
 
 const fail = (m: string): never => {
   console.error(`bun bench/ab.ts: ${m}`);
@@ -55,7 +55,7 @@ for (let r = 0; r < rounds; r++) {
   for (const l of libs) ratios.get(l)!.push(cpu.get(l)! / cpu.get("glibc")!);
 }
 console.log(`${cmd.join(" ")}: CPU over glibc's, ${rounds} rotating rounds, threshold ${threshold}`);
-libs.forEach((l) => {
-  const xs = ratios.get(l)!;
-  console.log(`${l}: ${median(xs).toFixed(2)} (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`);
-});
+for (const l of libs) {
+  const s = summarize(ratios.get(l)!);
+  console.log(`${l}: ${s.median.toFixed(2)} (${s.min.toFixed(2)}-${s.max.toFixed(2)})`);
+}

@@ -185,6 +185,26 @@ exm_arena_t *exm_arena_of_inherited(const void *p) {
   return NULL;
 }
 
+/* Under exm_own.lock: a block from the own arena's core, with the disk still
+ * being given back (punch.c) taken now when it does not fit without. */
+static void *own_carve(size_t n, size_t align, int zero, int *dirty, int *err) {
+  void *p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, dirty, err);
+  if (unlikely(!p) && exm_punch_pending()) {
+    exm_punch_drain(&exm_own);
+    p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, dirty, err);
+  }
+  return p;
+}
+
+/* After the lock, for a new block of n bytes: a new block starts with the
+ * kernel's default advice (MADV_SEQUENTIAL would make a copy that reads
+ * back what it just wrote, bytearray * n, tile, repeat, refault every page
+ * of it even in RAM); the advisor gives a block SEQUENTIAL once it sees it
+ * being scanned out of core. */
+static void watch_block(size_t n) {
+  if (n >= exm_advisor_min() && exm_cfg_advice() == EXM_ADVICE_AUTO) exm_advisor_block(n);
+}
+
 void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   if (align <= 16 && n < EXM_SMALL_MAX) {
     void *p = exm_tcache_pop(n);
@@ -209,11 +229,7 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   int timed = n >= EXM_SMALL_MAX;    /* small ones are too quick to be worth a clock read */
   uint64_t t0 = timed ? exm_os_now_ns() : 0;
   int dirty = 0;
-  void *p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
-  if (unlikely(!p) && exm_punch_pending()) {   /* disk still being given back (punch.c): take it now */
-    exm_punch_drain(&exm_own);
-    p = exm_core_alloc(&exm_own.core, n, align, zero ? EXM_CORE_ZERO : 0, &dirty, err);
-  }
+  void *p = own_carve(n, align, zero, &dirty, err);
   if (timed) __atomic_fetch_add(&alloc_ns, exm_os_now_ns() - t0, __ATOMIC_RELAXED);
   else if (p && align <= 16) exm_tcache_refill(exm_core_chunk_size_for(n));
   if (!p && exm_own_state == OWN_UNUSABLE) *served = 0;    /* lost its file just now: RAM instead */
@@ -221,11 +237,7 @@ void *exm_arena_alloc(size_t n, size_t align, int zero, int *served, int *err) {
   if (!timed) exm_tcache_arm();
   if (*served) exm_trace_block(p, n, *err);
   if (p && zero && dirty) memset(p, 0, n);
-  /* A new block starts with the kernel's default advice: MADV_SEQUENTIAL
-   * would make a copy that reads back what it just wrote (bytearray * n,
-   * tile, repeat) refault every page of it even in RAM; the advisor gives a
-   * block SEQUENTIAL once it sees it being scanned out of core. */
-  if (p && n >= exm_advisor_min() && exm_cfg_advice() == EXM_ADVICE_AUTO) exm_advisor_block(n);
+  if (p) watch_block(n);
   return p;
 }
 
@@ -325,11 +337,7 @@ void *exm_arena_realloc(exm_arena_t *a, void *p, size_t n, size_t *old, const ch
     *old = exm_core_usable(&a->core, p);
     uint64_t t0 = exm_os_now_ns();
     int dirty = 0, err = 0;
-    q = exm_core_alloc(&a->core, n, 16, 0, &dirty, &err);
-    if (!q && exm_punch_pending()) {
-      exm_punch_drain(a);
-      q = exm_core_alloc(&a->core, n, 16, 0, &dirty, &err);
-    }
+    q = own_carve(n, 16, 0, &dirty, &err);
     __atomic_fetch_add(&alloc_ns, exm_os_now_ns() - t0, __ATOMIC_RELAXED);
   }
   pthread_mutex_unlock(&a->lock);
@@ -337,7 +345,7 @@ void *exm_arena_realloc(exm_arena_t *a, void *p, size_t n, size_t *old, const ch
   if (r == 0) return p;
   if (q) {
     exm_trace_block(q, n, 0);
-    if (n >= exm_advisor_min() && exm_cfg_advice() == EXM_ADVICE_AUTO) exm_advisor_block(n);
+    watch_block(n);
   }
   return q;
 }

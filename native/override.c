@@ -263,11 +263,9 @@ static size_t usable_size(void *p, exm_arena_t *a, const char *who) {
   return n;
 }
 
-/* Move p (old usable size `old`) into a new block of n bytes. */
-static void *move_block(void *p, exm_arena_t *a, size_t n) {
-  void *q = malloc(n);
-  if (!q) return NULL;
-  size_t old = usable_size(p, a, "realloc");
+/* p's contents (old usable bytes) into q, a new block of n bytes; p freed
+ * (a: its arena, or NULL for glibc's). */
+static void *move_into(void *q, void *p, exm_arena_t *a, size_t old, size_t n) {
   memcpy(q, p, old < n ? old : n);
   if (a) {
     exm_enter();
@@ -277,6 +275,12 @@ static void *move_block(void *p, exm_arena_t *a, size_t n) {
     __libc_free(p);
   }
   return q;
+}
+
+/* Move p into a new block of n bytes. */
+static void *move_block(void *p, exm_arena_t *a, size_t n) {
+  void *q = malloc(n);
+  return q ? move_into(q, p, a, usable_size(p, a, "realloc"), n) : NULL;
 }
 
 static __attribute__((noinline)) void *realloc_slow(void *p, size_t n) {
@@ -317,13 +321,7 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n) {
     void *q = exm_arena_realloc(a, p, n, &old, "realloc");
     exm_leave();
     if (q == p) return p;
-    if (q) {        /* one lock for the failed resize and the new block */
-      memcpy(q, p, old < n ? old : n);
-      exm_enter();
-      exm_arena_free(a, p, "realloc");
-      exm_leave();
-      return q;
-    }
+    if (q) return move_into(q, p, a, old, n);   /* one lock for the failed resize and the new block */
   }
   return move_block(p, a, n);
 }

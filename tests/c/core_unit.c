@@ -210,12 +210,13 @@ int main(int argc, char **argv) {
    * released at once, the kept one by the flush; every freed chunk stays
    * unknown to the peek, and no slot keeps a released segment's bitmap. */
   for (int round = 0; round < 3; round++) {
+    size_t n = 4000 - 16 * (size_t)round;
     for (nlive = 0; nlive < MAXLIVE; nlive++) {
       int dirty, err;
-      unsigned char *p = exm_core_alloc(c, 4000 - 16 * (size_t)round, 16, 0, &dirty, &err);
+      unsigned char *p = exm_core_alloc(c, n, 16, 0, &dirty, &err);
       if (!p) DIE("segment fill: allocation failed with %d", err);
       note_reused(p);
-      live[nlive] = (live_t){ p, 4000 - 16 * (size_t)round, (unsigned char)nlive };
+      live[nlive] = (live_t){ p, n, (unsigned char)nlive };
       fill(&live[nlive]);
     }
     check(c, ops);
