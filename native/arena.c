@@ -293,8 +293,9 @@ void exm_arena_free(exm_arena_t *a, void *p, const char *who) {
   if (unlikely(advised_blocks)) reset_advice(a, p);
   exm_ext_t *busy;
   int r = exm_core_free_begin(&a->core, p, &busy);
+  size_t live = a->core.st.live_bytes;
   pthread_mutex_unlock(&a->lock);
-  if (busy && !(a->kind == ARENA_OWN && exm_punch_later(a, busy))) {
+  if (busy && !(a->kind == ARENA_OWN && exm_punch_later(a, busy, live))) {
     /* Giving back a large block's disk can take long (the filesystem frees
      * its extents, the page cache drops its pages): not under the lock, and
      * in the background (punch.c) unless too much waits already. */

@@ -14,8 +14,13 @@
  * it never keeps a process alive (main's pthread_exit) for long.
  *
  * The bound on the file (README, "Disk is given back"): at most QUEUE_MAX
- * blocks and PENDING_MAX bytes wait; past that free() punches itself, as
- * before. Whoever needs the disk now drains the queue first, holding the
+ * blocks wait, and at most an eighth of the arena's live bytes (but 8 MiB
+ * whatever the live bytes, and 4 GiB whatever they are), so that the disk
+ * held for frees not yet given back stays a small part of what the program
+ * uses even when the thread lags (a punch waits for the writeback of its
+ * pages, which other jobs' writes slow down: a loaded machine had the disk at
+ * 3.3x the live bytes with a fixed 4 GiB bound). One block may always wait.
+ * Past the bound free() punches itself, without the arena lock. Whoever needs the disk now drains the queue first, holding the
  * arena lock: an allocation that failed (a full disk, the --max-disk cap),
  * exm_get_stats and exm_check (so their figures count every free made so
  * far), malloc_trim. A drain takes the waiting blocks and punches them
@@ -51,6 +56,7 @@
 #include "punch.h"
 
 #define QUEUE_MAX 256
+#define PENDING_MIN ((size_t)8 << 20)
 #define PENDING_MAX ((size_t)4 << 30)
 #define IDLE_SECONDS 1
 
@@ -130,9 +136,15 @@ static int start_thread(void) {
   return exm_os_thread(punch_main, "exm-punch", 64 * 1024, NULL);
 }
 
-int exm_punch_later(exm_arena_t *a, exm_ext_t *busy) {
+/* What may wait besides the first block, for an arena with `live` bytes. */
+static size_t pending_bound(size_t live) {
+  size_t b = live / 8;
+  return b < PENDING_MIN ? PENDING_MIN : b > PENDING_MAX ? PENDING_MAX : b;
+}
+
+int exm_punch_later(exm_arena_t *a, exm_ext_t *busy, size_t live) {
   pthread_mutex_lock(&q_lock);
-  if (no_thread || q_count + n_done + 1 >= QUEUE_MAX || q_bytes + busy->len > PENDING_MAX) {
+  if (no_thread || q_count + n_done + 1 >= QUEUE_MAX || (q_bytes && q_bytes + busy->len > pending_bound(live))) {
     pthread_mutex_unlock(&q_lock);
     return 0;
   }

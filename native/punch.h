@@ -14,8 +14,10 @@
 #include "arena.h"
 
 /* 1 when the BUSY extent of a (the own arena) was queued: the background
- * thread punches it and files it as free space. 0: the caller does it. */
-int exm_punch_later(exm_arena_t *a, exm_ext_t *busy);
+ * thread punches it and files it as free space. 0: the caller does it.
+ * `live`: a's live bytes, read under its lock (what may wait is bounded by
+ * them). */
+int exm_punch_later(exm_arena_t *a, exm_ext_t *busy, size_t live);
 /* Bytes freed but not yet given back (a lock-free read). */
 size_t exm_punch_pending(void);
 /* With a->lock held: give back every block of a still waiting, now. */

@@ -10,8 +10,14 @@
  * Through the library at threshold 0 (tests/c/realloc_growth.c): vectors
  * grown by realloc keep their contents; the small-vector phase (the
  * benchmark's loop) gives back no disk. The disk reserved at the peak of
- * the 64 MiB live set is printed: at most 1.3x the live bytes on a quiet
- * machine (README's figure), not under load (the test.todo below).
+ * the 64 MiB live set stays within what the library lets it hold besides
+ * the live bytes, even when the background punch lags on a loaded machine
+ * (punch.c's bound; tests/c/punch_queue.c's "bound" is its exact test):
+ * 16 MiB of freed blocks kept for reuse, frees waiting for the punch (an
+ * eighth of the live bytes, 8 MiB at least), the block being punched and
+ * one more (2 MiB each), the first 2 MiB reserved for small chunks. The
+ * ratio is printed (1.17-1.21x quiet, up to 1.29x under a disk-writing
+ * load; README's figure).
  */
 import { expect, test } from "bun:test";
 import { join } from "node:path";
@@ -24,7 +30,7 @@ test("core_growth: growth in place reserves geometrically, a growth that moves p
   assertOk(r, "core_growth ok", "core_growth");
 });
 
-test.skipIf(!!LIB_MISSING)("realloc growth at threshold 0 keeps contents, punches nothing in the small phase", async () => {
+test.skipIf(!!LIB_MISSING)("realloc growth at threshold 0 keeps contents, punches nothing in the small phase, holds little disk besides the live bytes", async () => {
   await withDataDir(async (dir) => {
     const r = await runWithLib([cProgram("realloc_growth")], { EXM_DIR: dir, EXM_THRESHOLD: "0", EXM_TEST_REQUIRE_LIB: "1" }, { timeoutMs: 120_000 });
     assertOk(r, "realloc_growth ok", "realloc_growth");
@@ -33,16 +39,7 @@ test.skipIf(!!LIB_MISSING)("realloc growth at threshold 0 keeps contents, punche
     const live = Number(o.live_peak), disk = Number(o.disk_peak);
     expect(live).toBeGreaterThanOrEqual(64 * 2 ** 20);
     console.log(`realloc_growth: peak disk ${(disk / live).toFixed(2)}x the peak live ${(live / 2 ** 20).toFixed(1)} MiB`);
+    const MiB = 2 ** 20;
+    expect(disk).toBeLessThanOrEqual(live + Math.max(live / 8, 8 * MiB) + 16 * MiB + 2 * 2 * MiB + 2 * MiB);
   });
 });
-
-// Found 2026-12-03 (a fresh-clone CI run failed it: 1.44x): the disk reserved at the peak is
-// 1.17-1.21x the live bytes on a quiet machine (20 runs, the library of 643eb36 and of 7ad21b6
-// alike), but 1.2-3.3x while another job loads the machine (24 runs, both libraries). The moved
-// blocks of the large phase (over 1 MiB) are punched by the background thread (native/punch.c),
-// and while they wait (up to 4 GiB, PENDING_MAX) their disk still counts: a punch waits for the
-// writeback of its pages, which other jobs' writes slow down. Reproduction: run
-// `EXM_THRESHOLD=0 LD_PRELOAD=build/libexm.so build/tests/realloc_growth-*` (disk_peak/live_peak)
-// while `bun test tests/python.test.ts` runs. A bound on what may wait, in proportion to the
-// live bytes, would keep the promise.
-test.todo("realloc growth at threshold 0: the disk reserved at the peak stays <= 1.3x the live bytes under load (background punches lag)");

@@ -170,6 +170,14 @@ describe.skipIf(skipNoLib)("disk given back", () => {
     expect(r.stderr).not.toContain("RAM");
   }, 130_000);
 
+  // 48 blocks of 8 MiB freed far faster than they can be punched: the ones
+  // past the bound (an eighth of the live bytes) are punched by free itself.
+  test("frees waiting for the background punch hold at most an eighth of the live bytes' disk (8 MiB at least)", async () => {
+    const r = await runC("punch_queue", ["bound"], { EXM_THRESHOLD: "1M" }, 120_000);
+    const o = kv(r.stdout);
+    expect(Number(o.file_mib)).toBeLessThanOrEqual(Number(o.bound_mib));
+  }, 130_000);
+
   for (const mode of ["cow", "shared", "duplicate"]) {
     test(`a fork (--child ${mode}) while freed blocks wait for the punch: child and parent consistent, disk given back`, async () => {
       await runC("punch_queue", ["fork", mode], { EXM_THRESHOLD: "1M" }, 120_000);

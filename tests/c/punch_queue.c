@@ -11,11 +11,20 @@
  *                             next malloc): it must drain the queue, and every
  *                             block must be file-backed. Prints file_backed=.
  *   punch_queue fork MODE     frees four filled 64 MiB blocks and forks at once
- *                             (the punches mostly still queued) with child mode
+ *                             (the punches mostly still queued: a 2 GiB block,
+ *                             live and never touched, lets that much wait, an
+ *                             eighth of the live bytes) with child mode
  *                             MODE; the child checks its arena, allocates,
  *                             fills and checks a block, and (duplicate: its own
  *                             copy) sees the freed blocks given back. The
  *                             parent waits, checks, and sees them given back.
+ *   punch_queue bound         keeps a filled 64 MiB block live, fills 48 blocks
+ *                             of 8 MiB and frees them one after another (far
+ *                             faster than their punches): right after, the
+ *                             backing file holds at most the live block, what
+ *                             may wait (an eighth of the live bytes, 8 MiB at
+ *                             least), the block the thread is on and one more.
+ *                             Prints file_mib= and the bound.
  *   punch_queue exit          frees a filled 256 MiB block and returns at once:
  *                             the record at exit (EXM_STATS=path) counts it as
  *                             given back.
@@ -23,6 +32,7 @@
  */
 #include "common.h"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 static void *filled(size_t n, uint64_t seed) {
@@ -43,7 +53,7 @@ static void given_back(const char *who, size_t most) {
 int main(int argc, char **argv) {
   api_init();
   CHECK(X.loaded, "punch_queue needs libexm");
-  CHECK(argc > 1, "usage: punch_queue cap N | fork MODE | exit");
+  CHECK(argc > 1, "usage: punch_queue cap N | fork MODE | bound | exit");
   if (!strcmp(argv[1], "cap")) {
     int rounds = argc > 2 ? atoi(argv[2]) : 8;
     size_t cap = X.get_max_disk();
@@ -69,6 +79,8 @@ int main(int argc, char **argv) {
     enum { NB = 4 };
     size_t n = 64 * MiB;
     unsigned char *keep = filled(n, 99);   /* live across the fork */
+    void *room = malloc(2048 * MiB);       /* never touched: disk reserved, no pages */
+    CHECK(room && api_fb(room), "malloc(2 GiB) not file-backed");
     unsigned char *b[NB];
     for (int i = 0; i < NB; i++) b[i] = filled(n, (uint64_t)i);
     for (int i = 0; i < NB; i++) free(b[i]);
@@ -83,7 +95,7 @@ int main(int argc, char **argv) {
       free(c);
       /* duplicate: the copy is the child's own arena; the blocks the parent
        * was still punching hold no disk in it */
-      if (mode == EXM_CHILD_DUPLICATE) given_back("child", n + 32 * MiB);
+      if (mode == EXM_CHILD_DUPLICATE) given_back("child", 2048 * MiB + n + 32 * MiB);
       CHECK(X.check() == 0, "child: exm_check at the end");
       fflush(stdout);
       _exit(0);
@@ -92,7 +104,26 @@ int main(int argc, char **argv) {
     CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
     CHECK_PATTERN(keep, n, 99, "parent: its live block after the child");
-    given_back("parent", n + 32 * MiB);
+    given_back("parent", 2048 * MiB + n + 32 * MiB);
+    free(room);
+    free(keep);
+  } else if (!strcmp(argv[1], "bound")) {
+    enum { NB = 48 };
+    size_t live = 64 * MiB, n = 8 * MiB;
+    unsigned char *keep = filled(live, 99);
+    exm_block_info_t info;
+    CHECK(X.lookup(keep, &info) == 0, "exm_lookup");
+    unsigned char *b[NB];
+    for (int i = 0; i < NB; i++) b[i] = filled(n, (uint64_t)i);
+    for (int i = 0; i < NB; i++) free(b[i]);
+    struct stat st;
+    CHECK(fstat(info.fd, &st) == 0, "fstat: %s", strerror(errno));
+    size_t file = (size_t)st.st_blocks * 512, wait = live / 8 > 8 * MiB ? live / 8 : 8 * MiB;
+    size_t most = live + wait + 2 * n + 2 * MiB;   /* + the first 2 MiB reserved for small chunks */
+    printf("file_mib=%zu\nbound_mib=%zu\n", file / MiB, most / MiB);
+    CHECK(file <= most, "%zu MiB of file right after the frees, at most %zu MiB expected", file / MiB, most / MiB);
+    CHECK_PATTERN(keep, live, 99, "the live block");
+    given_back("bound", live + 32 * MiB);
     free(keep);
   } else if (!strcmp(argv[1], "exit")) {
     size_t n = 256 * MiB;
