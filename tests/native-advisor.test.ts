@@ -7,13 +7,14 @@
  * whatever the block's size (pages looked at, counted in its statistics) and
  * its reaction with it (random reads and MiB of scan before each switch);
  * and a run held up by random faults is said so (--verbose, statistics).
+ * A first look, which has nothing to compare with, decides nothing.
  * Speed is for bench/, not here: only flags and counts are asserted.
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LIB_MISSING, assertOk, withDataDir } from "./support/native";
-import { EXM, LIB, cProgram, cgroupAvailable, fsAvail, kv, runInCgroup, skipUnless } from "./support/sys";
+import { EXM, LIB, cProgram, cgroupAvailable, fsAvail, kv, runInCgroup, runWithLib, skipUnless } from "./support/sys";
 
 const MiB = 1 << 20;
 const skip = !!LIB_MISSING || skipUnless(cgroupAvailable(), "advisor tests (memory cgroup)");
@@ -144,4 +145,21 @@ describe.skipIf(bigSkip)("EXM_ADVICE=auto: one slow random reader on a block a s
     // 10-22 reads on a quiet machine, up to 65 seen with the machine loaded; before: never in 200
     expect(Number(o.paced_reads_until_random)).toBeLessThanOrEqual(120);
   }, 150_000);
+});
+
+/* The first look at a block has nothing to compare with: every resident stretch is new to it.
+ * A block left in 32 resident stretches (a fill, then 3 MiB of every 4 dropped from the page
+ * cache, as reclaim leaves it) and 32 major faults elsewhere in the process made it advise
+ * RANDOM for a block nobody read at random (after=rr, 3 runs of 3, before the fix). */
+describe.skipIf(!!LIB_MISSING)("EXM_ADVICE=auto: the first look at a block", () => {
+  test("decides nothing: stretches it never saw become resident and faults elsewhere do not make the block random", async () => {
+    await withDataDir(async (dir) => {
+      const r = await runWithLib([cProgram("advisor_first"), dir], { EXM_DIR: dir, EXM_THRESHOLD: "1M", EXM_ADVICE: "auto", EXM_TEST_REQUIRE_LIB: "1" }, { timeoutMs: 60_000 });
+      assertOk(r, "advisor_first ok");
+      const o = kv(r.stdout);
+      expect(Number(o.stretches)).toBeGreaterThanOrEqual(16);
+      expect(Number(o.majflt)).toBeGreaterThanOrEqual(16);
+      expect(o.after).toBe("--");
+    });
+  }, 70_000);
 });
