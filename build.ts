@@ -52,8 +52,9 @@ const MALLOC_FAMILY = [
 ];
 /** native/stats.c: a process leaving with _exit (dash, Python's os._exit, R's forked workers) still reports. */
 const EXIT_HOOKS = ["_exit", "_Exit"];
-/** native/override.c: a program's MADV_HUGEPAGE is kept off the arena's random-advised blocks. */
-const HINT_HOOKS = ["madvise"];
+/** native/override.c: a program's MADV_HUGEPAGE is kept off the arena's random-advised blocks, and
+ * its mlockall off the arenas (locking them would populate terabytes of page cache). */
+const HINT_HOOKS = ["madvise", "mlockall"];
 /** Defined by the linker in every shared object on some binutils; not ours to judge. */
 const LINKER_SYMBOLS = new Set(["_init", "_fini", "__bss_start", "_edata", "_end"]);
 

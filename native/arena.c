@@ -104,8 +104,13 @@ static void host_decommit(void *ctx, size_t off, size_t len) {
   exm_arena_t *a = ctx;
   if (a->kind == ARENA_COW) {
     exm_os_drop_private(a->core.base + off, len);
-  } else if (a->kind == ARENA_OWN && !__atomic_load_n(&no_punch, __ATOMIC_RELAXED) && exm_arena_fd_intact(a)) {
-    int err = exm_os_punch(__atomic_load_n(&a->fd, __ATOMIC_RELAXED), off, len);
+  } else if (a->kind == ARENA_OWN && !__atomic_load_n(&no_punch, __ATOMIC_RELAXED)) {
+    /* Through the mapping: also once the program has closed the descriptor,
+     * and without the race of a check of the descriptor before its use (a
+     * program thread may close it and open a file of its own in between). */
+    int err = exm_os_punch_mapped(a->core.base + off, len);
+    if ((err == EINVAL || err == EACCES) && exm_arena_fd_intact(a))
+      err = exm_os_punch(__atomic_load_n(&a->fd, __ATOMIC_RELAXED), off, len);
     if (err == EOPNOTSUPP && !__atomic_exchange_n(&no_punch, 1, __ATOMIC_RELAXED)) {
       if (exm_cfg.verbose) exm_warn("cannot punch holes in files of ", own_dir, err);
     }
@@ -177,6 +182,19 @@ void exm_span_add(const void *base, size_t cap) {
   uintptr_t lo = (uintptr_t)base, hi = lo + cap;
   if (lo < exm_span_lo) __atomic_store_n(&exm_span_lo, lo, __ATOMIC_RELAXED);
   if (hi > exm_span_hi) __atomic_store_n(&exm_span_hi, hi, __ATOMIC_RELAXED);
+}
+
+int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi) {
+  for (int k = 0; k <= exm_n_inherited; k++) {
+    exm_core_t *c = k ? &exm_inherited[k - 1].core : &exm_own.core;
+    size_t cap = __atomic_load_n(&c->cap, __ATOMIC_ACQUIRE);
+    if (!cap) continue;
+    if (i-- == 0) return *lo = (uintptr_t)c->base, *hi = (uintptr_t)c->base + cap, 1;
+    uint64_t **tab = __atomic_load_n(&c->seg_live, __ATOMIC_ACQUIRE);
+    if (tab && i-- == 0)
+      return *lo = (uintptr_t)tab, *hi = ((uintptr_t)tab + c->seg_slots * sizeof *tab + EXM_PAGE - 1) & ~(uintptr_t)(EXM_PAGE - 1), 1;
+  }
+  return 0;
 }
 
 exm_arena_t *exm_arena_of_inherited(const void *p) {

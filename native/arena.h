@@ -53,6 +53,13 @@ static inline exm_arena_t *exm_arena_of(const void *p) {
   if ((uintptr_t)p - (uintptr_t)__atomic_load_n(&exm_own.core.base, __ATOMIC_RELAXED) < cap) return &exm_own;
   return likely(!exm_n_inherited) ? NULL : exm_arena_of_inherited(p);
 }
+/* Is any arena mapped (own or inherited)? Lock-free. */
+static inline int exm_arena_mapped(void) {
+  return __atomic_load_n(&exm_span_hi, __ATOMIC_RELAXED) > __atomic_load_n(&exm_span_lo, __ATOMIC_RELAXED);
+}
+/* For mlockall: the i-th range exm keeps unlocked (the arenas and their
+ * tables of segments) in [*lo, *hi), or 0 past the last. Lock-free. */
+int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi);
 /* The own arena's capacity and the bytes it has reserved on disk now (read
  * without its lock: a figure for a message, not for a decision). */
 static inline size_t exm_arena_cap(void) { return __atomic_load_n(&exm_own.core.cap, __ATOMIC_ACQUIRE); }

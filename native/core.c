@@ -158,7 +158,7 @@ static int slots_make(exm_core_t *c) {
   uint64_t **tab = c->host.meta_map(c->host.ctx, align_up(slots * sizeof *tab, EXM_PAGE));
   if (!tab) return ENOMEM;
   c->seg_slots = slots;
-  c->seg_live = tab;
+  __atomic_store_n(&c->seg_live, tab, __ATOMIC_RELEASE);   /* with seg_slots: exm_arena_unlocked reads them unlocked */
   __atomic_store_n(&c->seg_bias, (uintptr_t)tab - (uintptr_t)c->base / EXM_SEG_SIZE * sizeof *tab, __ATOMIC_RELAXED);
   return 0;
 }

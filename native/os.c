@@ -102,8 +102,17 @@ void *exm_os_map_file(int fd, size_t *cap) {
   for (size_t size = (size_t)8 << 40; size >= ((size_t)64 << 20); size >>= 1) {
     if (size > limit) continue;
     if (ftruncate(fd, (off_t)size)) continue;
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    /* Mapped without access first: after the program's mlockall(MCL_FUTURE)
+     * a readable mapping would be locked and populated at once, terabytes
+     * of page cache (the process was OOM-killed at its first large block).
+     * The arena is never locked (munlock), then made accessible. */
+    void *p = mmap(NULL, size, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (p == MAP_FAILED) continue;
+    exm_os_unlock(p, size);
+    if (mprotect(p, size, PROT_READ | PROT_WRITE)) {
+      munmap(p, size);
+      continue;
+    }
     madvise(p, size, MADV_DONTDUMP);   /* a core dump of terabytes of file helps nobody */
     return *cap = size, p;
   }
@@ -132,8 +141,11 @@ int exm_os_remap(void *base, size_t cap, int fd, int private_copy) {
   return p == MAP_FAILED ? errno : 0;
 }
 
+/* KEEP_SIZE: the arena's file is already as large as its range, and a file
+ * of the program's that took the descriptor's number behind exm's back (a
+ * race the caller's check cannot close) neither grows nor changes. */
 int exm_os_reserve(int fd, size_t off, size_t len) {
-  while (fallocate(fd, 0, (off_t)off, (off_t)len))
+  while (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len))
     if (errno != EINTR) return errno;
   return 0;
 }
@@ -145,6 +157,18 @@ int exm_os_punch(int fd, size_t off, size_t len) {
     if (errno != EINTR) return errno;
   return 0;
 }
+
+/* The same under [p, p+len) of a shared file mapping: the hole is punched
+ * through the mapping, with no descriptor, so it works after the program
+ * closed exm's and never reaches a file that took its number. EINVAL where
+ * the kernel will not (an mlock'ed range): the caller punches by descriptor. */
+int exm_os_punch_mapped(void *p, size_t len) {
+  while (madvise(p, len, MADV_REMOVE))
+    if (errno != EINTR && errno != EAGAIN) return errno;
+  return 0;
+}
+
+void exm_os_unlock(void *p, size_t len) { munlock(p, len); }
 
 /* Drop private (copy-on-write) pages of a range: it reads the file again. */
 int exm_os_drop_private(void *p, size_t len) { return madvise(p, len, MADV_DONTNEED) ? errno : 0; }
@@ -168,8 +192,21 @@ int exm_os_madvise(void *p, size_t len, int advice) {
 }
 
 void *exm_os_anon(size_t len) {
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
+  if (len < ((size_t)1 << 20)) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+  }
+  /* Large ones (the core's table of segments: 64 MiB of address space, of
+   * which only a few pages are ever touched) are not locked and populated
+   * under the program's mlockall(MCL_FUTURE): as exm_os_map_file does. */
+  void *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return NULL;
+  exm_os_unlock(p, len);
+  if (mprotect(p, len, PROT_READ | PROT_WRITE)) {
+    munmap(p, len);
+    return NULL;
+  }
+  return p;
 }
 
 void exm_os_unmap(void *p, size_t len) { munmap(p, len); }
@@ -427,6 +464,66 @@ int exm_os_read_file(const char *path, char *buf, size_t len, size_t *got) {
   int err = n < 0 ? errno : 0;
   close(fd);
   if (n > 0) *got = (size_t)n;
+  return err;
+}
+
+static const char *hex(const char *p, const char *end, uintptr_t *v) {
+  *v = 0;
+  for (; p < end; p++) {
+    int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+    if (d < 0) break;
+    *v = *v << 4 | (uintptr_t)d;
+  }
+  return p;
+}
+
+/* mlock [lo, hi) but what the ranges of `skip` cover, from its i-th on. */
+static int lock_range(uintptr_t lo, uintptr_t hi, int onfault, int (*skip)(int, uintptr_t *, uintptr_t *), int i) {
+  uintptr_t a, b;
+  for (; skip(i, &a, &b); i++) {
+    if (b <= lo || a >= hi) continue;
+    int e1 = a > lo ? lock_range(lo, a, onfault, skip, i + 1) : 0;
+    int e2 = b < hi ? lock_range(b, hi, onfault, skip, i + 1) : 0;
+    return e1 ? e1 : e2;
+  }
+  long r = onfault ? syscall(SYS_mlock2, (void *)lo, hi - lo, 1 /* MLOCK_ONFAULT */) : mlock((void *)lo, hi - lo);
+  return r ? errno : 0;
+}
+
+/* One line of /proc/self/maps ("lo-hi perms ..."): a mapping with no access
+ * (a guard: mlock fails on it) and [vsyscall] (above the user half) are left. */
+static int lock_line(const char *line, const char *end, int onfault, int (*skip)(int, uintptr_t *, uintptr_t *)) {
+  uintptr_t lo, hi;
+  const char *dash = hex(line, end, &lo);
+  if (dash == line || dash >= end || *dash != '-') return 0;
+  const char *space = hex(dash + 1, end, &hi);
+  if (space + 4 > end || *space != ' ' || hi <= lo) return 0;
+  if (!memcmp(space + 1, "---", 3) || (intptr_t)lo < 0) return 0;
+  return lock_range(lo, hi, onfault, skip, 0);
+}
+
+int exm_os_lock_mappings(int onfault, int (*skip)(int i, uintptr_t *lo, uintptr_t *hi)) {
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  char buf[4096];
+  size_t have = 0;
+  int err = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf + have, sizeof buf - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += (size_t)n;
+    char *line = buf, *nl;
+    while ((nl = memchr(line, '\n', (size_t)(buf + have - line)))) {
+      int e = lock_line(line, nl, onfault, skip);
+      if (e && !err) err = e;   /* the first failure is the answer; the rest are still locked */
+      line = nl + 1;
+    }
+    have = (size_t)(buf + have - line);
+    memmove(buf, line, have);
+    if (have == sizeof buf) have = 0;   /* a line longer than the buffer: its path only */
+  }
+  close(fd);
   return err;
 }
 

@@ -17,6 +17,14 @@ int exm_os_file_id(int fd, uint64_t *dev, uint64_t *ino);
 int exm_os_same_file(int fd, uint64_t dev, uint64_t ino);
 int exm_os_reserve(int fd, size_t off, size_t len);
 int exm_os_punch(int fd, size_t off, size_t len);
+int exm_os_punch_mapped(void *p, size_t len);
+/* Never locked in RAM (munlock), whatever the program's mlockall asked. */
+void exm_os_unlock(void *p, size_t len);
+/* mlock (mlock2 MLOCK_ONFAULT with onfault) every mapping of the process
+ * that has some access, but the ranges skip(i, &lo, &hi) gives for i = 0, 1,
+ * ... until it returns 0: 0 or the first error (the rest are locked all the
+ * same). */
+int exm_os_lock_mappings(int onfault, int (*skip)(int i, uintptr_t *lo, uintptr_t *hi));
 int exm_os_drop_private(void *p, size_t len);
 int exm_os_madvise(void *p, size_t len, int advice);
 void *exm_os_anon(size_t len);

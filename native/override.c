@@ -414,6 +414,31 @@ EXM_API int madvise(void *addr, size_t len, int advice) {
   return (int)syscall(SYS_madvise, addr, len, advice);
 }
 
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4
+#endif
+
+/* mlockall(MCL_CURRENT) locks and populates every mapping there is: with an
+ * arena, terabytes of page cache (the process was OOM-killed). So the
+ * current mappings but the arenas' are locked one by one, as the kernel
+ * would (populated, or as pages come in with MCL_ONFAULT), and only
+ * MCL_FUTURE goes to mlockall itself (exm maps an arena so that it is not
+ * locked then: os.c). Nor are the cores' tables of segments (64 MiB of
+ * address space each, a few pages of it used). The arenas are never locked: paging them to their
+ * file is what exm is for. (Locking an 8 TiB arena and unlocking it after
+ * would not do: the kernel's count of locked pages overflows for a mapping
+ * of 2^31 pages, and VmLck and RLIMIT_MEMLOCK go wrong for the process.) */
+EXM_API int mlockall(int flags) {
+  if (!(flags & MCL_CURRENT) || !exm_arena_mapped()) return (int)syscall(SYS_mlockall, flags);
+  if ((flags & MCL_FUTURE) && syscall(SYS_mlockall, flags & ~MCL_CURRENT)) return -1;
+  int err = exm_os_lock_mappings(flags & MCL_ONFAULT, exm_arena_unlocked);
+  if (err) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
 __attribute__((constructor)) static void exm_constructor(void) {
   dl_iterate_phdr(find_text, (void *)(uintptr_t)&__libc_malloc);
   exm_setup();

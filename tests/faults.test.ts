@@ -30,6 +30,7 @@ import {
   EXM,
   LIB,
   cProgram,
+  cgroupAvailable,
   compileC,
   dirIsEmpty,
   explain,
@@ -38,6 +39,7 @@ import {
   libAvailable,
   listDir,
   run,
+  runInCgroup,
   runWithLib,
   skipUnless,
   spawnUntil,
@@ -49,6 +51,7 @@ import {
 const noLib = skipUnless(libAvailable(), "fault tests");
 const noTmpfs = noLib || skipUnless(tmpfsAvailable(), "fault tests on a small tmpfs");
 const noUsers = noLib || skipUnless(otherUsersAvailable(), "fault tests as another user");
+const noCgroup = noLib || skipUnless(cgroupAvailable(), "mlockall tests (a memory cgroup: the bug OOM-kills)");
 const noCli = skipUnless(existsSync(EXM) ? null : `${EXM} not built`, "CLI fault tests");
 const PY = realPython();
 const NODE = which("node");
@@ -616,6 +619,17 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
     if (r.code !== 0 || !r.stdout.includes("fdreuse ok")) throw new Error(explain(r));
   });
 
+  // Found 2026-12-03: once the program had closed exm's descriptor, free gave no disk back (the
+  // punch went by the descriptor, checked first: file_after_free=67108864 of a 64 MiB block, kept
+  // until exit), and a check of the descriptor before its use races with a program thread that
+  // closes it and opens a file of its own. Holes are now punched through the mapping.
+  test("after the program closed exm's descriptor and put its own file there, free still gives disk back and leaves that file alone", async () => {
+    const cwd = subdir("lostfd-punch");
+    const r = await runWithLib([faults(), "lostfd-punch"], { EXM_DIR: subdir("lostfd-punch-data"), EXM_THRESHOLD: "1M" }, { cwd, timeoutMs: 60_000 });
+    if (r.code !== 0 || !r.stdout.includes("lostfd-punch ok")) throw new Error(explain(r));
+    expect(Number(kv(r.stdout).file_after_free)).toBeLessThanOrEqual(2 * 2 ** 20);
+  });
+
   // Found rereading 53694b9 (fixed before it landed in a CI run): realloc's one-lock move carved
   // the new block in an arena already found unusable, from disk kept for reuse.
   test("after the program closed exm's descriptor, a realloc that moves a block takes RAM, contents kept", async () => {
@@ -663,4 +677,42 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
       expect(ended).toBe(true);
     }
   });
+});
+
+// Found 2026-12-03: a program that locks its memory (mlockall, as security tools and real-time
+// programs do) was OOM-killed under exm. Locking a mapping populates it, and the arena is 8 TiB of
+// file: killed at its first large block after mlockall(MCL_FUTURE), or at mlockall(MCL_CURRENT)
+// itself once the arena existed (768 MiB cgroup, rc 137 both, the library of 0240cfd).
+describe.skipIf(noCgroup)("a program that calls mlockall", () => {
+  for (const [mode, threshold] of [["future", "1M"], ["future", "0"], ["current", "1M"], ["current", "0"]]) {
+    test(`mlockall(MCL_CURRENT | MCL_FUTURE) ${mode === "future" ? "before" : "after"} the arena exists, threshold ${threshold}: the program's memory is locked, the arena is not`, async () => {
+      const dir = subdir(`mlock-${mode}`);
+      const r = await runInCgroup(768 * MiB, [cProgram("mlock_all"), mode!], {
+        env: { LD_PRELOAD: LIB, EXM_TEST_REQUIRE_LIB: "1", EXM_DIR: dir, EXM_THRESHOLD: threshold! },
+        timeoutMs: 60_000,
+      });
+      if (r.code !== 0 || !r.stdout.includes("mlock_all ok")) throw new Error(`oom-killed: ${r.oomKilled}\n${r.stdout}\n${r.stderr}`);
+      const o = kv(r.stdout);
+      expect(o.block_locked).toBe("0");
+      if (o.locked === "1") expect(Number(o.vmlck_kib)).toBeGreaterThan(0);
+      else console.log(`mlock_all ${mode}: mlockall failed here (${r.stdout.match(/mlockall: .*/)?.[0]}); the arena was still used`);
+    }, 70_000);
+  }
+  test.skipIf(!PY)("python locks its memory with ctypes, then fills a 300 MiB bytearray at threshold 0 under 768 MiB", async () => {
+    const script = [
+      "import ctypes",
+      "assert ctypes.CDLL(None).mlockall(3) == 0",   // MCL_CURRENT | MCL_FUTURE
+      "a = bytearray(300 << 20)",
+      "a[::4096] = b'x' * len(a[::4096])",
+      "print(a.count(b'x'), {i: str(i) for i in range(100000)}[99999])",
+    ].join("\n");
+    const r = await runInCgroup(768 * MiB, [PY!, "-c", script], {
+      env: { LD_PRELOAD: LIB, EXM_TEST_REQUIRE_LIB: "1", EXM_DIR: subdir("mlock-py"), EXM_THRESHOLD: "0" },
+      timeoutMs: 60_000,
+    });
+    // before the fix: killed by the OOM killer at the mlockall (exit 137)
+    expect(r.oomKilled).toBe(false);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(`${(300 << 20) / 4096} 99999`);
+  }, 70_000);
 });

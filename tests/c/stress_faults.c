@@ -16,6 +16,11 @@
  *   fdreuse                close every descriptor above 2 (as daemons do)
  *                          after the arena exists, open a file of our own:
  *                          it must be left alone by exm
+ *   lostfd-realloc         after the descriptors are closed, a realloc that
+ *                          moves a block takes RAM and keeps its contents
+ *   lostfd-punch           after the descriptors are closed and a file of
+ *                          ours put at exm's number, a freed block's disk is
+ *                          still given back, and our file left alone
  *   closed-stderr          run with fd 2 closed: writes to stderr must not
  *                          land in the program's heap
  *   fsize                  RLIMIT_FSIZE of 1 GiB, then a 100 MiB block
@@ -268,6 +273,47 @@ static int mode_lostfd_realloc(void) {
   return 0;
 }
 
+/* The program closes exm's descriptor and puts a file of its own at that
+ * number. Freeing a filled block must still give its disk back
+ * (punched through the mapping, which holds the file), and the program's
+ * file must stay as it was. The test keeps a handle on exm's file of its own,
+ * out of the closing loop's reach (F_DUPFD above 2000), to see its disk. */
+static int mode_lostfd_punch(void) {
+  size_t n = 64 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p && api_fb(p), "malloc(%zu) not file-backed", n);
+  fill_pattern(p, n, 3);
+  exm_block_info_t info;
+  CHECK(X.lookup(p, &info) == 0, "exm_lookup");
+  int keep = fcntl(info.fd, F_DUPFD_CLOEXEC, 2000);
+  CHECK(keep >= 2000, "F_DUPFD: %s", strerror(errno));
+  struct stat st;
+  CHECK(fstat(keep, &st) == 0 && (size_t)st.st_blocks * 512 >= n, "exm's file holds less than the block");
+  for (int fd = 3; fd < 1024; fd++) close(fd);
+  int own = open("user.dat", O_RDWR | O_CREAT | O_TRUNC, 0644);   /* at exm's number, as bash's exec N>file */
+  CHECK(own >= 0, "open user.dat: %s", strerror(errno));
+  int fd = dup2(own, info.fd);
+  CHECK(fd == info.fd, "dup2 to %d: %s", info.fd, strerror(errno));
+  close(own);
+  static char buf[1 << 16];
+  memset(buf, 'U', sizeof buf);
+  CHECK(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf, "write");
+  free(p);
+  exm_stats_t s;
+  CHECK(X.get_stats(&s) == 0, "exm_get_stats");   /* drains the background punch */
+  CHECK(fstat(keep, &st) == 0, "fstat");
+  size_t left = (size_t)st.st_blocks * 512;
+  printf("file_after_free=%zu\n", left);
+  CHECK(left <= 2 * MiB, "exm's file still holds %zu bytes after the free", left);
+  CHECK(fstat(fd, &st) == 0 && st.st_size == (off_t)sizeof buf, "user.dat changed size: %lld", (long long)st.st_size);
+  CHECK(pread(fd, buf, sizeof buf, 0) == (ssize_t)sizeof buf, "pread");
+  for (size_t i = 0; i < sizeof buf; i++) CHECK(buf[i] == 'U', "user.dat changed at byte %zu", i);
+  close(fd);
+  close(keep);
+  printf("lostfd-punch ok\n");
+  return 0;
+}
+
 static int mode_closed_stderr(void) {
   CHECK(fcntl(2, F_GETFD) < 0, "run me with fd 2 closed (prog 2>&-)");
   size_t n = 64 * MiB;
@@ -331,7 +377,8 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "fdreuse")) return mode_fdreuse();
   if (!strcmp(mode, "closed-stderr")) return mode_closed_stderr();
   if (!strcmp(mode, "lostfd-realloc")) return mode_lostfd_realloc();
+  if (!strcmp(mode, "lostfd-punch")) return mode_lostfd_punch();
   if (!strcmp(mode, "fsize")) return mode_fsize();
   if (!strcmp(mode, "emfile")) return mode_emfile();
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | closed-stderr | fsize | emfile");
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | closed-stderr | fsize | emfile");
 }
