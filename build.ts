@@ -52,9 +52,10 @@ const MALLOC_FAMILY = [
 ];
 /** native/stats.c: a process leaving with _exit (dash, Python's os._exit, R's forked workers) still reports. */
 const EXIT_HOOKS = ["_exit", "_Exit"];
-/** native/override.c: a program's MADV_HUGEPAGE is kept off the arena's random-advised blocks, and
- * its mlockall off the arenas (locking them would populate terabytes of page cache). */
-const HINT_HOOKS = ["madvise", "mlockall"];
+/** native/override.c: a program's MADV_HUGEPAGE is kept off the arena's random-advised blocks, its
+ * mlockall off the arenas (locking them would populate terabytes of page cache), and its RLIMIT_AS
+ * makes them give back the address space they have not carved. */
+const HINT_HOOKS = ["madvise", "mlockall", "setrlimit", "setrlimit64", "prlimit", "prlimit64"];
 /** Defined by the linker in every shared object on some binutils; not ours to judge. */
 const LINKER_SYMBOLS = new Set(["_init", "_fini", "__bss_start", "_edata", "_end"]);
 

@@ -184,6 +184,20 @@ void exm_span_add(const void *base, size_t cap) {
   if (hi > exm_span_hi) __atomic_store_n(&exm_span_hi, hi, __ATOMIC_RELAXED);
 }
 
+void exm_arena_fit_as(size_t limit) {
+  pthread_mutex_lock(&exm_own.lock);
+  for (int k = 0; k <= exm_n_inherited; k++) {
+    exm_arena_t *a = k ? &exm_inherited[k - 1] : &exm_own;
+    size_t old = a->core.cap;
+    if (!old) continue;
+    /* the own arena keeps room to grow, half the limit as at its start
+     * (os.c); an inherited one only what its parent had carved */
+    size_t now = exm_core_shrink(&a->core, k ? 0 : limit / 2);
+    if (now < old) exm_os_unmap(a->core.base + now, old - now);
+  }
+  pthread_mutex_unlock(&exm_own.lock);
+}
+
 int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi) {
   for (int k = 0; k <= exm_n_inherited; k++) {
     exm_core_t *c = k ? &exm_inherited[k - 1].core : &exm_own.core;

@@ -57,6 +57,11 @@ static inline exm_arena_t *exm_arena_of(const void *p) {
 static inline int exm_arena_mapped(void) {
   return __atomic_load_n(&exm_span_hi, __ATOMIC_RELAXED) > __atomic_load_n(&exm_span_lo, __ATOMIC_RELAXED);
 }
+/* The program set its address-space limit (RLIMIT_AS) to `limit` bytes:
+ * the arenas give back the address space they have not carved, all but
+ * half the limit for the own arena (each arena reserves terabytes: left
+ * mapped, every later mmap and brk of the process would fail). */
+void exm_arena_fit_as(size_t limit);
 /* For mlockall: the i-th range exm keeps unlocked (the arenas and their
  * tables of segments) in [*lo, *hi), or 0 past the last. Lock-free. */
 int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi);

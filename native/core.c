@@ -808,6 +808,14 @@ void exm_core_set_key(exm_core_t *c, uint64_t seed) {
   c->cache_key = (uintptr_t)(seed | 1ull << 63 | 1);
 }
 void exm_core_set_max_commit(exm_core_t *c, size_t bytes) { c->max_commit = bytes; }
+
+size_t exm_core_shrink(exm_core_t *c, size_t cap) {
+  size_t keep = align_up(c->top, EXM_SEG_SIZE);   /* [top, cap) is clean: nothing there */
+  cap &= ~(EXM_SEG_SIZE - 1);
+  if (cap < keep) cap = keep;
+  if (cap < c->cap) __atomic_store_n(&c->cap, cap, __ATOMIC_RELEASE);
+  return c->cap;
+}
 const exm_core_stats_t *exm_core_stats(const exm_core_t *c) { return &c->st; }
 
 void exm_core_free_decommit(exm_core_t *c, const exm_ext_t *busy) {

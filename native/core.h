@@ -129,6 +129,10 @@ void exm_core_set_key(exm_core_t *c, uint64_t seed);
 void exm_core_set_host(exm_core_t *c, const exm_host_t *host);
 /* Cap on committed bytes from now on; 0: none. */
 void exm_core_set_max_commit(exm_core_t *c, size_t bytes);
+/* Lower the capacity to cap (a multiple of EXM_SEG_SIZE), but not below
+ * what is carved: the new capacity, for the caller to unmap the range past
+ * it. Never raises it. */
+size_t exm_core_shrink(exm_core_t *c, size_t cap);
 /* The core's counters (read-only). */
 const exm_core_stats_t *exm_core_stats(const exm_core_t *c);
 /* NULL with *err set (ENOMEM) on failure. *dirty is set to 1 when the memory

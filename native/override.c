@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -438,6 +439,29 @@ EXM_API int mlockall(int flags) {
   }
   return 0;
 }
+
+/* A program that lowers its address-space limit while an arena exists
+ * (Python's resource.setrlimit, a sandbox) would find every later mmap and
+ * brk refused: the arenas reserve terabytes of it. After the limit is set,
+ * they give back what they have not carved (exm_arena_fit_as). A limit set
+ * from outside (prlimit --pid) is not seen. */
+static int set_limit(pid_t pid, int resource, const void *rl, void *old) {
+  if (syscall(SYS_prlimit64, pid, resource, rl, old)) return -1;
+  /* struct rlimit and rlimit64 are one layout on the 64-bit targets */
+  const struct rlimit *r = rl;
+  if (resource == RLIMIT_AS && r && r->rlim_cur != RLIM_INFINITY && (pid == 0 || pid == getpid()) && exm_arena_mapped())
+    exm_arena_fit_as((size_t)r->rlim_cur);
+  return 0;
+}
+
+EXM_API int prlimit(pid_t pid, enum __rlimit_resource resource, const struct rlimit *rl, struct rlimit *old) {
+  return set_limit(pid, (int)resource, rl, old);
+}
+EXM_API int prlimit64(pid_t pid, enum __rlimit_resource resource, const struct rlimit64 *rl, struct rlimit64 *old) {
+  return set_limit(pid, (int)resource, rl, old);
+}
+EXM_API int setrlimit(enum __rlimit_resource resource, const struct rlimit *rl) { return set_limit(0, (int)resource, rl, NULL); }
+EXM_API int setrlimit64(enum __rlimit_resource resource, const struct rlimit64 *rl) { return set_limit(0, (int)resource, rl, NULL); }
 
 __attribute__((constructor)) static void exm_constructor(void) {
   dl_iterate_phdr(find_text, (void *)(uintptr_t)&__libc_malloc);

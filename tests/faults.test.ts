@@ -661,6 +661,32 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
     if (r.code !== 0 || !r.stdout.includes("fsize ok")) throw new Error(explain(r));
   });
 
+  // Found 2026-12-03: a program that lowers RLIMIT_AS once the arena exists (Python's
+  // resource.setrlimit, sandboxes) found every later mmap and brk refused, the arena's 8 TiB of
+  // address space counting against the limit: MemoryError from Python's next small object, malloc
+  // NULL after 129 (threshold 1M) or 8 317 (threshold 0) small blocks (the library of 0240cfd).
+  for (const [threshold, child] of [["0", "cow"], ["0", "duplicate"], ["1M", "cow"], ["1M", "shared"]]) {
+    test(`RLIMIT_AS lowered to 4 GiB once the arena exists (threshold ${threshold}, --child ${child}): blocks, a thread, a mapping and a fork still come`, async () => {
+      const r = await runWithLib([faults(), "rlimit-as"], { EXM_THRESHOLD: threshold!, EXM_CHILD: child!, EXM_DIR: subdir("data") });
+      if (r.code !== 0 || !r.stdout.includes("rlimit-as ok")) throw new Error(explain(r));
+      expect(kv(r.stdout)).toMatchObject({ file_backed: "1", large_file_backed: "1" });
+    });
+  }
+
+  test.skipIf(!PY)("python3 sets RLIMIT_AS to 8 GiB with resource.setrlimit at threshold 0, then allocates and starts a thread", async () => {
+    const script = [
+      "import resource, threading",
+      "resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))",
+      "a = bytearray(100 << 20)",
+      "l = [bytes(1000) for i in range(100000)]",
+      "t = threading.Thread(target=lambda: None); t.start(); t.join()",
+      "print(len(a), len(l))",
+    ].join("\n");
+    const r = await runWithLib([PY!, "-c", script], { EXM_THRESHOLD: "0", EXM_DIR: subdir("data") });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(`${100 << 20} 100000`);
+  });
+
   // Fixed, was: with EXM_STATS set, SIGTERM/SIGINT arriving while the
   // program is inside malloc/free deadlocks it: the handler's report() takes
   // the arena lock the interrupted thread holds (18 of 20 runs hung here):

@@ -206,7 +206,7 @@ const noTsan = skipUnless(tsanWhy, "ThreadSanitizer runs");
  * blocks would then be freed by glibc).
  */
 function tsanProgram(name: string): string {
-  const rename = ["malloc", "free", "calloc", "realloc", "reallocarray", "aligned_alloc", "posix_memalign", "memalign", "valloc", "pvalloc", "malloc_usable_size", "madvise", "mlockall"]
+  const rename = ["malloc", "free", "calloc", "realloc", "reallocarray", "aligned_alloc", "posix_memalign", "memalign", "valloc", "pvalloc", "malloc_usable_size", "madvise", "mlockall", "setrlimit", "setrlimit64", "prlimit", "prlimit64"]
     .map((f) => `-D${f}=xm_${f}`);
   const srcs = [join(C_DIR, `${name}.c`), ...readdirSync(NATIVE).filter((f) => f.endsWith(".c")).sort().map((f) => join(NATIVE, f))];
   return build(join(ROOT, "build", "tests", `${name}-tsan`), srcs, ["-fsanitize=thread", "-DEXM_LINKED", "-Wno-attributes", "-I", join(ROOT, "build"), ...rename, "-ldl"]);

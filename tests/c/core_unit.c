@@ -232,6 +232,26 @@ int main(int argc, char **argv) {
   check(c, ops);
   if (c->st.committed) DIE("%llu bytes still committed after freeing everything", (unsigned long long)c->st.committed);
   if (c->top) DIE("carved range not returned: top = %zu", c->top);
+  /* The capacity lowered (the program set RLIMIT_AS: exm_arena_fit_as):
+   * never below what is carved, and nothing is carved past it after. */
+  {
+    int dirty, err;
+    unsigned char *a = exm_core_alloc(c, 3 * EXM_SEG_SIZE, EXM_PAGE, 0, &dirty, &err);
+    unsigned char *b = exm_core_alloc(c, 100, 16, 0, &dirty, &err);
+    if (!a || !b) DIE("shrink: allocations failed with %d", err);
+    memset(a, 0x5a, 3 * EXM_SEG_SIZE);
+    size_t carved = (c->top + EXM_SEG_SIZE - 1) & ~(EXM_SEG_SIZE - 1);
+    size_t cap = exm_core_shrink(c, 0);
+    if (cap != carved || c->cap != carved) DIE("shrink to 0: capacity %zu, carved %zu", cap, carved);
+    if (exm_core_shrink(c, (size_t)CAP) != carved) DIE("shrink raised the capacity");
+    check(c, ops);
+    err = 0;
+    if (exm_core_alloc(c, carved, EXM_PAGE, 0, &dirty, &err) || err != ENOMEM) DIE("shrink: a block past the capacity was carved (err %d)", err);
+    for (size_t i = 0; i < 3 * EXM_SEG_SIZE; i++)
+      if (a[i] != 0x5a) DIE("shrink: a live block changed at byte %zu", i);
+    if (exm_core_free(c, a) || exm_core_free(c, b)) DIE("shrink: free refused");
+    check(c, ops);
+  }
   printf("core_unit: %ld operations, %ld failed allocations (cap), %ld in-place resizes, %ld dirty reuses, peak committed %llu MiB, meta %zu KiB: OK\n",
          ops, fails, inplace, dirty_reuse, (unsigned long long)(c->st.peak_committed >> 20), meta_bytes >> 10);
   return 0;

@@ -24,6 +24,8 @@
  *   closed-stderr          run with fd 2 closed: writes to stderr must not
  *                          land in the program's heap
  *   fsize                  RLIMIT_FSIZE of 1 GiB, then a 100 MiB block
+ *   rlimit-as              RLIMIT_AS lowered to 4 GiB once the arena exists:
+ *                          blocks, a thread, a mapping and a fork still come
  *   emfile                 every descriptor in use at the first big malloc
  *
  * Prints key=value lines and "<mode> ok"; failures print FAIL on stderr.
@@ -35,6 +37,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -314,6 +317,58 @@ static int mode_lostfd_punch(void) {
   return 0;
 }
 
+static void *nothing(void *arg) { return arg; }
+
+/* The program lowers its address-space limit (RLIMIT_AS, as Python's
+ * resource.setrlimit or a sandbox does) once the arena exists, to 4 GiB:
+ * the arena's terabytes of address space must not make every later mmap
+ * and brk fail. Small and large blocks, a thread and an anonymous mapping
+ * must still come, and the blocks made before keep their contents. */
+static int mode_rlimit_as(void) {
+  size_t n = 64 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p, "malloc");
+  fill_pattern(p, n, 4);
+  printf("file_backed=%d\n", api_fb(p));
+  struct rlimit rl = { (rlim_t)4 << 30, (rlim_t)4 << 30 };
+  CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS): %s", strerror(errno));
+  static void *small[100000];
+  for (int i = 0; i < 100000; i++) CHECK((small[i] = malloc(1000)), "malloc(1000) #%d after the limit", i);
+  unsigned char *q = malloc(256 * MiB);
+  CHECK(q, "malloc(256 MiB) after the limit");
+  fill_pattern(q, 256 * MiB, 5);
+  printf("large_file_backed=%d\n", api_fb(q));
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, nothing, NULL) == 0, "pthread_create after the limit");
+  pthread_join(t, NULL);
+  void *m = mmap(NULL, 64 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  CHECK(m != MAP_FAILED, "mmap(64 MiB) after the limit: %s", strerror(errno));
+  munmap(m, 64 * MiB);
+  CHECK_PATTERN(p, n, 4, "the block made before the limit");
+  CHECK_PATTERN(q, 256 * MiB, 5, "the block made after it");
+  pid_t pid = fork();   /* a child maps the (smaller) arena again */
+  CHECK(pid >= 0, "fork after the limit: %s", strerror(errno));
+  if (pid == 0) {
+    CHECK_PATTERN(p, n, 4, "child: the parent's block");
+    unsigned char *c = malloc(32 * MiB);
+    CHECK(c, "child: malloc(32 MiB)");
+    fill_pattern(c, 32 * MiB, 6);
+    CHECK_PATTERN(c, 32 * MiB, 6, "child: its own block");
+    free(c);
+    if (X.loaded) CHECK(X.check() == 0, "child: exm_check");
+    fflush(stdout);
+    _exit(0);
+  }
+  int status;
+  CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+  for (int i = 0; i < 100000; i++) free(small[i]);
+  free(q);
+  free(p);
+  if (X.loaded) CHECK(X.check() == 0, "exm_check");
+  printf("rlimit-as ok\n");
+  return 0;
+}
+
 static int mode_closed_stderr(void) {
   CHECK(fcntl(2, F_GETFD) < 0, "run me with fd 2 closed (prog 2>&-)");
   size_t n = 64 * MiB;
@@ -378,7 +433,8 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "closed-stderr")) return mode_closed_stderr();
   if (!strcmp(mode, "lostfd-realloc")) return mode_lostfd_realloc();
   if (!strcmp(mode, "lostfd-punch")) return mode_lostfd_punch();
+  if (!strcmp(mode, "rlimit-as")) return mode_rlimit_as();
   if (!strcmp(mode, "fsize")) return mode_fsize();
   if (!strcmp(mode, "emfile")) return mode_emfile();
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | closed-stderr | fsize | emfile");
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | closed-stderr | fsize | emfile");
 }
