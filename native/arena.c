@@ -109,7 +109,10 @@ static void host_decommit(void *ctx, size_t off, size_t len) {
      * and without the race of a check of the descriptor before its use (a
      * program thread may close it and open a file of its own in between). */
     int err = exm_os_punch_mapped(a->core.base + off, len);
-    if ((err == EINVAL || err == EACCES) && exm_arena_fd_intact(a))
+    /* by descriptor where the kernel refuses (an mlock'ed or read-only
+     * range: EINVAL, EACCES; a seccomp filter: anything), not where the
+     * filesystem cannot punch at all */
+    if (err && err != EOPNOTSUPP && exm_arena_fd_intact(a))
       err = exm_os_punch(__atomic_load_n(&a->fd, __ATOMIC_RELAXED), off, len);
     if (err == EOPNOTSUPP && !__atomic_exchange_n(&no_punch, 1, __ATOMIC_RELAXED)) {
       if (exm_cfg.verbose) exm_warn("cannot punch holes in files of ", own_dir, err);

@@ -183,8 +183,9 @@ int exm_os_punch(int fd, size_t off, size_t len) {
 
 /* The same under [p, p+len) of a shared file mapping: the hole is punched
  * through the mapping, with no descriptor, so it works after the program
- * closed exm's and never reaches a file that took its number. EINVAL where
- * the kernel will not (an mlock'ed range): the caller punches by descriptor. */
+ * closed exm's and never reaches a file that took its number. EINVAL or
+ * EACCES where the kernel will not (an mlock'ed or read-only range): the
+ * caller punches by descriptor. */
 int exm_os_punch_mapped(void *p, size_t len) {
   while (madvise(p, len, MADV_REMOVE))
     if (errno != EINTR && errno != EAGAIN) return errno;

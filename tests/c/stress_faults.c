@@ -24,6 +24,10 @@
  *   closed-stderr          run with fd 2 closed: writes to stderr must not
  *                          land in the program's heap
  *   fsize                  RLIMIT_FSIZE of 1 GiB, then a 100 MiB block
+ *   mlocked-free           a block the program mlock'ed is freed: its disk is
+ *                          still given back
+ *   seccomp-free           the same under a seccomp filter that refuses
+ *                          madvise(MADV_REMOVE)
  *   rlimit-as              RLIMIT_AS lowered to 4 GiB once the arena exists:
  *                          blocks, a thread, a mapping and a fork still come
  *   emfile                 every descriptor in use at the first big malloc
@@ -37,8 +41,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 
 /* ---- fill ------------------------------------------------------------------ */
@@ -317,6 +326,55 @@ static int mode_lostfd_punch(void) {
   return 0;
 }
 
+/* A block the program mlock'ed is freed: the kernel will not punch through a
+ * locked mapping (MADV_REMOVE: EINVAL), so exm punches by descriptor. The
+ * test's own handle on exm's file (F_DUPFD) sees its disk. Prints
+ * mlock_failed=1 (and nothing more is checked) where RLIMIT_MEMLOCK is too
+ * low for 64 MiB. */
+/* A seccomp filter (as sandboxes install) that refuses madvise(MADV_REMOVE)
+ * with EPERM. */
+static void refuse_madv_remove(void) {
+  struct sock_filter f[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_madvise, 0, 3),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, MADV_REMOVE, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = { (unsigned short)(sizeof f / sizeof f[0]), f };
+  CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+  CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "PR_SET_SECCOMP: %s", strerror(errno));
+}
+
+static int mode_mlocked_free(int seccomp) {
+  size_t n = 64 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p && api_fb(p), "malloc(%zu) not file-backed", n);
+  fill_pattern(p, n, 8);
+  if (seccomp) {
+    refuse_madv_remove();
+  } else if (mlock(p, n)) {
+    printf("mlock_failed=1\nmlocked-free ok\n");
+    return 0;
+  }
+  exm_block_info_t info;
+  CHECK(X.lookup(p, &info) == 0, "exm_lookup");
+  int keep = fcntl(info.fd, F_DUPFD_CLOEXEC, 2000);
+  CHECK(keep >= 2000, "F_DUPFD: %s", strerror(errno));
+  free(p);
+  exm_stats_t s;
+  CHECK(X.get_stats(&s) == 0, "exm_get_stats");
+  struct stat st;
+  CHECK(fstat(keep, &st) == 0, "fstat");
+  size_t left = (size_t)st.st_blocks * 512;
+  printf("file_after_free=%zu\n", left);
+  CHECK(left <= 2 * MiB, "exm's file still holds %zu bytes after the free", left);
+  close(keep);
+  printf("%s ok\n", seccomp ? "seccomp-free" : "mlocked-free");
+  return 0;
+}
+
 static void *nothing(void *arg) { return arg; }
 
 /* The program lowers its address-space limit (RLIMIT_AS, as Python's
@@ -434,7 +492,9 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "lostfd-realloc")) return mode_lostfd_realloc();
   if (!strcmp(mode, "lostfd-punch")) return mode_lostfd_punch();
   if (!strcmp(mode, "rlimit-as")) return mode_rlimit_as();
+  if (!strcmp(mode, "mlocked-free")) return mode_mlocked_free(0);
+  if (!strcmp(mode, "seccomp-free")) return mode_mlocked_free(1);
   if (!strcmp(mode, "fsize")) return mode_fsize();
   if (!strcmp(mode, "emfile")) return mode_emfile();
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | closed-stderr | fsize | emfile");
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | mlocked-free | seccomp-free | closed-stderr | fsize | emfile");
 }
