@@ -82,6 +82,7 @@ static int fork_mode;                 /* the child mode of this fork, read once 
 static int copy_plan;                 /* COPY_* */
 static int copy_src = -1;             /* the arena's descriptor, -1 when the program closed it */
 static int copy_fd = -1, copy_mem = -1;
+static int copy_fd_err;              /* why there is no copy_fd (told if the whole copy needed it) */
 static int copy_pipe[2] = { -1, -1 }; /* parent -> child: one byte, copy_result */
 static char copy_result;              /* 'a' all in copy_fd, 'f' segments in copy_fd, 'm' in copy_mem, 0 none */
 static char *copy_anon;               /* no descriptor: the segments one after another, in anonymous memory */
@@ -138,7 +139,7 @@ static void copy_prepare(void) {
   if (fork_mode == EXM_CHILD_DUPLICATE || (fork_mode == EXM_CHILD_COW && copy_src < 0)) copy_plan = COPY_ALL;
   else if (exm_own.core.seg_count) copy_plan = COPY_SEGS;
   else return;
-  if (exm_os_new_like(exm_cfg.dir, exm_own.core.cap, &copy_fd)) copy_fd = -1;
+  if ((copy_fd_err = exm_os_new_like(exm_cfg.dir, exm_own.core.cap, &copy_fd))) copy_fd = -1;
   if (exm_own.core.seg_count && exm_os_memfd(exm_own.core.cap, &copy_mem)) copy_mem = -1;
   if (exm_own.core.seg_count && copy_fd < 0 && copy_mem < 0) {
     anon_make();   /* no descriptor to copy into: no pipe needed either */
@@ -155,7 +156,7 @@ static void copy_prepare(void) {
 /* In the parent, after the fork or (without a pipe) before it. */
 static void copy_make(void) {
   int err = 0;
-  if (copy_plan == COPY_ALL && !(err = copy_into(copy_fd, 1, 0))) {
+  if (copy_plan == COPY_ALL && !(err = copy_fd < 0 ? copy_fd_err : copy_into(copy_fd, 1, 0))) {
     copy_result = 'a';
     return;
   }

@@ -359,8 +359,17 @@ static int copy_data(int from, int to, size_t off, size_t end) {
   return 0;
 }
 
+/* Would a file of `size` bytes pass the program's RLIMIT_FSIZE (lowered
+ * since the arena was sized under it)? ftruncate past it sends SIGXFSZ,
+ * which kills the process: the caller must not try. */
+static int past_fsize(size_t size) {
+  struct rlimit r;
+  return !getrlimit(RLIMIT_FSIZE, &r) && r.rlim_cur != RLIM_INFINITY && size > (size_t)r.rlim_cur;
+}
+
 /* A new empty backing file of the arena's size, for a duplicating child. */
 int exm_os_new_like(const char *dir, size_t cap, int *newfd) {
+  if (past_fsize(cap)) return EFBIG;
   int nfd, err = exm_os_tmpfile(dir, &nfd);
   if (err) return err;
   if (ftruncate(nfd, (off_t)cap)) {
@@ -399,6 +408,7 @@ int exm_os_copy_range(int from, const char *base, int to, size_t off, size_t len
  * child's copy of the small-chunk segments goes when the data directory
  * cannot take it. */
 int exm_os_memfd(size_t cap, int *fdp) {
+  if (past_fsize(cap)) return EFBIG;
   int fd = memfd_create("exm-fork-copy", MFD_CLOEXEC);
   if (fd < 0) return errno;
   if (ftruncate(fd, (off_t)cap)) {

@@ -661,6 +661,18 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
     if (r.code !== 0 || !r.stdout.includes("fsize ok")) throw new Error(explain(r));
   });
 
+  // Found 2026-12-03: after the program lowered RLIMIT_FSIZE (to 1 GiB) once the arena existed, its
+  // next fork was killed by SIGXFSZ (exit 153) at threshold 0 (the child's copy of the segments went
+  // to a new file of the arena's 8 TiB) and with --child duplicate at any threshold. Copies past the
+  // limit are now refused before the ftruncate: anonymous memory for the segments, copy-on-write for
+  // a duplicate child (said once).
+  for (const [threshold, child] of [["0", "cow"], ["0", "duplicate"], ["1M", "duplicate"], ["4096", "shared"]]) {
+    test(`RLIMIT_FSIZE lowered to 1 GiB once the arena exists, then fork (threshold ${threshold}, --child ${child}): parent and child go on`, async () => {
+      const r = await runWithLib([faults(), "fsize-fork"], { EXM_THRESHOLD: threshold!, EXM_CHILD: child!, EXM_DIR: subdir("data") });
+      if (r.code !== 0 || !r.stdout.includes("fsize-fork ok")) throw new Error(explain(r));
+    });
+  }
+
   // Holes are punched through the mapping (MADV_REMOVE) since 2026-12-03; where the kernel refuses
   // (a range the program mlock'ed: EINVAL) or a sandbox's seccomp filter does (EPERM), by
   // descriptor. The first build of the change fell back only on EINVAL/EACCES: under the filter a

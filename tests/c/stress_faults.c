@@ -28,6 +28,8 @@
  *                          still given back
  *   seccomp-free           the same under a seccomp filter that refuses
  *                          madvise(MADV_REMOVE)
+ *   fsize-fork             RLIMIT_FSIZE lowered to 1 GiB once the arena
+ *                          exists, then a fork: parent and child go on
  *   rlimit-as              RLIMIT_AS lowered to 4 GiB once the arena exists:
  *                          blocks, a thread, a mapping and a fork still come
  *   emfile                 every descriptor in use at the first big malloc
@@ -375,6 +377,40 @@ static int mode_mlocked_free(int seccomp) {
   return 0;
 }
 
+/* The program lowers RLIMIT_FSIZE (to 1 GiB) once the arena exists, then
+ * forks: a child's copy of the arena (segments at a low threshold, all of it
+ * for --child duplicate) was a new file of the arena's size, and its
+ * ftruncate past the limit sent SIGXFSZ, which killed the parent. */
+static int mode_fsize_fork(void) {
+  size_t n = 8 * MiB;
+  unsigned char *p = malloc(n), *s = malloc(100);
+  CHECK(p && s, "malloc");
+  fill_pattern(p, n, 9);
+  memcpy(s, "small", 6);
+  struct rlimit rl = { (rlim_t)GiB, (rlim_t)GiB };
+  CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit(RLIMIT_FSIZE): %s", strerror(errno));
+  pid_t pid = fork();
+  CHECK(pid >= 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    CHECK_PATTERN(p, n, 9, "child: the parent's block");
+    CHECK(!strcmp((char *)s, "small"), "child: the parent's small block");
+    unsigned char *c = malloc(n);
+    CHECK(c, "child: malloc");
+    fill_pattern(c, n, 10);
+    CHECK_PATTERN(c, n, 10, "child: its own block");
+    fflush(stdout);
+    _exit(0);
+  }
+  int status;
+  CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+  CHECK_PATTERN(p, n, 9, "parent: its block after the fork");
+  free(p);
+  free(s);
+  printf("fsize-fork ok\n");
+  return 0;
+}
+
 static void *nothing(void *arg) { return arg; }
 
 /* The program lowers its address-space limit (RLIMIT_AS, as Python's
@@ -492,9 +528,10 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "lostfd-realloc")) return mode_lostfd_realloc();
   if (!strcmp(mode, "lostfd-punch")) return mode_lostfd_punch();
   if (!strcmp(mode, "rlimit-as")) return mode_rlimit_as();
+  if (!strcmp(mode, "fsize-fork")) return mode_fsize_fork();
   if (!strcmp(mode, "mlocked-free")) return mode_mlocked_free(0);
   if (!strcmp(mode, "seccomp-free")) return mode_mlocked_free(1);
   if (!strcmp(mode, "fsize")) return mode_fsize();
   if (!strcmp(mode, "emfile")) return mode_emfile();
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | mlocked-free | seccomp-free | closed-stderr | fsize | emfile");
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile");
 }
