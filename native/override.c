@@ -421,14 +421,15 @@ EXM_API int madvise(void *addr, size_t len, int advice) {
 
 /* mlockall(MCL_CURRENT) locks and populates every mapping there is: with an
  * arena, terabytes of page cache (the process was OOM-killed). So the
- * current mappings but the arenas' are locked one by one, as the kernel
- * would (populated, or as pages come in with MCL_ONFAULT), and only
+ * current mappings but the arenas and their tables of segments (64 MiB of
+ * address space each, a few pages of it used) are locked one by one, as the
+ * kernel would (populated, or as pages come in with MCL_ONFAULT), and only
  * MCL_FUTURE goes to mlockall itself (exm maps an arena so that it is not
- * locked then: os.c). Nor are the cores' tables of segments (64 MiB of
- * address space each, a few pages of it used). The arenas are never locked: paging them to their
+ * locked then: os.c). The arenas are never locked: paging them to their
  * file is what exm is for. (Locking an 8 TiB arena and unlocking it after
  * would not do: the kernel's count of locked pages overflows for a mapping
- * of 2^31 pages, and VmLck and RLIMIT_MEMLOCK go wrong for the process.) */
+ * of 2^31 pages, and VmLck and RLIMIT_MEMLOCK go wrong for the process.)
+ * Mappings without access are left unlocked (mlock refuses them). */
 EXM_API int mlockall(int flags) {
   if (!(flags & MCL_CURRENT) || !exm_arena_mapped()) return (int)syscall(SYS_mlockall, flags);
   if ((flags & MCL_FUTURE) && syscall(SYS_mlockall, flags & ~MCL_CURRENT)) return -1;
