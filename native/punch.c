@@ -20,8 +20,9 @@
  * uses even when the thread lags (a punch waits for the writeback of its
  * pages, which other jobs' writes slow down: a loaded machine had the disk at
  * 3.3x the live bytes with a fixed 4 GiB bound). One block may always wait.
- * Past the bound free() punches itself, without the arena lock. Whoever needs the disk now drains the queue first, holding the
- * arena lock: an allocation that failed (a full disk, the --max-disk cap),
+ * Past the bound free() punches itself, without the arena lock. Whoever
+ * needs the disk now drains the queue first, holding the arena lock: an
+ * allocation that failed (a full disk, the --max-disk cap),
  * exm_get_stats and exm_check (so their figures count every free made so
  * far), malloc_trim. A drain takes the waiting blocks and punches them
  * itself, and waits only for the one the thread is punching (which holds no
