@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -91,6 +92,20 @@ static __attribute__((unused)) void api_init(void) {
 static __attribute__((unused)) size_t api_threshold(void) { return X.loaded ? X.get_threshold() : SIZE_MAX; }
 
 static __attribute__((unused)) int api_fb(const void *p) { return X.loaded ? X.is_file_backed(p) : 0; }
+
+/* The disk a file holds (its allocated blocks), in bytes. */
+static __attribute__((unused)) size_t file_bytes(int fd) {
+  struct stat st;
+  CHECK(fstat(fd, &st) == 0, "fstat(%d): %s", fd, strerror(errno));
+  return (size_t)st.st_blocks * 512;
+}
+
+/* Wait for the child pid, which must exit 0; `how` names it in a failure. */
+static __attribute__((unused)) void wait_child(pid_t pid, const char *how) {
+  int status;
+  CHECK(waitpid(pid, &status, 0) == pid, "%s: waitpid", how);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child status 0x%x", how, status);
+}
 
 /* Must the arena serve a plain malloc of `size` bytes? -1: no rule applies. */
 static __attribute__((unused)) int must_be_fb(size_t size) {

@@ -17,12 +17,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static size_t file_bytes(int fd) {
-  struct stat st;
-  CHECK(fstat(fd, &st) == 0, "fstat(%d): %s", fd, strerror(errno));
-  return (size_t)st.st_blocks * 512;
-}
-
 static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);

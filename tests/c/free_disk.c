@@ -11,12 +11,6 @@
 
 #define NB 160
 
-static size_t file_bytes(int fd) {
-  struct stat st;
-  CHECK(fstat(fd, &st) == 0, "fstat(%d): %s", fd, strerror(errno));
-  return (size_t)st.st_blocks * 512;
-}
-
 int main(void) {
   api_init();
   CHECK(X.loaded, "free_disk needs libexm");

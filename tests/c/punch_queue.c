@@ -32,7 +32,6 @@
  */
 #include "common.h"
 
-#include <sys/stat.h>
 #include <sys/wait.h>
 
 static void *filled(size_t n, uint64_t seed) {
@@ -100,9 +99,7 @@ int main(int argc, char **argv) {
       fflush(stdout);
       _exit(0);
     }
-    int status;
-    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    wait_child(pid, "fork child");
     CHECK_PATTERN(keep, n, 99, "parent: its live block after the child");
     given_back("parent", 2048 * MiB + n + 32 * MiB);
     free(room);
@@ -116,9 +113,7 @@ int main(int argc, char **argv) {
     unsigned char *b[NB];
     for (int i = 0; i < NB; i++) b[i] = filled(n, (uint64_t)i);
     for (int i = 0; i < NB; i++) free(b[i]);
-    struct stat st;
-    CHECK(fstat(info.fd, &st) == 0, "fstat: %s", strerror(errno));
-    size_t file = (size_t)st.st_blocks * 512, wait = live / 8 > 8 * MiB ? live / 8 : 8 * MiB;
+    size_t file = file_bytes(info.fd), wait = live / 8 > 8 * MiB ? live / 8 : 8 * MiB;
     size_t most = live + wait + 2 * n + 2 * MiB;   /* + the first 2 MiB reserved for small chunks */
     printf("file_mib=%zu\nbound_mib=%zu\n", file / MiB, most / MiB);
     CHECK(file <= most, "%zu MiB of file right after the frees, at most %zu MiB expected", file / MiB, most / MiB);

@@ -32,9 +32,7 @@ static int child_main(void) {
 }
 
 static void wait_ok(pid_t pid, const char *how) {
-  int status;
-  CHECK(waitpid(pid, &status, 0) == pid, "%s: waitpid", how);
-  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child status 0x%x", how, status);
+  wait_child(pid, how);
   printf("%s ok\n", how);
 }
 

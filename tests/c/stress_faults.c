@@ -287,6 +287,26 @@ static int mode_lostfd_realloc(void) {
   return 0;
 }
 
+/* A handle of the test's own on the backing file of block p (info filled),
+ * above 2000: out of reach of a loop closing the program's descriptors. */
+static int own_handle(const void *p, exm_block_info_t *info) {
+  CHECK(X.lookup(p, info) == 0, "exm_lookup");
+  int keep = fcntl(info->fd, F_DUPFD_CLOEXEC, 2000);
+  CHECK(keep >= 2000, "F_DUPFD: %s", strerror(errno));
+  return keep;
+}
+
+/* Free p; once the background punch is drained (exm_get_stats), the file
+ * (seen through keep) must have given its disk back. Prints file_after_free=. */
+static void free_given_back(void *p, int keep) {
+  free(p);
+  exm_stats_t s;
+  CHECK(X.get_stats(&s) == 0, "exm_get_stats");
+  size_t left = file_bytes(keep);
+  printf("file_after_free=%zu\n", left);
+  CHECK(left <= 2 * MiB, "exm's file still holds %zu bytes after the free", left);
+}
+
 /* The program closes exm's descriptor and puts a file of its own at that
  * number. Freeing a filled block must still give its disk back
  * (punched through the mapping, which holds the file), and the program's
@@ -298,11 +318,8 @@ static int mode_lostfd_punch(void) {
   CHECK(p && api_fb(p), "malloc(%zu) not file-backed", n);
   fill_pattern(p, n, 3);
   exm_block_info_t info;
-  CHECK(X.lookup(p, &info) == 0, "exm_lookup");
-  int keep = fcntl(info.fd, F_DUPFD_CLOEXEC, 2000);
-  CHECK(keep >= 2000, "F_DUPFD: %s", strerror(errno));
-  struct stat st;
-  CHECK(fstat(keep, &st) == 0 && (size_t)st.st_blocks * 512 >= n, "exm's file holds less than the block");
+  int keep = own_handle(p, &info);
+  CHECK(file_bytes(keep) >= n, "exm's file holds less than the block");
   for (int fd = 3; fd < 1024; fd++) close(fd);
   int own = open("user.dat", O_RDWR | O_CREAT | O_TRUNC, 0644);   /* at exm's number, as bash's exec N>file */
   CHECK(own >= 0, "open user.dat: %s", strerror(errno));
@@ -312,13 +329,8 @@ static int mode_lostfd_punch(void) {
   static char buf[1 << 16];
   memset(buf, 'U', sizeof buf);
   CHECK(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf, "write");
-  free(p);
-  exm_stats_t s;
-  CHECK(X.get_stats(&s) == 0, "exm_get_stats");   /* drains the background punch */
-  CHECK(fstat(keep, &st) == 0, "fstat");
-  size_t left = (size_t)st.st_blocks * 512;
-  printf("file_after_free=%zu\n", left);
-  CHECK(left <= 2 * MiB, "exm's file still holds %zu bytes after the free", left);
+  free_given_back(p, keep);
+  struct stat st;
   CHECK(fstat(fd, &st) == 0 && st.st_size == (off_t)sizeof buf, "user.dat changed size: %lld", (long long)st.st_size);
   CHECK(pread(fd, buf, sizeof buf, 0) == (ssize_t)sizeof buf, "pread");
   for (size_t i = 0; i < sizeof buf; i++) CHECK(buf[i] == 'U', "user.dat changed at byte %zu", i);
@@ -328,11 +340,6 @@ static int mode_lostfd_punch(void) {
   return 0;
 }
 
-/* A block the program mlock'ed is freed: the kernel will not punch through a
- * locked mapping (MADV_REMOVE: EINVAL), so exm punches by descriptor. The
- * test's own handle on exm's file (F_DUPFD) sees its disk. Prints
- * mlock_failed=1 (and nothing more is checked) where RLIMIT_MEMLOCK is too
- * low for 64 MiB. */
 /* A seccomp filter (as sandboxes install) that refuses madvise(MADV_REMOVE)
  * with EPERM. */
 static void refuse_madv_remove(void) {
@@ -349,6 +356,12 @@ static void refuse_madv_remove(void) {
   CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "PR_SET_SECCOMP: %s", strerror(errno));
 }
 
+/* A block the program mlock'ed is freed (or, with `seccomp`, freed under a
+ * filter that refuses madvise(MADV_REMOVE)): the kernel will not punch
+ * through a locked mapping (EINVAL), so exm punches by descriptor. The
+ * test's own handle on exm's file (own_handle) sees its disk. Prints
+ * mlock_failed=1 (and nothing more is checked) where RLIMIT_MEMLOCK is too
+ * low for 64 MiB. */
 static int mode_mlocked_free(int seccomp) {
   size_t n = 64 * MiB;
   unsigned char *p = malloc(n);
@@ -361,17 +374,8 @@ static int mode_mlocked_free(int seccomp) {
     return 0;
   }
   exm_block_info_t info;
-  CHECK(X.lookup(p, &info) == 0, "exm_lookup");
-  int keep = fcntl(info.fd, F_DUPFD_CLOEXEC, 2000);
-  CHECK(keep >= 2000, "F_DUPFD: %s", strerror(errno));
-  free(p);
-  exm_stats_t s;
-  CHECK(X.get_stats(&s) == 0, "exm_get_stats");
-  struct stat st;
-  CHECK(fstat(keep, &st) == 0, "fstat");
-  size_t left = (size_t)st.st_blocks * 512;
-  printf("file_after_free=%zu\n", left);
-  CHECK(left <= 2 * MiB, "exm's file still holds %zu bytes after the free", left);
+  int keep = own_handle(p, &info);
+  free_given_back(p, keep);
   close(keep);
   printf("%s ok\n", seccomp ? "seccomp-free" : "mlocked-free");
   return 0;
@@ -401,9 +405,7 @@ static int mode_fsize_fork(void) {
     fflush(stdout);
     _exit(0);
   }
-  int status;
-  CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
-  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+  wait_child(pid, "fork child");
   CHECK_PATTERN(p, n, 9, "parent: its block after the fork");
   free(p);
   free(s);
@@ -453,8 +455,7 @@ static int mode_rlimit_as(void) {
     fflush(stdout);
     _exit(0);
   }
-  int status;
-  CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+  wait_child(pid, "fork child");
   for (int i = 0; i < 100000; i++) free(small[i]);
   free(q);
   free(p);
