@@ -4,7 +4,8 @@
  * process.argv has replaced non-UTF-8 bytes with U+FFFD, so the raw argument
  * vector comes from /proc/self/cmdline (and the raw environment from
  * /proc/self/environ, which the kernel keeps as it was at exec even if the
- * runtime changes variables later). Splitting and parsing are both done here,
+ * runtime changes variables later; after a restart under an address-space
+ * limit, both come from the first exm: restart.ts). Splitting and parsing are both done here,
  * from the one option table: exm's options end at the first non-option or at
  * `--`, and what follows is the program's even when it looks like an option
  * of exm's (`-h`, `--threshold`). (exm used citty for the parsing once; it only
@@ -14,6 +15,10 @@
 import { readFileSync } from "node:fs";
 import { usageError } from "./errors";
 import { findOption, findShort, type OptionSpec } from "./options";
+import { decodeRestart, RESTART_VAR } from "./restart";
+
+/** A restarted exm's own arguments and environment (restart.ts): the first exm's, byte for byte. */
+const RESTART = decodeRestart(process.env[RESTART_VAR]);
 
 /** Splits a NUL-terminated list (cmdline, environ) into its byte strings. */
 export function splitNul(bytes: Uint8Array): Buffer[] {
@@ -38,6 +43,7 @@ export function splitNul(bytes: Uint8Array): Buffer[] {
  * process.argv only serves when /proc cannot be read.
  */
 export function rawArgs(): Buffer[] {
+  if (RESTART) return RESTART.args;
   const fromProcess = process.argv.slice(2);
   try {
     const cmdline = splitNul(readFileSync("/proc/self/cmdline"));
@@ -51,6 +57,7 @@ export function rawArgs(): Buffer[] {
 
 /** The environment as it was at exec, raw; falls back to process.env. */
 export function rawEnviron(): Buffer[] {
+  if (RESTART) return RESTART.environ;
   try {
     return splitNul(readFileSync("/proc/self/environ"));
   } catch {

@@ -19,6 +19,7 @@ import { OPTIONS, resolveSettings, type SettingFlags } from "./options";
 import { stderr, stdout } from "./out";
 import { run } from "./run";
 import { openFds } from "./fds";
+import { ensureLibc } from "./restart";
 
 /** Taken before exm opens anything: the descriptors it inherited (fds.ts). */
 const FDS_AT_START = openFds();
@@ -57,6 +58,7 @@ function extract(dirArg: string): void {
 }
 
 async function main(): Promise<number> {
+  ensureLibc(FDS_AT_START, rawArgs(), rawEnviron()); // under ulimit -v: may run exm again (restart.ts)
   const split = splitArgs(rawArgs());
   const get = (flag: string): string | boolean | undefined => split.options.get(flag);
 

@@ -45,6 +45,16 @@ function libc() {
   return handle.symbols;
 }
 
+/** Why libc cannot be called through bun:ffi here (restart.ts), or undefined when it can. */
+export function libcError(): Error | undefined {
+  try {
+    libc();
+    return undefined;
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e));
+  }
+}
+
 export const F_GETFD = 1;
 export const F_SETFD = 2;
 export const FD_CLOEXEC = 1;

@@ -360,6 +360,55 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(r.stdout).toBe("fffe6f6b");
   });
 
+  // ---- under an address-space limit (src/restart.ts) --------------------------------
+
+  // Bun's JIT needs ~3 GB of address space at start, bun:ffi the JIT, exm bun:ffi.
+  for (const gb of [1, 2]) {
+    test(`under ulimit -v ${gb} GiB exm restarts itself: arguments and environment byte for byte, the library preloaded`, async () => {
+      const hexOf = (v: string) => `printf %s "${v}" | od -An -tx1 | tr -d " \\n"; echo`;
+      const r = await bash(
+        `ulimit -v ${gb * 1024 * 1024}; export ODD=$'\\xff\\xfeok'; ` +
+          `exec "$EXM" --threshold 1M sh -c '${hexOf("$1")}; ${hexOf("$ODD")}; tr "\\0" "\\n" </proc/$$/environ | cut -d= -f1; ` +
+          `grep -c libexm /proc/self/maps' argv0 $'\\xc3\\x28x'`,
+      );
+      expectOk(r);
+      const [argHex, oddHex, ...names] = r.stdout.trim().split("\n");
+      expect(argHex).toBe("c32878");
+      expect(oddHex).toBe("fffe6f6b");
+      expect(names.filter((k) => k === "EXM_RESTART" || k.startsWith("BUN_JSC_"))).toEqual([]);
+      expect(names).toContain("LD_PRELOAD");
+      expect(Number(names.at(-1))).toBeGreaterThan(0); // libexm mapped in the program
+      expect(r.stderr).toBe("");
+    });
+  }
+
+  test("under ulimit -v a program that allocates runs served (python3, 300 MiB block in the arena)", async () => {
+    const py = python3();
+    if (skipUnless(py ? null : "python3 not found", "the python3 run under ulimit -v")) return;
+    const r = await bash(
+      `ulimit -v ${2 * 1024 * 1024}; exec "$EXM" --threshold 64M ${py} -c ` +
+        `'import ctypes; b = bytearray(300 << 20); b[-1] = 1; ` +
+        `lib = ctypes.CDLL(None); lib.exm_is_file_backed.argtypes = [ctypes.c_void_p]; ` +
+        `print("fb", lib.exm_is_file_backed((ctypes.c_char * 1).from_buffer(b, 0)))'`,
+    );
+    expectOk(r);
+    expect(r.stdout).toBe("fb 1\n");
+  });
+
+  test("under ulimit -v, inherited descriptors a restart would close: one line saying how to start exm, nothing run", async () => {
+    const m = marker();
+    const r = await bash(`ulimit -v ${1024 * 1024}; exec 7</dev/null; exec "$EXM" touch ${m}`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^exm: [^\n]*\n$/);
+    expect(r.stderr).toContain("address-space limit (ulimit -v) of 1 GiB");
+    expect(r.stderr).toContain("would close the descriptor 7 it was given: start exm with BUN_JSC_jitMemoryReservationSize=67108864");
+    expect(existsSync(m)).toBe(false);
+    // ... and that way it runs, the descriptor passed on
+    const ok = await bash(`ulimit -v ${1024 * 1024}; exec 7</dev/null; BUN_JSC_jitMemoryReservationSize=67108864 exec "$EXM" sh -c 'test -r /proc/self/fd/7 && echo fd7'`);
+    expectOk(ok);
+    expect(ok.stdout).toBe("fd7\n");
+  });
+
   // ---- bad input -------------------------------------------------------------------
 
   const marker = () => join(scratch, `ran-${++serial}`);
