@@ -145,10 +145,21 @@ static void own_create(void) {
   int fd, err = exm_os_tmpfile(exm_cfg.dir, &fd);
   if (err) return mark_unusable("cannot create a backing file in ", err);
   size_t cap;
-  char *base = exm_os_map_file(fd, &cap);
+  int limited;
+  char *base = exm_os_map_file(fd, &cap, &limited);
   if (!base) {
     exm_os_close(fd);
-    return mark_unusable("cannot map a backing file in ", ENOMEM);
+    if (limited < 0) return mark_unusable("cannot map a backing file in ", ENOMEM);
+    /* the program's ulimit, not the directory, is why: say which */
+    exm_own_state = OWN_UNUSABLE;
+    exm_line_t l = { .n = 0 };
+    exm_line_str(&l, limited == RLIMIT_FSIZE ? "exm: the file size limit (ulimit -f) of " : "exm: the address-space limit (ulimit -v) of ");
+    exm_line_size(&l, cap);
+    exm_line_str(&l, limited == RLIMIT_FSIZE ? " is below the " : " leaves less than the ");
+    exm_line_size(&l, EXM_ARENA_MIN);
+    exm_line_str(&l, " a backing file needs; allocations stay in RAM");
+    exm_line_emit(&l);
+    return;
   }
   if (exm_os_file_id(fd, &exm_own.dev, &exm_own.ino)) {
     exm_os_close(fd);
@@ -199,6 +210,17 @@ void exm_arena_fit_as(size_t limit) {
     if (now < old) exm_os_unmap(a->core.base + now, old - now);
   }
   pthread_mutex_unlock(&exm_own.lock);
+}
+
+int exm_arena_yield_as(size_t n) {
+  pthread_mutex_lock(&exm_own.lock);
+  size_t old = exm_own.core.cap, want = n + EXM_ARENA_MIN, now = old;
+  if (old) {
+    now = exm_core_shrink(&exm_own.core, old > want ? old - want : 0);
+    if (now < old) exm_os_unmap(exm_own.core.base + now, old - now);
+  }
+  pthread_mutex_unlock(&exm_own.lock);
+  return now < old;
 }
 
 int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi) {

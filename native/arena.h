@@ -62,6 +62,11 @@ static inline int exm_arena_mapped(void) {
  * half the limit for the own arena (each arena reserves terabytes: left
  * mapped, every later mmap and brk of the process would fail). */
 void exm_arena_fit_as(size_t limit);
+/* Under an address-space limit, when neither the arena nor glibc could
+ * serve n bytes: the own arena gives up address space it has not carved
+ * (n and EXM_ARENA_MIN more, or all it has not carved) so that glibc can
+ * map the request. 1 when it gave any up. */
+int exm_arena_yield_as(size_t n);
 /* For mlockall: the i-th range exm keeps unlocked (the arenas and their
  * tables of segments) in [*lo, *hi), or 0 past the last. Lock-free. */
 int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi);

@@ -372,6 +372,11 @@ static int last_set(const uint64_t *map, unsigned words) {
   return -1;
 }
 
+size_t exm_core_retain_limit(const exm_core_t *c) {
+  size_t quarter = c->st.live_bytes / 4;
+  return quarter > c->dirty_limit ? quarter : c->dirty_limit;
+}
+
 /* Over the retention limit: give back the disk of the largest DIRTY extents
  * until half the limit is retained. Flushing everything would leave nothing
  * to reuse, so that the next blocks each reserve disk again and the next
@@ -380,8 +385,9 @@ static int last_set(const uint64_t *map, unsigned words) {
  * largest first gives back the most disk per call. */
 static void flush_half(exm_core_t *c) {
   int i;
+  size_t keep = exm_core_retain_limit(c) / 2;
   release_empty_segments(c);
-  while (c->dirty_bytes > c->dirty_limit / 2 && (i = last_set(c->pmap[EXT_DIRTY], (EXM_PBINS + 63) / 64)) >= 0) {
+  while (c->dirty_bytes > keep && (i = last_set(c->pmap[EXT_DIRTY], (EXM_PBINS + 63) / 64)) >= 0) {
     clean_dirty(c, c->pbin[EXT_DIRTY][i]);
   }
 }
@@ -533,7 +539,7 @@ static void page_free(exm_core_t *c, exm_ext_t *e) {
     e->state = EXT_DIRTY;
   }
   place_free(c, e);
-  if (c->dirty_bytes > c->dirty_limit) flush_half(c);
+  if (c->dirty_bytes > exm_core_retain_limit(c)) flush_half(c);
 }
 
 /* ---- small chunks --------------------------------------------------------- */

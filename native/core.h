@@ -15,9 +15,10 @@
  *
  * Free page extents are CLEAN (no disk behind them, read as zeros) or DIRTY
  * (disk still reserved, old contents). Small frees go to DIRTY so that a
- * malloc/free loop costs no system call; DIRTY bytes are bounded by
- * dirty_limit, past which the largest DIRTY extents are released (punched)
- * until half the limit is left (the rest stays for reuse).
+ * malloc/free loop costs no system call; DIRTY bytes are bounded by the
+ * retention limit (exm_core_retain_limit), past which the largest DIRTY
+ * extents are released (punched) until half the limit is left (the rest
+ * stays for reuse).
  *
  * Not thread-safe: the caller holds a lock.
  */
@@ -149,6 +150,12 @@ int exm_core_free_begin(exm_core_t *c, void *p, exm_ext_t **busy);
  * is BUSY. */
 void exm_core_free_decommit(exm_core_t *c, const exm_ext_t *busy);
 void exm_core_free_end(exm_core_t *c, exm_ext_t *busy);
+/* What may be retained as DIRTY: dirty_limit, or a quarter of the live
+ * bytes when that is more. A live set's churn of page blocks then mostly
+ * finds its frees again, where each punch and each reservation is a system
+ * call under the lock (and, on a filesystem mounted with -o discard, a wait
+ * for the device while the file's lock is held). */
+size_t exm_core_retain_limit(const exm_core_t *c);
 /* Resize the live block p in place to n bytes: 0 on success, ENOMEM when it
  * cannot be done in place, -1 when p is not a live block. */
 int exm_core_resize(exm_core_t *c, void *p, size_t n);

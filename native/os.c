@@ -121,24 +121,28 @@ static void *map_unlocked(size_t len, int flags, int fd) {
 /* Size the file as large as the filesystem and address space allow and map
  * it once: one VMA, ownership is a range check, and the arena never moves.
  * The file is sparse; disk is reserved block by block (exm_os_reserve). */
-void *exm_os_map_file(int fd, size_t *cap) {
-  size_t limit = (size_t)8 << 40;
+void *exm_os_map_file(int fd, size_t *cap, int *limited) {
+  size_t limit = EXM_ARENA_MAX;
+  *limited = -1;
   struct rlimit fsize;   /* ulimit -f: a larger file would kill us with SIGXFSZ */
   if (!getrlimit(RLIMIT_FSIZE, &fsize) && fsize.rlim_cur != RLIM_INFINITY && fsize.rlim_cur < limit)
-    limit = (size_t)fsize.rlim_cur & ~(EXM_PAGE - 1);
+    limit = (size_t)fsize.rlim_cur, *limited = RLIMIT_FSIZE;
   /* Under an address-space limit (ulimit -v) the arena takes at most half
    * of it: what it cannot serve goes to glibc, which needs room there too. */
   struct rlimit as;
   if (!getrlimit(RLIMIT_AS, &as) && as.rlim_cur != RLIM_INFINITY && as.rlim_cur / 2 < limit)
-    limit = (size_t)(as.rlim_cur / 2) & ~(EXM_PAGE - 1);
-  for (size_t size = (size_t)8 << 40; size >= ((size_t)64 << 20); size >>= 1) {
-    if (size > limit) continue;
+    limit = (size_t)(as.rlim_cur / 2), *limited = RLIMIT_AS;
+  /* the limit itself first (a 100 MiB ulimit -f gets a 100 MiB arena, not
+   * 64), then halves: the address space may not hold the largest */
+  for (size_t size = limit & ~(EXM_SEG_SIZE - 1); size >= EXM_ARENA_MIN; size = size / 2 & ~(EXM_SEG_SIZE - 1)) {
     if (ftruncate(fd, (off_t)size)) continue;
     void *p = map_unlocked(size, MAP_SHARED | MAP_NORESERVE, fd);
     if (!p) continue;
     madvise(p, size, MADV_DONTDUMP);   /* a core dump of terabytes of file helps nobody */
     return *cap = size, p;
   }
+  if (limit >= EXM_ARENA_MIN) *limited = -1;   /* not the limit's fault */
+  *cap = *limited == RLIMIT_AS ? limit * 2 : limit;
   return NULL;
 }
 

@@ -10,8 +10,15 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+/* The backing file's mapping: at most 8 TiB, at least 64 MiB. */
+#define EXM_ARENA_MAX ((size_t)8 << 40)
+#define EXM_ARENA_MIN ((size_t)64 << 20)
+
 int exm_os_tmpfile(const char *dir, int *fd);
-void *exm_os_map_file(int fd, size_t *cap);
+/* NULL when no size from EXM_ARENA_MAX down to EXM_ARENA_MIN could be
+ * mapped; then *limited is RLIMIT_FSIZE or RLIMIT_AS when that limit (its
+ * value in *cap) is what left less than EXM_ARENA_MIN, else -1. */
+void *exm_os_map_file(int fd, size_t *cap, int *limited);
 int exm_os_remap(void *base, size_t cap, int fd, int private_copy);
 int exm_os_file_id(int fd, uint64_t *dev, uint64_t *ino);
 int exm_os_same_file(int fd, uint64_t dev, uint64_t ino);

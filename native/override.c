@@ -127,7 +127,7 @@ static int told_ram;    /* the one line below was written */
 
 /* The arena failed a request with err (exm_arena_alloc's code) and RAM
  * served it instead: say why, once per process. */
-static void tell_ram(size_t n, int err) {
+static void tell_ram(size_t n, int err, size_t cap, int yielded) {
   if (__atomic_exchange_n(&told_ram, 1, __ATOMIC_RELAXED)) return;
   char dir[EXM_PATH_MAX];   /* a copy under the arena lock: exm_set_dir may be writing it */
   if (exm_arena_get_dir(dir, sizeof dir)) dir[0] = 0;
@@ -139,7 +139,7 @@ static void tell_ram(size_t n, int err) {
   exm_line_str(&l, " (");
   /* The arena answers ENOMEM for every reason (core.c's commit): tell
    * them apart by what can be seen from here. */
-  size_t cap = exm_arena_cap(), cap_disk = exm_cfg_max_disk();
+  size_t cap_disk = exm_cfg_max_disk();
   uint64_t free_bytes, as_limit;
   int full;
   if (err == ENOSPC) exm_line_str(&l, "no space left on its filesystem");
@@ -153,6 +153,7 @@ static void tell_ram(size_t n, int err) {
     exm_line_str(&l, "the arena is ");
     exm_line_size(&l, cap);
     if (!exm_os_as_limit(&as_limit) && as_limit != UINT64_MAX) exm_line_str(&l, ", sized under the address-space limit");
+    if (yielded) exm_line_str(&l, ", and gave up the address space it had not used for this request");
   }
   exm_line_str(&l, "); such requests are served in RAM");
   exm_line_emit(&l);
@@ -181,12 +182,19 @@ static void *from_arena(size_t n, size_t align, int zero) {
   void *p = exm_arena_alloc(n, align, zero, &served, &err);
   exm_leave();
   if (likely(p != NULL)) return p;
+  size_t cap = exm_arena_cap();
   p = in_ram(n, align, zero);
+  /* Under ulimit -v the arena's uncarved address space may be what
+   * crowds glibc out (it takes half the limit): a request that fit in RAM
+   * without exm must not fail with it. */
+  uint64_t as_limit;
+  int yielded = !p && n >= EXM_SMALL_MAX && !exm_os_as_limit(&as_limit) && as_limit != UINT64_MAX && exm_arena_yield_as(n);
+  if (yielded) p = in_ram(n, align, zero);
   if (!p) {
     errno = ENOMEM;
     return NULL;
   }
-  if (served) tell_ram(n, err ? err : ENOMEM);   /* not served: the arena is unusable, said already */
+  if (served) tell_ram(n, err ? err : ENOMEM, cap, yielded);   /* not served: the arena is unusable, said already */
   exm_trace_ram(n, served ? "the arena could not serve it (the line above says why)" : "the arena is unusable (see the line above)");
   return p;
 }

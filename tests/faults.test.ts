@@ -687,6 +687,27 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
     });
   }
 
+  // Found 2026-12-03 (fourth session): under a 1 GiB address-space limit set before the arena
+  // existed, a 600 MiB malloc that succeeds without exm returned NULL: the arena took half the limit
+  // as address space, too little for the block and too much for glibc to map it beside. The arena
+  // now gives up what it has not carved when both fail, and says so in its one line.
+  for (const threshold of ["1M", "0"]) {
+    test(`under a 1 GiB RLIMIT_AS a 600 MiB block that fits without exm is served (threshold ${threshold})`, async () => {
+      const r = await runWithLib([faults(), "as-crowded"], { EXM_THRESHOLD: threshold, EXM_DIR: subdir("data") });
+      if (r.code !== 0 || !r.stdout.includes("as-crowded ok")) throw new Error(explain(r));
+      expect(r.stderr).toContain("sized under the address-space limit, and gave up the address space it had not used");
+    });
+  }
+
+  // ulimit -f below the arena's smallest file: one line naming the limit (it said "cannot map a
+  // backing file: Cannot allocate memory"), and the program runs in RAM.
+  test("an RLIMIT_FSIZE of 1 MiB at start: allocations stay in RAM, and the line names the limit", async () => {
+    const r = await runWithLib(["bash", "-c", `ulimit -f 1024; exec ${faults()} fsize-ram`], { EXM_THRESHOLD: "1M", EXM_DIR: subdir("data") });
+    if (r.code !== 0 || !r.stdout.includes("fsize-ram ok")) throw new Error(explain(r));
+    expect(r.stderr).toBe("exm: the file size limit (ulimit -f) of 1.0 MiB is below the 64.0 MiB a backing file needs; allocations stay in RAM\n");
+    expect(kv(r.stdout).file_backed).toBe("0");
+  });
+
   // Found 2026-12-03: a program that lowers RLIMIT_AS once the arena exists (Python's
   // resource.setrlimit, sandboxes) found every later mmap and brk refused, the arena's 8 TiB of
   // address space counting against the limit: MemoryError from Python's next small object, malloc

@@ -131,7 +131,7 @@ static void vectors(exm_core_t *c) {
     pages[k] = want;
     const exm_core_stats_t *s = exm_core_stats(c);
     if (s->live_bytes > peak_live) peak_live = s->live_bytes;
-    if (s->committed > s->live_bytes + c->dirty_limit + EXM_SEG_SIZE)
+    if (s->committed > s->live_bytes + exm_core_retain_limit(c) + EXM_SEG_SIZE)
       DIE("%zu bytes of disk for %zu live", (size_t)s->committed, (size_t)s->live_bytes);
   }
   for (int k = 0; k < K; k++) verify(v[k], k, pages[k], "at the end");

@@ -33,6 +33,12 @@
  *   rlimit-as              RLIMIT_AS lowered to 4 GiB once the arena exists:
  *                          blocks, a thread, a mapping and a fork still come
  *   emfile                 every descriptor in use at the first big malloc
+ *   fsize-ram              run under an RLIMIT_FSIZE below the arena's smallest
+ *                          file: a 100 MiB block, in RAM
+ *   as-crowded             RLIMIT_AS of 1 GiB before the arena exists, then a
+ *                          600 MiB block (more than the arena's half of the
+ *                          limit, and it fits in RAM without exm) and a 64 MiB
+ *                          one
  *
  * Prints key=value lines and "<mode> ok"; failures print FAIL on stderr.
  */
@@ -518,6 +524,41 @@ static int mode_emfile(void) {
   return 0;
 }
 
+static int mode_fsize_ram(void) {
+  size_t n = 100 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p, "malloc(100 MiB)");
+  printf("file_backed=%d\n", api_fb(p));
+  fill_pattern(p, n, 9);
+  CHECK_PATTERN(p, n, 9, "the block in RAM");
+  free(p);
+  printf("fsize-ram ok\n");
+  return 0;
+}
+
+static int mode_as_crowded(void) {
+  struct rlimit rl = { (rlim_t)GiB, (rlim_t)GiB };
+  CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS): %s", strerror(errno));
+  size_t n = 600 * MiB, m = 64 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p, "malloc(600 MiB) under a 1 GiB address-space limit, which fits without exm");
+  fill_pattern(p, n, 7);
+  printf("file_backed=%d\n", api_fb(p));
+  unsigned char *q = malloc(m);
+  CHECK(q, "malloc(64 MiB) next to it");
+  fill_pattern(q, m, 8);
+  static void *small[20000];
+  for (int i = 0; i < 20000; i++) CHECK((small[i] = malloc(1000)), "malloc(1000) #%d", i);
+  CHECK_PATTERN(p, n, 7, "the 600 MiB block");
+  CHECK_PATTERN(q, m, 8, "the 64 MiB block");
+  for (int i = 0; i < 20000; i++) free(small[i]);
+  free(q);
+  free(p);
+  if (X.loaded) CHECK(X.check() == 0, "exm_check");
+  printf("as-crowded ok\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   api_init();
   const char *mode = argc > 1 ? argv[1] : "";
@@ -534,5 +575,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "seccomp-free")) return mode_mlocked_free(1);
   if (!strcmp(mode, "fsize")) return mode_fsize();
   if (!strcmp(mode, "emfile")) return mode_emfile();
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile");
+  if (!strcmp(mode, "as-crowded")) return mode_as_crowded();
+  if (!strcmp(mode, "fsize-ram")) return mode_fsize_ram();
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded | fsize-ram");
 }
