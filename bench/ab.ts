@@ -9,8 +9,8 @@
  * to it (--threads N, --ops N). Each round runs glibc and every library
  * (LD_PRELOAD, EXM_THRESHOLD=T, 0 unless given), the order rotating by one
  * each round, and takes the CPU time the workload reports (cpu_s, user +
- * system of its timed part) over glibc's in the same round. Prints each
- * library's median (min-max) of those ratios. A library is built by hand:
+ * system of its timed part) and its wall time (seconds) over glibc's in the
+ * same round. Prints each library's median (min-max) of those ratios. A library is built by hand:
  * e.g. `git worktree add /tmp/base <commit>`, `bun build.ts` there, copy its
  * build/libexm.so.
  */
@@ -42,20 +42,26 @@ const cmd = workload === "small" ? [compile("small"), ...argv] : [compile("alloc
 
 const variants = ["glibc", ...libs];
 const ratios = new Map<string, number[]>(libs.map((l) => [l, []]));
+const walls = new Map<string, number[]>(libs.map((l) => [l, []]));
 for (let r = 0; r < rounds; r++) {
   const order = variants.map((_, i) => variants[(i + r) % variants.length]!);
-  const cpu = new Map<string, number>();
+  const cpu = new Map<string, number>(), wall = new Map<string, number>();
   for (const v of order) {
     const env: Record<string, string> = v === "glibc" ? {} : { LD_PRELOAD: v, EXM_THRESHOLD: threshold };
     const res = await run(cmd, env, 600_000);
-    const c = Number(kv(res.stdout).cpu_s);
-    if (res.code !== 0 || !Number.isFinite(c)) fail(`${cmd.join(" ")} under ${v}: exit ${res.code ?? res.signal}: ${res.stderr.trim().split("\n")[0]}`);
+    const out = kv(res.stdout), c = Number(out.cpu_s), w = Number(out.seconds);
+    if (res.code !== 0 || !Number.isFinite(c) || !Number.isFinite(w)) fail(`${cmd.join(" ")} under ${v}: exit ${res.code ?? res.signal}: ${res.stderr.trim().split("\n")[0]}`);
     cpu.set(v, c);
+    wall.set(v, w);
   }
-  for (const l of libs) ratios.get(l)!.push(cpu.get(l)! / cpu.get("glibc")!);
+  for (const l of libs) {
+    ratios.get(l)!.push(cpu.get(l)! / cpu.get("glibc")!);
+    walls.get(l)!.push(wall.get(l)! / wall.get("glibc")!);
+  }
 }
-console.log(`${cmd.join(" ")}: CPU over glibc's, ${rounds} rotating rounds, threshold ${threshold}`);
-for (const l of libs) {
-  const s = summarize(ratios.get(l)!);
-  console.log(`${l}: ${s.median.toFixed(2)} (${s.min.toFixed(2)}-${s.max.toFixed(2)})`);
-}
+const fmt = (xs: number[]) => {
+  const s = summarize(xs);
+  return `${s.median.toFixed(2)} (${s.min.toFixed(2)}-${s.max.toFixed(2)})`;
+};
+console.log(`${cmd.join(" ")}: over glibc's, ${rounds} rotating rounds, threshold ${threshold}`);
+for (const l of libs) console.log(`${l}: CPU ${fmt(ratios.get(l)!)}, wall ${fmt(walls.get(l)!)}`);
