@@ -1,6 +1,6 @@
 /*
  * core_flush.c: the carving core on a plain buffer: what happens when freed
- * page blocks pass the retention limit (dirty_limit). The largest retained
+ * page blocks pass the retention limit (exm_core_retain_limit). The largest retained
  * extents are given back (punched) until half the limit is left, so that the
  * next blocks of those sizes still find retained disk and cost no system
  * call; flushing everything would make every following malloc reserve disk
@@ -10,7 +10,9 @@
  * Checks: after the limit is passed, retained bytes are at most half the
  * limit and more than zero; the punched extents are the largest ones; the
  * small retained extents are reused with no commit; exm_core_flush still
- * gives back everything; exm_core_check passes throughout.
+ * gives back everything; beside a large live set the limit is a quarter of
+ * the live bytes (exm_core_retain_limit), and falls back with them;
+ * exm_core_check passes throughout.
  *
  * usage: core_flush
  */
@@ -80,6 +82,32 @@ int main(void) {
   exm_core_flush(c);
   if (c->dirty_bytes) DIE("exm_core_flush left %zu bytes retained", c->dirty_bytes);
   check(c, "after exm_core_flush");
+
+  /* A large live set retains more: the limit is a quarter of the live bytes
+   * when that is more than dirty_limit. 160 MiB live beside 60 blocks of
+   * 512 KiB: freeing 30 MiB of them punches nothing (the fixed limit would
+   * have punched past 16 MiB); once the big block goes, the limit is
+   * dirty_limit again and the next free flushes down to half of it. */
+  enum { M = 60 };
+  void *big = alloc(c, (size_t)160 << 20), *m[M], *mk[M];
+  for (int k = 0; k < M; k++) m[k] = alloc(c, large), mk[k] = alloc(c, EXM_PAGE);
+  long d1 = decommits;
+  for (int k = 0; k < M - 1; k++)
+    if (exm_core_free(c, m[k])) DIE("free refused");
+  check(c, "after freeing beside a large live set");
+  printf("live=%zu retained=%zu limit=%zu punched=%ld\n", (size_t)exm_core_stats(c)->live_bytes, c->dirty_bytes,
+         exm_core_retain_limit(c), decommits - d1);
+  if (decommits != d1) DIE("%ld punches with %zu bytes retained beside %zu live", decommits - d1, c->dirty_bytes,
+                           (size_t)exm_core_stats(c)->live_bytes);
+  if (c->dirty_bytes < (size_t)(M - 1) * large) DIE("only %zu bytes retained", c->dirty_bytes);
+  if (exm_core_free(c, big)) DIE("free of the big block refused");
+  if (exm_core_free(c, m[M - 1])) DIE("free refused");
+  if (c->dirty_bytes > limit / 2) DIE("%zu bytes retained once the live set is small, want at most %zu", c->dirty_bytes, limit / 2);
+  check(c, "after the live set went");
+  for (int k = 0; k < M; k++)
+    if (exm_core_free(c, mk[k])) DIE("free refused");
+  exm_core_flush(c);
+  check(c, "at the end");
   printf("core_flush ok\n");
   return 0;
 }
