@@ -333,15 +333,24 @@ static void fork_unlock(uint64_t took) {
   if (took & TOOK_LIST) _IO_list_unlock();
 }
 
+/* In the child: the parent's arena becomes a private (copy-on-write) view,
+ * for what the parent has carved. The rest of the range stays as it was,
+ * shared and never touched: a view takes no new blocks. A private mapping of
+ * the whole range was charged for terabytes under strict overcommit
+ * (vm.overcommit_memory=2 ignores MAP_NORESERVE) and refused, so the child
+ * got a shared view and its writes reached the parent's blocks. 0 or an
+ * errno. */
+static int remap_cow(void) {
+  if (exm_own.fd < 0 || !exm_os_same_file(exm_own.fd, exm_own.dev, exm_own.ino)) return EBADF;
+  return exm_own.core.top ? exm_os_remap(exm_own.core.base, exm_own.core.top, exm_own.fd, 1) : 0;
+}
+
 /* Child of an interrupted fork: exm_own stays in place, a private view
  * that takes no new blocks (they go to RAM; OWN_UNUSABLE also keeps later
  * forks from touching it: their children inherit the view as it is). */
 static void child_keeps_view(void) {
   exm_own_state = OWN_UNUSABLE;
-  int err = exm_own.fd >= 0 && exm_os_same_file(exm_own.fd, exm_own.dev, exm_own.ino)
-                ? exm_os_remap(exm_own.core.base, exm_own.core.cap, exm_own.fd, 1)
-                : EBADF;
-  exm_own.kind = err ? ARENA_SHARED : ARENA_COW;   /* neither commits nor punches the file */
+  exm_own.kind = remap_cow() ? ARENA_SHARED : ARENA_COW;   /* neither commits nor punches the file */
 }
 
 static void fork_prepare(void) {
@@ -395,9 +404,7 @@ static void fork_child(void) {
     abort();
   }
   if (mode == EXM_CHILD_COW) {
-    int err = exm_own.fd >= 0 && exm_os_same_file(exm_own.fd, exm_own.dev, exm_own.ino)
-                  ? exm_os_remap(exm_own.core.base, exm_own.core.cap, exm_own.fd, 1)
-                  : EBADF;
+    int err = remap_cow();
     if (err) {
       exm_warn("could not give a forked child a copy-on-write view; it shares the parent's blocks", NULL, err);
       mode = EXM_CHILD_SHARED;

@@ -165,7 +165,9 @@ int exm_os_file_id(int fd, uint64_t *dev, uint64_t *ino) {
 int exm_os_remap(void *base, size_t cap, int fd, int private_copy) {
   void *p = mmap(base, cap, PROT_READ | PROT_WRITE,
                  (private_copy ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED | MAP_NORESERVE, fd, 0);
-  return p == MAP_FAILED ? errno : 0;
+  if (p == MAP_FAILED) return errno;
+  madvise(p, cap, MADV_DONTDUMP);   /* a new mapping: as exm_os_map_file's */
+  return 0;
 }
 
 /* KEEP_SIZE: the arena's file is already as large as its range, and a file
