@@ -213,14 +213,18 @@ void exm_arena_fit_as(size_t limit) {
 }
 
 int exm_arena_yield_as(size_t n) {
+  int gave = 0;
   pthread_mutex_lock(&exm_own.lock);
-  size_t old = exm_own.core.cap, want = n + EXM_ARENA_MIN, now = old;
-  if (old) {
-    now = exm_core_shrink(&exm_own.core, old > want ? old - want : 0);
-    if (now < old) exm_os_unmap(exm_own.core.base + now, old - now);
+  for (int k = 0; k <= exm_n_inherited; k++) {
+    exm_arena_t *a = k ? &exm_inherited[k - 1] : &exm_own;
+    size_t old = a->core.cap, want = n + EXM_ARENA_MIN;
+    if (!old) continue;
+    /* an inherited arena never carves: all it has not carved goes */
+    size_t now = exm_core_shrink(&a->core, !k && old > want ? old - want : 0);
+    if (now < old) exm_os_unmap(a->core.base + now, old - now), gave = 1;
   }
   pthread_mutex_unlock(&exm_own.lock);
-  return now < old;
+  return gave;
 }
 
 int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi) {

@@ -63,9 +63,9 @@ static inline int exm_arena_mapped(void) {
  * mapped, every later mmap and brk of the process would fail). */
 void exm_arena_fit_as(size_t limit);
 /* Under an address-space limit, when neither the arena nor glibc could
- * serve n bytes: the own arena gives up address space it has not carved
- * (n and EXM_ARENA_MIN more, or all it has not carved) so that glibc can
- * map the request. 1 when it gave any up. */
+ * serve n bytes: the arenas give up address space they have not carved
+ * (the own one n and EXM_ARENA_MIN more, or all it has not carved; an
+ * inherited one all) so that glibc can map the request. 1 when any went. */
 int exm_arena_yield_as(size_t n);
 /* For mlockall: the i-th range exm keeps unlocked (the arenas and their
  * tables of segments) in [*lo, *hi), or 0 past the last. Lock-free. */

@@ -691,9 +691,9 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
   // existed, a 600 MiB malloc that succeeds without exm returned NULL: the arena took half the limit
   // as address space, too little for the block and too much for glibc to map it beside. The arena
   // now gives up what it has not carved when both fail, and says so in its one line.
-  for (const threshold of ["1M", "0"]) {
-    test(`under a 1 GiB RLIMIT_AS a 600 MiB block that fits without exm is served (threshold ${threshold})`, async () => {
-      const r = await runWithLib([faults(), "as-crowded"], { EXM_THRESHOLD: threshold, EXM_DIR: subdir("data") });
+  for (const [threshold, fork] of [["1M", ""], ["0", ""], ["1M", "fork"], ["0", "fork"]]) {
+    test(`under a 1 GiB RLIMIT_AS a 600 MiB block that fits without exm is served (threshold ${threshold}${fork ? ", in a forked child beside the inherited arena" : ""})`, async () => {
+      const r = await runWithLib([faults(), "as-crowded", fork!], { EXM_THRESHOLD: threshold!, EXM_DIR: subdir("data") });
       if (r.code !== 0 || !r.stdout.includes("as-crowded ok")) throw new Error(explain(r));
       expect(r.stderr).toContain("sized under the address-space limit, and gave up the address space it had not used");
     });

@@ -35,10 +35,11 @@
  *   emfile                 every descriptor in use at the first big malloc
  *   fsize-ram              run under an RLIMIT_FSIZE below the arena's smallest
  *                          file: a 100 MiB block, in RAM
- *   as-crowded             RLIMIT_AS of 1 GiB before the arena exists, then a
+ *   as-crowded [fork]      RLIMIT_AS of 1 GiB before the arena exists, then a
  *                          600 MiB block (more than the arena's half of the
  *                          limit, and it fits in RAM without exm) and a 64 MiB
- *                          one
+ *                          one; fork: a 64 MiB block first, then a child that
+ *                          makes the 600 MiB block beside the inherited arena
  *
  * Prints key=value lines and "<mode> ok"; failures print FAIL on stderr.
  */
@@ -536,10 +537,32 @@ static int mode_fsize_ram(void) {
   return 0;
 }
 
-static int mode_as_crowded(void) {
+static int mode_as_crowded(int forked) {
   struct rlimit rl = { (rlim_t)GiB, (rlim_t)GiB };
   CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS): %s", strerror(errno));
   size_t n = 600 * MiB, m = 64 * MiB;
+  if (forked) {
+    /* the child inherits the parent's arena (half the limit) and makes
+     * its own beside it: both must give way */
+    unsigned char *first = malloc(m);
+    CHECK(first, "malloc(64 MiB) before the fork");
+    fill_pattern(first, m, 6);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+      unsigned char *c = malloc(n);
+      CHECK(c, "child: malloc(600 MiB) under a 1 GiB address-space limit");
+      fill_pattern(c, n, 5);
+      CHECK_PATTERN(c, n, 5, "child: its 600 MiB block");
+      CHECK_PATTERN(first, m, 6, "child: the parent's block");
+      free(c);
+      fflush(stdout);
+      _exit(0);
+    }
+    wait_child(pid, "fork child");
+    CHECK_PATTERN(first, m, 6, "the block made before the fork");
+    free(first);
+  }
   unsigned char *p = malloc(n);
   CHECK(p, "malloc(600 MiB) under a 1 GiB address-space limit, which fits without exm");
   fill_pattern(p, n, 7);
@@ -575,7 +598,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "seccomp-free")) return mode_mlocked_free(1);
   if (!strcmp(mode, "fsize")) return mode_fsize();
   if (!strcmp(mode, "emfile")) return mode_emfile();
-  if (!strcmp(mode, "as-crowded")) return mode_as_crowded();
+  if (!strcmp(mode, "as-crowded")) return mode_as_crowded(argc > 2 && !strcmp(argv[2], "fork"));
   if (!strcmp(mode, "fsize-ram")) return mode_fsize_ram();
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded | fsize-ram");
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded [fork] | fsize-ram");
 }
