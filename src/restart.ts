@@ -101,5 +101,11 @@ export function ensureLibc(atStart: FdSnapshot, args: Buffer[], environ: Buffer[
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   env[JIT_VAR] ??= String(JIT_BYTES);
   env[RESTART_VAR] = encodeRestart(args, environ);
-  process.execve!(process.execPath, [process.argv0, ...args.map((a) => a.toString())], env);
+  process.removeAllListeners("warning"); // Bun warns that process.execve is experimental (seen when it fails)
+  try {
+    process.execve!(process.execPath, [process.argv0, ...args.map((a) => a.toString())], env);
+  } catch (e) {
+    // E2BIG: one variable holds at most 128 KiB, about 96 KiB of arguments and environment
+    throw new ExmError(`${why}, and starting again failed (${(e as Error).message}): ${instead}`);
+  }
 }

@@ -395,6 +395,16 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     expect(r.stdout).toBe("fb 1\n");
   });
 
+  test("under ulimit -v, an environment too large to pass on again: one line saying how to start exm, nothing run", async () => {
+    const m = marker();
+    const r = await bash(`ulimit -v ${1024 * 1024}; export BIG=$(head -c 110000 /dev/zero | tr '\\0' x); exec "$EXM" touch ${m}`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^exm: [^\n]*\n$/);
+    expect(r.stderr).toContain("starting again failed");
+    expect(r.stderr).toContain("start exm with BUN_JSC_jitMemoryReservationSize=67108864 in its environment");
+    expect(existsSync(m)).toBe(false);
+  });
+
   test("under ulimit -v, inherited descriptors a restart would close: one line saying how to start exm, nothing run", async () => {
     const m = marker();
     const r = await bash(`ulimit -v ${1024 * 1024}; exec 7</dev/null; exec "$EXM" touch ${m}`);
