@@ -491,17 +491,21 @@ static int mode_closed_stderr(void) {
   return 0;
 }
 
-static int mode_fsize(void) {
-  struct rlimit rl = { (rlim_t)GiB, (rlim_t)GiB };
-  CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit");
+/* fsize: under an RLIMIT_FSIZE of 1 GiB set here; fsize-ram: under the one it
+ * was started with (below the arena's smallest file: the block is in RAM). */
+static int mode_fsize(const char *mode, int set_limit) {
+  if (set_limit) {
+    struct rlimit rl = { (rlim_t)GiB, (rlim_t)GiB };
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit");
+  }
   size_t n = 100 * MiB;
   unsigned char *p = malloc(n);
-  CHECK(p, "malloc(100 MiB) under RLIMIT_FSIZE 1 GiB");
+  CHECK(p, "malloc(100 MiB) under RLIMIT_FSIZE");
   printf("file_backed=%d\n", api_fb(p));
   fill_pattern(p, n, 4);
   CHECK_PATTERN(p, n, 4, "under RLIMIT_FSIZE");
   free(p);
-  printf("fsize ok\n");
+  printf("%s ok\n", mode);
   return 0;
 }
 
@@ -522,18 +526,6 @@ static int mode_emfile(void) {
   free(p);
   printf("at_emfile=%s file_backed_then=%d file_backed_after=%d\n", fb1 < 0 ? "NULL" : "pointer", fb1, fb2);
   printf("emfile ok\n");
-  return 0;
-}
-
-static int mode_fsize_ram(void) {
-  size_t n = 100 * MiB;
-  unsigned char *p = malloc(n);
-  CHECK(p, "malloc(100 MiB)");
-  printf("file_backed=%d\n", api_fb(p));
-  fill_pattern(p, n, 9);
-  CHECK_PATTERN(p, n, 9, "the block in RAM");
-  free(p);
-  printf("fsize-ram ok\n");
   return 0;
 }
 
@@ -596,9 +588,9 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "fsize-fork")) return mode_fsize_fork();
   if (!strcmp(mode, "mlocked-free")) return mode_mlocked_free(0);
   if (!strcmp(mode, "seccomp-free")) return mode_mlocked_free(1);
-  if (!strcmp(mode, "fsize")) return mode_fsize();
+  if (!strcmp(mode, "fsize")) return mode_fsize(mode, 1);
   if (!strcmp(mode, "emfile")) return mode_emfile();
   if (!strcmp(mode, "as-crowded")) return mode_as_crowded(argc > 2 && !strcmp(argv[2], "fork"));
-  if (!strcmp(mode, "fsize-ram")) return mode_fsize_ram();
+  if (!strcmp(mode, "fsize-ram")) return mode_fsize(mode, 0);
   FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded [fork] | fsize-ram");
 }
