@@ -15,10 +15,7 @@
 import { readFileSync } from "node:fs";
 import { usageError } from "./errors";
 import { findOption, findShort, type OptionSpec } from "./options";
-import { decodeRestart, RESTART_VAR } from "./restart";
-
-/** A restarted exm's own arguments and environment (restart.ts): the first exm's, byte for byte. */
-const RESTART = decodeRestart(process.env[RESTART_VAR]);
+import { RESTARTED as RESTART } from "./restart";
 
 /** Splits a NUL-terminated list (cmdline, environ) into its byte strings. */
 export function splitNul(bytes: Uint8Array): Buffer[] {
@@ -43,7 +40,7 @@ export function splitNul(bytes: Uint8Array): Buffer[] {
  * process.argv only serves when /proc cannot be read.
  */
 export function rawArgs(): Buffer[] {
-  if (RESTART) return RESTART.args;
+  if (RESTART) return RESTART.args; // restarted (restart.ts): the first exm's, byte for byte
   const fromProcess = process.argv.slice(2);
   try {
     const cmdline = splitNul(readFileSync("/proc/self/cmdline"));

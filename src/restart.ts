@@ -26,7 +26,7 @@ import type { FdSnapshot } from "./fds";
 import { libcError } from "./libc";
 import { formatSize } from "./options";
 
-export const RESTART_VAR = "EXM_RESTART";
+const RESTART_VAR = "EXM_RESTART";
 const JIT_VAR = "BUN_JSC_jitMemoryReservationSize";
 const JIT_BYTES = 64 << 20;
 const O_CLOEXEC = 0o2000000;
@@ -55,16 +55,23 @@ function closedByExec(atStart: FdSnapshot): number[] {
   return lost.sort((a, b) => a - b);
 }
 
-/** The first exm's arguments and environment, encoded for EXM_RESTART. */
+/**
+ * The first exm's arguments and environment, encoded for EXM_RESTART, with
+ * its pid: execve keeps the pid, so a value this process did not write
+ * (left in an environment by anything else) never passes for one.
+ */
 export function encodeRestart(args: Buffer[], environ: Buffer[]): string {
-  return JSON.stringify({ args: args.map((b) => b.toString("base64")), environ: environ.map((b) => b.toString("base64")) });
+  return JSON.stringify({
+    pid: process.pid, args: args.map((b) => b.toString("base64")), environ: environ.map((b) => b.toString("base64")),
+  });
 }
 
 /** What the first exm handed over, or undefined (not restarted, or a value that is not ours). */
 export function decodeRestart(value: string | undefined): { args: Buffer[]; environ: Buffer[] } | undefined {
   if (!value) return undefined;
   try {
-    const v = JSON.parse(value) as { args?: unknown; environ?: unknown };
+    const v = JSON.parse(value) as { pid?: unknown; args?: unknown; environ?: unknown };
+    if (v.pid !== process.pid) return undefined;
     const list = (x: unknown) =>
       Array.isArray(x) && x.every((s) => typeof s === "string") ? x.map((s: string) => Buffer.from(s, "base64")) : undefined;
     const args = list(v.args), environ = list(v.environ);
@@ -73,6 +80,9 @@ export function decodeRestart(value: string | undefined): { args: Buffer[]; envi
     return undefined;
   }
 }
+
+/** This exm's restart payload, when it is the restarted one. */
+export const RESTARTED = decodeRestart(process.env[RESTART_VAR]);
 
 /**
  * Called first, before anything needs libc: returns when libc can be called,
@@ -85,7 +95,7 @@ export function ensureLibc(atStart: FdSnapshot, args: Buffer[], environ: Buffer[
   const err = libcError();
   if (!err) return;
   const why = `under the address-space limit (ulimit -v) of ${formatSize(limit)} exm cannot call libc (${err.message})`;
-  if (process.env[RESTART_VAR] !== undefined) {
+  if (RESTARTED) {
     throw new ExmError(`${why}, even with a smaller JIT reservation: exm needs a limit of 512 MiB or more`);
   }
   const instead = `start exm with ${JIT_VAR}=${JIT_BYTES} in its environment`;

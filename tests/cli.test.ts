@@ -382,6 +382,15 @@ describe.skipIf(BUILT !== null)("exm CLI", () => {
     });
   }
 
+  test("an EXM_RESTART this exm did not write (another pid's, or junk) is the program's variable, not exm's arguments", async () => {
+    const stale = JSON.stringify({ pid: 1, args: [Buffer.from("true").toString("base64")], environ: [] });
+    for (const value of [stale, "junk"]) {
+      const r = await exm(["sh", "-c", 'echo "ran $EXM_RESTART"'], { EXM_RESTART: value });
+      expectOk(r);
+      expect(r.stdout).toBe(`ran ${value}\n`);
+    }
+  });
+
   test("under ulimit -v a program that allocates runs served (python3, 300 MiB block in the arena)", async () => {
     const py = python3();
     if (skipUnless(py ? null : "python3 not found", "the python3 run under ulimit -v")) return;
