@@ -33,6 +33,10 @@
  *   rlimit-as              RLIMIT_AS lowered to 4 GiB once the arena exists:
  *                          blocks, a thread, a mapping and a fork still come
  *   emfile                 every descriptor in use at the first big malloc
+ *   pin-uring              a 64 MiB malloc'd buffer registered with io_uring as a
+ *                          fixed buffer (a long-term pin of its pages);
+ *                          prints pinned=ok or the errno's text, or
+ *                          no_io_uring= when the kernel has none
  *   fsize-ram              run under an RLIMIT_FSIZE below the arena's smallest
  *                          file: a 100 MiB block, in RAM
  *   as-crowded [fork]      RLIMIT_AS of 1 GiB before the arena exists, then a
@@ -48,6 +52,10 @@
 #include <malloc.h>
 
 #include <fcntl.h>
+#if __has_include(<linux/io_uring.h>)
+#include <linux/io_uring.h>
+#define HAVE_IO_URING_H 1
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <linux/filter.h>
@@ -58,6 +66,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 /* ---- fill ------------------------------------------------------------------ */
 
@@ -529,6 +538,34 @@ static int mode_emfile(void) {
   return 0;
 }
 
+static int mode_pin_uring(void) {
+#if !defined(HAVE_IO_URING_H) || !defined(__NR_io_uring_setup)
+  printf("no_io_uring=no headers\npin-uring ok\n");
+  return 0;
+#else
+  struct io_uring_params prm;
+  memset(&prm, 0, sizeof prm);
+  int ring = (int)syscall(__NR_io_uring_setup, 8, &prm);
+  if (ring < 0) {
+    printf("no_io_uring=%s\npin-uring ok\n", strerror(errno));
+    return 0;
+  }
+  size_t n = 64 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p, "malloc(64 MiB)");
+  fill_pattern(p, n, 3);
+  printf("file_backed=%d\n", api_fb(p));
+  struct iovec iov = { p, n };
+  int r = (int)syscall(__NR_io_uring_register, ring, IORING_REGISTER_BUFFERS, &iov, 1);
+  printf("pinned=%s\n", r < 0 ? strerror(errno) : "ok");
+  close(ring);
+  CHECK_PATTERN(p, n, 3, "the buffer");
+  free(p);
+  printf("pin-uring ok\n");
+  return 0;
+#endif
+}
+
 static int mode_as_crowded(int forked) {
   struct rlimit rl = { (rlim_t)GiB, (rlim_t)GiB };
   CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS): %s", strerror(errno));
@@ -592,5 +629,6 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "emfile")) return mode_emfile();
   if (!strcmp(mode, "as-crowded")) return mode_as_crowded(argc > 2 && !strcmp(argv[2], "fork"));
   if (!strcmp(mode, "fsize-ram")) return mode_fsize(mode, 0);
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded [fork] | fsize-ram");
+  if (!strcmp(mode, "pin-uring")) return mode_pin_uring();
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded [fork] | fsize-ram | pin-uring");
 }
