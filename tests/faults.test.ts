@@ -729,6 +729,20 @@ describe.skipIf(noLib)("descriptor and limit hazards", () => {
     expect(o).toMatchObject({ file_backed: "0", pinned: "ok" });
   });
 
+  // Found 2026-12-03 (fourth session): madvise(MADV_DONTNEED) on part of a malloc'd block reads
+  // back zeros on glibc's anonymous memory and the old data on the arena's shared file mapping (the
+  // pages leave the process's page tables, not the file). A program that clears or releases a buffer
+  // that way sees stale bytes. Reproduce: `EXM_THRESHOLD=1M LD_PRELOAD=build/libexm.so stress_faults
+  // dontneed` (after=1). Fix idea: the library's madvise turns DONTNEED on the own arena into
+  // FALLOC_FL_ZERO_RANGE (zeros, the disk reservation kept, the pages dropped; measure what it does
+  // with dirty pages first), a memset where the filesystem cannot; zeros in a cow child's private
+  // view. README, Limits.
+  test.todo("MADV_DONTNEED on a file-backed block reads back zeros, as on anonymous memory (threshold 1M)", async () => {
+    const r = await runWithLib([faults(), "dontneed"], { EXM_THRESHOLD: "1M", EXM_DIR: subdir("data") });
+    if (r.code !== 0 || !r.stdout.includes("dontneed ok")) throw new Error(explain(r));
+    expect(kv(r.stdout)).toMatchObject({ file_backed: "1", after: "0", beyond: "1" });
+  });
+
   // Found 2026-12-03: a program that lowers RLIMIT_AS once the arena exists (Python's
   // resource.setrlimit, sandboxes) found every later mmap and brk refused, the arena's 8 TiB of
   // address space counting against the limit: MemoryError from Python's next small object, malloc

@@ -37,6 +37,10 @@
  *                          fixed buffer (a long-term pin of its pages);
  *                          prints pinned=ok or the errno's text, or
  *                          no_io_uring= when the kernel has none
+ *   dontneed               madvise(MADV_DONTNEED) on 16 MiB inside a filled 64 MiB
+ *                          block: prints after= (the byte read back: 0 on
+ *                          glibc's anonymous memory) and beyond= (a byte past
+ *                          the range, still 1)
  *   fsize-ram              run under an RLIMIT_FSIZE below the arena's smallest
  *                          file: a 100 MiB block, in RAM
  *   as-crowded [fork]      RLIMIT_AS of 1 GiB before the arena exists, then a
@@ -566,6 +570,19 @@ static int mode_pin_uring(void) {
 #endif
 }
 
+static int mode_dontneed(void) {
+  size_t n = 64 * MiB;
+  unsigned char *p = malloc(n);
+  CHECK(p, "malloc(64 MiB)");
+  memset(p, 1, n);
+  unsigned char *q = (unsigned char *)(((uintptr_t)p + 4095) & ~(uintptr_t)4095);
+  CHECK(madvise(q, 16 * MiB, MADV_DONTNEED) == 0, "madvise(MADV_DONTNEED): %s", strerror(errno));
+  printf("file_backed=%d\nafter=%d\nbeyond=%d\n", api_fb(p), q[4096], q[16 * MiB + 1]);
+  free(p);
+  printf("dontneed ok\n");
+  return 0;
+}
+
 static int mode_as_crowded(int forked) {
   struct rlimit rl = { (rlim_t)GiB, (rlim_t)GiB };
   CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS): %s", strerror(errno));
@@ -630,5 +647,6 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "as-crowded")) return mode_as_crowded(argc > 2 && !strcmp(argv[2], "fork"));
   if (!strcmp(mode, "fsize-ram")) return mode_fsize(mode, 0);
   if (!strcmp(mode, "pin-uring")) return mode_pin_uring();
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded [fork] | fsize-ram | pin-uring");
+  if (!strcmp(mode, "dontneed")) return mode_dontneed();
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded [fork] | fsize-ram | pin-uring | dontneed");
 }
