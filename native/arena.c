@@ -227,6 +227,19 @@ int exm_arena_yield_as(size_t n) {
   return gave;
 }
 
+int exm_arena_dontneed(void *addr, size_t len) {
+  exm_arena_t *a = exm_arena_of(addr);
+  if (!a || ((uintptr_t)addr & (EXM_PAGE - 1))) return -1;   /* not ours, or the kernel's EINVAL */
+  len = (len + EXM_PAGE - 1) & ~(EXM_PAGE - 1);
+  size_t off = (size_t)((char *)addr - a->core.base), cap = __atomic_load_n(&a->core.cap, __ATOMIC_ACQUIRE);
+  if (!len || off > cap || len > cap - off) return -1;       /* partly outside: the kernel's as it comes */
+  if (a->kind == ARENA_SHARED) return -1;   /* the parent's pages, shared both ways: kept, as shmem keeps them */
+  if (a->kind == ARENA_OWN && exm_arena_fd_intact(a) && !exm_os_zero(__atomic_load_n(&a->fd, __ATOMIC_RELAXED), off, len))
+    return 0;
+  memset(addr, 0, len);   /* a cow child's private view, a filesystem without ZERO_RANGE, a lost descriptor */
+  return 0;
+}
+
 int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi) {
   for (int k = 0; k <= exm_n_inherited; k++) {
     exm_core_t *c = k ? &exm_inherited[k - 1].core : &exm_own.core;

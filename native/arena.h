@@ -67,6 +67,14 @@ void exm_arena_fit_as(size_t limit);
  * (the own one n and EXM_ARENA_MIN more, or all it has not carved; an
  * inherited one all) so that glibc can map the request. 1 when any went. */
 int exm_arena_yield_as(size_t n);
+/* madvise(MADV_DONTNEED) on [addr, addr+len) inside an arena: anonymous
+ * memory then reads back zeros, a shared file mapping its old data (the
+ * pages leave the process, not the file). The range reads zeros after this,
+ * with its disk kept (FALLOC_FL_ZERO_RANGE; a memset where the filesystem,
+ * the descriptor or a cow child's private view does not allow it); a
+ * shared child's view of its parent's blocks is left to the kernel. 0, or
+ * -1 for a range that is not wholly one arena's (the caller passes it on). */
+int exm_arena_dontneed(void *addr, size_t len);
 /* For mlockall: the i-th range exm keeps unlocked (the arenas and their
  * tables of segments) in [*lo, *hi), or 0 past the last. Lock-free. */
 int exm_arena_unlocked(int i, uintptr_t *lo, uintptr_t *hi);

@@ -38,6 +38,11 @@
 #include "options.h"
 #include "os.h"
 
+/* madvise without the library's own definition of it (override.c, which
+ * the library's calls would otherwise reach through the PLT: its
+ * MADV_DONTNEED emulation must never apply to exm's own calls). */
+static int sys_madvise(void *p, size_t len, int advice) { return (int)syscall(SYS_madvise, p, len, advice); }
+
 /* A fresh backing file, unlinked from birth: a crash leaves nothing behind
  * and no other user can open it. O_TMPFILE where the filesystem has it,
  * else a 0600 file created exclusively and unlinked at once. */
@@ -138,7 +143,7 @@ void *exm_os_map_file(int fd, size_t *cap, int *limited) {
     if (ftruncate(fd, (off_t)size)) continue;
     void *p = map_unlocked(size, MAP_SHARED | MAP_NORESERVE, fd);
     if (!p) continue;
-    madvise(p, size, MADV_DONTDUMP);   /* a core dump of terabytes of file helps nobody */
+    sys_madvise(p, size, MADV_DONTDUMP);   /* a core dump of terabytes of file helps nobody */
     return *cap = size, p;
   }
   if (limit >= EXM_ARENA_MIN) *limited = -1;   /* not the limit's fault */
@@ -166,7 +171,7 @@ int exm_os_remap(void *base, size_t cap, int fd, int private_copy) {
   void *p = mmap(base, cap, PROT_READ | PROT_WRITE,
                  (private_copy ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED | MAP_NORESERVE, fd, 0);
   if (p == MAP_FAILED) return errno;
-  madvise(p, cap, MADV_DONTDUMP);   /* a new mapping: as exm_os_map_file's */
+  sys_madvise(p, cap, MADV_DONTDUMP);   /* a new mapping: as exm_os_map_file's */
   return 0;
 }
 
@@ -187,13 +192,26 @@ int exm_os_punch(int fd, size_t off, size_t len) {
   return 0;
 }
 
+#ifndef FALLOC_FL_ZERO_RANGE
+#define FALLOC_FL_ZERO_RANGE 0x10
+#endif
+
+/* Zeros over [off, off+len) of the file with its disk kept (ext4 and XFS
+ * make the range unwritten extents) and its pages dropped from the page
+ * cache and from every mapping of it. */
+int exm_os_zero(int fd, size_t off, size_t len) {
+  while (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len))
+    if (errno != EINTR) return errno;
+  return 0;
+}
+
 /* The same under [p, p+len) of a shared file mapping: the hole is punched
  * through the mapping, with no descriptor, so it works after the program
  * closed exm's and never reaches a file that took its number. EINVAL or
  * EACCES where the kernel will not (an mlock'ed or read-only range): the
  * caller punches by descriptor. */
 int exm_os_punch_mapped(void *p, size_t len) {
-  while (madvise(p, len, MADV_REMOVE))
+  while (sys_madvise(p, len, MADV_REMOVE))
     if (errno != EINTR && errno != EAGAIN) return errno;
   return 0;
 }
@@ -201,7 +219,7 @@ int exm_os_punch_mapped(void *p, size_t len) {
 void exm_os_unlock(void *p, size_t len) { munlock(p, len); }
 
 /* Drop private (copy-on-write) pages of a range: it reads the file again. */
-int exm_os_drop_private(void *p, size_t len) { return madvise(p, len, MADV_DONTNEED) ? errno : 0; }
+int exm_os_drop_private(void *p, size_t len) { return sys_madvise(p, len, MADV_DONTNEED) ? errno : 0; }
 
 /* Random advice also takes the range's huge-page hint away: a file mapping
  * with MADV_HUGEPAGE (numpy gives one to every large array) reads a whole
@@ -214,9 +232,9 @@ int exm_os_drop_private(void *p, size_t len) { return madvise(p, len, MADV_DONTN
 int exm_os_madvise(void *p, size_t len, int advice) {
   static const int adv[] = { MADV_NORMAL, MADV_NORMAL, MADV_SEQUENTIAL, MADV_RANDOM };
   if (advice < 0 || advice > 3) return EINVAL;
-  if (madvise(p, len, adv[advice])) return errno;
+  if (sys_madvise(p, len, adv[advice])) return errno;
 #ifdef MADV_NOHUGEPAGE
-  if (adv[advice] == MADV_RANDOM) madvise(p, len, MADV_NOHUGEPAGE);
+  if (adv[advice] == MADV_RANDOM) sys_madvise(p, len, MADV_NOHUGEPAGE);
 #endif
   return 0;
 }

@@ -24,6 +24,7 @@ int exm_os_file_id(int fd, uint64_t *dev, uint64_t *ino);
 int exm_os_same_file(int fd, uint64_t dev, uint64_t ino);
 int exm_os_reserve(int fd, size_t off, size_t len);
 int exm_os_punch(int fd, size_t off, size_t len);
+int exm_os_zero(int fd, size_t off, size_t len);
 int exm_os_punch_mapped(void *p, size_t len);
 /* Never locked in RAM (munlock), whatever the program's mlockall asked. */
 void exm_os_unlock(void *p, size_t len);

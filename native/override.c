@@ -414,6 +414,7 @@ EXM_API size_t malloc_usable_size(void *p) {
 }
 
 EXM_API int madvise(void *addr, size_t len, int advice) {
+  if (unlikely(advice == MADV_DONTNEED) && exm_in_span(addr) && exm_arena_dontneed(addr, len) == 0) return 0;
 #ifdef MADV_HUGEPAGE
   if (unlikely(advice == MADV_HUGEPAGE) && exm_in_span(addr) && exm_arena_random_at(addr)) {
     exm_trace_hint_dropped(addr, len);

@@ -26,6 +26,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define PAGE ((size_t)4096)
@@ -101,7 +102,9 @@ int main(int argc, char **argv) {
     exm_block_info_t info;
     X.lookup(p, &info);
     CHECK(fdatasync(fd) == 0, "fdatasync: %s", strerror(errno));
-    CHECK(madvise(p, n, MADV_DONTNEED) == 0, "madvise");
+    /* the kernel's DONTNEED (unmaps, the file keeps the data), not the
+     * library's, which gives an arena block anonymous memory's zeros */
+    CHECK(syscall(SYS_madvise, p, n, MADV_DONTNEED) == 0, "madvise");
     CHECK(posix_fadvise(fd, (off_t)info.offset, (off_t)n, POSIX_FADV_DONTNEED) == 0, "fadvise");
     printf("parent_resident_kib=%zu\n", resident_kib(p, n));
   } else {

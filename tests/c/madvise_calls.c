@@ -1,8 +1,9 @@
 /*
  * madvise_calls.c: exm defines madvise (native/override.c) to keep a
- * program's MADV_HUGEPAGE off the arena's random-advised blocks; every other
- * call must be the system call, with its results and errors. Run preloaded
- * with EXM_THRESHOLD=1M, EXM_ADVICE=auto and a fresh EXM_DIR.
+ * program's MADV_HUGEPAGE off the arena's random-advised blocks and to give
+ * MADV_DONTNEED on an arena block the anonymous memory's result (zeros);
+ * every other call must be the system call, with its results and errors.
+ * Run preloaded with EXM_THRESHOLD=1M, EXM_ADVICE=auto and a fresh EXM_DIR.
  */
 #include "common.h"
 
@@ -45,10 +46,18 @@ int main(void) {
   CHECK(madvise(page, n - 4096, MADV_HUGEPAGE) == 0, "HUGEPAGE on a random block must still return 0");
   CHECK(!has_vmflag(page, "hg"), "HUGEPAGE applied to a block advised random");
   CHECK(!strcmp(advice_of(page), "rr"), "the block lost its random advice: %s", advice_of(page));
-  /* DONTNEED on a file mapping keeps the data (the file holds it). */
+  /* DONTNEED on an arena block reads back zeros, as glibc's anonymous
+   * block would (the kernel alone keeps a file mapping's data), and only
+   * that page; the block is memory again after it. */
   b[n / 2] = 7;
+  b[n / 2 + 4096] = 8;
   size_t pg = ((uintptr_t)(b + n / 2)) & ~(uintptr_t)4095;
-  CHECK(madvise((void *)pg, 4096, MADV_DONTNEED) == 0 && b[n / 2] == 7, "DONTNEED on an arena block lost its data");
+  CHECK(madvise((void *)pg, 4096, MADV_DONTNEED) == 0 && b[n / 2] == 0, "DONTNEED on an arena block kept its data");
+  CHECK(b[n / 2 + 4096] == 8, "DONTNEED reached past its page");
+  b[n / 2] = 9;
+  CHECK(b[n / 2] == 9, "a write after DONTNEED");
+  errno = 0;
+  CHECK(madvise((void *)(pg + 1), 4096, MADV_DONTNEED) == -1 && errno == EINVAL, "unaligned DONTNEED: want -1/EINVAL, errno %d", errno);
   free(b);
   printf("arena ok\nmadvise_calls ok\n");
   return 0;

@@ -37,10 +37,13 @@
  *                          fixed buffer (a long-term pin of its pages);
  *                          prints pinned=ok or the errno's text, or
  *                          no_io_uring= when the kernel has none
- *   dontneed               madvise(MADV_DONTNEED) on 16 MiB inside a filled 64 MiB
- *                          block: prints after= (the byte read back: 0 on
- *                          glibc's anonymous memory) and beyond= (a byte past
- *                          the range, still 1)
+ *   dontneed [fork]        madvise(MADV_DONTNEED) on 16 MiB inside a filled 64 MiB
+ *                          block: prints after= (a byte read back: 0 on
+ *                          glibc's anonymous memory), nonzero= (bytes of the
+ *                          range still not 0, sampled) and beyond= (past the
+ *                          range, still 1), disk_kept=1 when the backing file
+ *                          still holds the block's disk; fork: in a child, and
+ *                          the parent keeps its data (parent_kept=1)
  *   fsize-ram              run under an RLIMIT_FSIZE below the arena's smallest
  *                          file: a 100 MiB block, in RAM
  *   as-crowded [fork]      RLIMIT_AS of 1 GiB before the arena exists, then a
@@ -570,15 +573,38 @@ static int mode_pin_uring(void) {
 #endif
 }
 
-static int mode_dontneed(void) {
-  size_t n = 64 * MiB;
+static int mode_dontneed(int forked) {
+  size_t n = 64 * MiB, r = 16 * MiB;
   unsigned char *p = malloc(n);
   CHECK(p, "malloc(64 MiB)");
   memset(p, 1, n);
   unsigned char *q = (unsigned char *)(((uintptr_t)p + 4095) & ~(uintptr_t)4095);
-  CHECK(madvise(q, 16 * MiB, MADV_DONTNEED) == 0, "madvise(MADV_DONTNEED): %s", strerror(errno));
-  printf("file_backed=%d\nafter=%d\nbeyond=%d\n", api_fb(p), q[4096], q[16 * MiB + 1]);
+  exm_block_info_t info;
+  int fd = X.loaded && X.lookup(p, &info) == 0 ? info.fd : -1;
+  size_t disk = fd >= 0 ? file_bytes(fd) : 0;
+  pid_t pid = forked ? fork() : 0;
+  CHECK(pid >= 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    CHECK(madvise(q, r, MADV_DONTNEED) == 0, "madvise(MADV_DONTNEED): %s", strerror(errno));
+    if (!forked && fd >= 0) printf("disk_kept=%d\n", file_bytes(fd) == disk);   /* reserved: never SIGBUS later */
+    size_t nonzero = 0;
+    for (size_t i = 0; i < r; i += 512) nonzero += q[i] != 0;
+    printf("file_backed=%d\nafter=%d\nnonzero=%zu\nbeyond=%d\n", api_fb(p), q[4096], nonzero, q[r + 1]);
+    if (!forked) {   /* and it is memory again (not in a child: a shared one writes the parent's) */
+      q[4096] = 2;
+      CHECK(q[4096] == 2, "a write after MADV_DONTNEED");
+    }
+    if (forked) {
+      fflush(stdout);
+      _exit(0);
+    }
+  } else {
+    wait_child(pid, "fork child");
+    CHECK(q[4096] == 1 && q[r - 1] == 1, "the parent's block after its child's MADV_DONTNEED");
+    printf("parent_kept=1\n");
+  }
   free(p);
+  if (X.loaded) CHECK(X.check() == 0, "exm_check");
   printf("dontneed ok\n");
   return 0;
 }
@@ -647,6 +673,6 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "as-crowded")) return mode_as_crowded(argc > 2 && !strcmp(argv[2], "fork"));
   if (!strcmp(mode, "fsize-ram")) return mode_fsize(mode, 0);
   if (!strcmp(mode, "pin-uring")) return mode_pin_uring();
-  if (!strcmp(mode, "dontneed")) return mode_dontneed();
-  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded [fork] | fsize-ram | pin-uring | dontneed");
+  if (!strcmp(mode, "dontneed")) return mode_dontneed(argc > 2 && !strcmp(argv[2], "fork"));
+  FAIL("usage: stress_faults fill MIN MAX [FILLER] | exit MODE SIZE | churn | fdreuse | lostfd-realloc | lostfd-punch | rlimit-as | fsize-fork | mlocked-free | seccomp-free | closed-stderr | fsize | emfile | as-crowded [fork] | fsize-ram | pin-uring | dontneed [fork]");
 }
