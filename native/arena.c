@@ -234,6 +234,9 @@ int exm_arena_dontneed(void *addr, size_t len) {
   size_t off = (size_t)((char *)addr - a->core.base), cap = __atomic_load_n(&a->core.cap, __ATOMIC_ACQUIRE);
   if (!len || off > cap || len > cap - off) return -1;       /* partly outside: the kernel's as it comes */
   if (a->kind == ARENA_SHARED) return -1;   /* the parent's pages, shared both ways: kept, as shmem keeps them */
+  /* a cow view is private only below the parent's top at the fork (fork.c):
+   * zeros written past it would reach the parent's file */
+  if (a->kind == ARENA_COW && off + len > __atomic_load_n(&a->core.top, __ATOMIC_RELAXED)) return -1;
   if (a->kind == ARENA_OWN && exm_arena_fd_intact(a) && !exm_os_zero(__atomic_load_n(&a->fd, __ATOMIC_RELAXED), off, len))
     return 0;
   memset(addr, 0, len);   /* a cow child's private view, a filesystem without ZERO_RANGE, a lost descriptor */
