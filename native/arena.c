@@ -198,34 +198,28 @@ void exm_span_add(const void *base, size_t cap) {
   if (hi > exm_span_hi) __atomic_store_n(&exm_span_hi, hi, __ATOMIC_RELAXED);
 }
 
-void exm_arena_fit_as(size_t limit) {
-  pthread_mutex_lock(&exm_own.lock);
-  for (int k = 0; k <= exm_n_inherited; k++) {
-    exm_arena_t *a = k ? &exm_inherited[k - 1] : &exm_own;
-    size_t old = a->core.cap;
-    if (!old) continue;
-    /* the own arena keeps room to grow, half the limit as at its start
-     * (os.c); an inherited one only what its parent had carved */
-    size_t now = exm_core_shrink(&a->core, k ? 0 : limit / 2);
-    if (now < old) exm_os_unmap(a->core.base + now, old - now);
-  }
-  pthread_mutex_unlock(&exm_own.lock);
-}
-
-int exm_arena_yield_as(size_t n) {
+/* The arenas give up the address space they have not carved: the own one
+ * keeps at most own_max of it and `less` below its capacity (0 when that
+ * is all of it), an inherited one (which never carves) only what it has
+ * carved. 1 when any went. */
+static int give_up_as(size_t own_max, size_t less) {
   int gave = 0;
   pthread_mutex_lock(&exm_own.lock);
   for (int k = 0; k <= exm_n_inherited; k++) {
     exm_arena_t *a = k ? &exm_inherited[k - 1] : &exm_own;
-    size_t old = a->core.cap, want = n + EXM_ARENA_MIN;
+    size_t old = a->core.cap, want = old > less ? old - less : 0;
     if (!old) continue;
-    /* an inherited arena never carves: all it has not carved goes */
-    size_t now = exm_core_shrink(&a->core, !k && old > want ? old - want : 0);
+    size_t now = exm_core_shrink(&a->core, k ? 0 : want < own_max ? want : own_max);
     if (now < old) exm_os_unmap(a->core.base + now, old - now), gave = 1;
   }
   pthread_mutex_unlock(&exm_own.lock);
   return gave;
 }
+
+/* the own arena keeps room to grow, half the limit as at its start (os.c) */
+void exm_arena_fit_as(size_t limit) { give_up_as(limit / 2, 0); }
+
+int exm_arena_yield_as(size_t n) { return give_up_as(SIZE_MAX, n + EXM_ARENA_MIN); }
 
 int exm_arena_dontneed(void *addr, size_t len) {
   exm_arena_t *a = exm_arena_of(addr);
