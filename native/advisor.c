@@ -23,8 +23,9 @@
  * and says once with --verbose why the program is slow.
  *
  * The thread does nothing while there are no major faults and the kernel
- * reclaims nothing (/proc/vmstat), sleeps at least
- * four times as long as its last look took, blocks every signal,
+ * reclaims nothing (/proc/vmstat), sleeps at least four times as long as its
+ * last look took (a period, unless a burst of major faults comes while a
+ * block may still need random advice: then sooner), blocks every signal,
  * never allocates through malloc, and is not inherited by forked children
  * (they start their own when they need one).
  */
@@ -45,6 +46,12 @@
 
 #define ADVISOR_MIN ((size_t)16 << 20)   /* blocks the advisor looks after */
 #define PERIOD_NS 200000000L             /* between looks */
+/* The sleep between looks is cut in slices of SLICE_NS, each ending with a
+ * read of the process's major fault counter (getrusage: a microsecond or so).
+ * A burst of major faults while a block may still need random advice wakes
+ * the advisor early (see wait_for_look). */
+#define SLICE_NS 25000000L
+#define BURST 8                          /* major faults since the last look */
 #define MAX_TRACKED 64
 #define VEC_PAGES ((size_t)1 << 18)      /* mincore vector: 1 GiB per call */
 /* A look at a block costs about the same whatever its size: a block of up to
@@ -96,7 +103,7 @@ static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
  * while a block had random advice from it (a run slowed by random reads of
  * file-backed memory), with the faults and bytes read from disk meanwhile. */
 #define RANDOM_RATE 100   /* major faults per second */
-static uint64_t n_looks, n_pages_looked, rnd_ns, rnd_faults, rnd_read;
+static uint64_t n_looks, n_pages_looked, n_look_ns, rnd_ns, rnd_faults, rnd_read;
 static int rnd_told;
 
 /* What one look found for a block, in samples (pages when stride is 1):
@@ -281,6 +288,38 @@ static uint64_t reclaim_scans(void) {
   return sum;
 }
 
+/* Could a look now make a block random? Not when every block we watch has
+ * random advice from us already (nor when the advice is fixed). */
+static int may_turn_random(void) {
+  if (exm_cfg_advice() != EXM_ADVICE_AUTO) return 0;
+  for (int i = 0; i < ntrack; i++)
+    if (track[i].advice != EXM_ADVICE_RANDOM) return 1;
+  return ntrack == 0;
+}
+
+/* Sleeps up to sleep_ns, in slices. Random reads that start on a block a
+ * scan left sequential (or with the default read-around) read a whole
+ * window per fault until the block is made random, and a whole period was
+ * the time to notice: 200 ms of a 0.55 s random phase at 4 GiB, which ran at
+ * a third of its later rate meanwhile (measured here: the switch came
+ * 204-209 ms after the first random read). So once early_ns has passed since
+ * the last look, BURST major faults since that look while a block may still
+ * turn random end the sleep. A scan out of core takes almost none (its
+ * faults find pages read ahead: 1 major fault in a 4 GiB scan, 15 000 in
+ * 20 000 random reads after it). Returns whether it woke early. */
+static int wait_for_look(uint64_t sleep_ns, uint64_t early_ns, uint64_t faults_looked) {
+  uint64_t slept = 0;
+  while (slept < sleep_ns) {
+    uint64_t s = sleep_ns - slept < (uint64_t)SLICE_NS ? sleep_ns - slept : (uint64_t)SLICE_NS;
+    exm_os_sleep_ns(s);
+    slept += s;
+    if (slept < early_ns || slept >= sleep_ns) continue;
+    uint64_t read;
+    if (major_faults(&read) - faults_looked >= BURST && may_turn_random()) return 1;
+  }
+  return 0;
+}
+
 static void *advisor_main(void *arg) {
   (void)arg;
   uint64_t read = 0, faults = major_faults(&read), scans = reclaim_scans(), look_ns = 0;
@@ -290,6 +329,12 @@ static void *advisor_main(void *arg) {
   uint64_t faults_looked = faults;
   uint64_t last_ns = exm_os_now_ns();
   int first_look = 0;
+  /* The least time between a look and an early one: SLICE_NS, doubled (up
+   * to the period) after each early look that changed nothing, so that
+   * faults no look can act on (a random phase on blocks already random: a
+   * file of the program's) do not make the looks come faster than before;
+   * back to SLICE_NS when faults stop or a look changes a block's advice. */
+  uint64_t early_ns = SLICE_NS;
   for (;;) {
     /* A look costs ~20 ms per GiB of watched blocks: sleeping four times
      * that keeps the thread under a fifth of a core. After a block's first
@@ -300,7 +345,9 @@ static void *advisor_main(void *arg) {
     uint64_t period = first_look ? (uint64_t)PERIOD_NS / 4 : (uint64_t)PERIOD_NS;
     uint64_t sleep_ns = look_ns * 4 > period ? look_ns * 4 : period;
     first_look = 0;
-    exm_os_sleep_ns(sleep_ns);
+    /* never sooner than four times the last look: the cost bound above */
+    uint64_t soonest = look_ns * 4 > early_ns ? look_ns * 4 : early_ns;
+    int early = wait_for_look(sleep_ns, soonest, faults_looked);
     look_ns = 0;
     /* The program's threads are all gone (main ended with pthread_exit):
      * end the process as the last of them would have, rather than keep it
@@ -336,7 +383,9 @@ static void *advisor_main(void *arg) {
       }
     }
     uint64_t since_look = now - faults_looked;
-    if ((since_look < 8 && !reclaiming) || exm_cfg_advice() != EXM_ADVICE_AUTO) continue;
+    if (since_look < BURST) early_ns = SLICE_NS;
+    if ((since_look < BURST && !reclaiming) || exm_cfg_advice() != EXM_ADVICE_AUTO) continue;
+    int changed = 0;
     faults_looked = now;
     delta = since_look;
     /* Which large blocks are there? (offsets and lengths, under the lock) */
@@ -385,13 +434,17 @@ static void *advisor_main(void *arg) {
                (t->stride == 1 || r.long_runs > r.short_runs))
         advice = EXM_ADVICE_SEQUENTIAL;
       if (advice >= 0) {
+        if (advice != t->advice) changed = 1;
         exm_arena_auto_advise(offs[i], lens[i], advice, 1);
         t->advice = advice;
         t->iso_runs = 0, t->iso_faults = 0;
       }
     }
     track_sweep();
+    if (changed) early_ns = SLICE_NS;
+    else if (early) early_ns = early_ns * 2 < (uint64_t)PERIOD_NS ? early_ns * 2 : (uint64_t)PERIOD_NS;
     look_ns = exm_os_now_ns() - t0;
+    __atomic_add_fetch(&n_look_ns, look_ns, __ATOMIC_RELAXED);
   }
   return NULL;
 }
@@ -416,6 +469,7 @@ size_t exm_advisor_min(void) { return ADVISOR_MIN; }
 void exm_advisor_report(exm_advisor_stats_t *s) {
   s->looks = __atomic_load_n(&n_looks, __ATOMIC_RELAXED);
   s->pages_looked = __atomic_load_n(&n_pages_looked, __ATOMIC_RELAXED);
+  s->look_ns = __atomic_load_n(&n_look_ns, __ATOMIC_RELAXED);
   s->random_ns = __atomic_load_n(&rnd_ns, __ATOMIC_RELAXED);
   s->random_faults = __atomic_load_n(&rnd_faults, __ATOMIC_RELAXED);
   s->random_read = __atomic_load_n(&rnd_read, __ATOMIC_RELAXED);
@@ -427,6 +481,6 @@ void exm_advisor_after_fork(void) {
   for (int i = 0; i < ntrack; i++) exm_os_unmap(track[i].prev, track[i].prev_bytes);
   ntrack = 0;
   started = 0;
-  n_looks = n_pages_looked = rnd_ns = rnd_faults = rnd_read = 0;
+  n_looks = n_pages_looked = n_look_ns = rnd_ns = rnd_faults = rnd_read = 0;
   rnd_told = 0;
 }

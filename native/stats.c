@@ -148,6 +148,7 @@ static void build_record(jbuf_t *j, const exm_stats_t *s, const struct rusage *r
   exm_advisor_report(&a);
   j_field(j, "advisorLooks", a.looks);
   j_field(j, "advisorPagesLooked", a.pages_looked);
+  j_field(j, "advisorLookNs", a.look_ns);
   j_field(j, "randomFaultNs", a.random_ns);
   j_field(j, "randomFaults", a.random_faults);
   j_field(j, "randomReadBytes", a.random_read);

@@ -147,6 +147,26 @@ describe.skipIf(bigSkip)("EXM_ADVICE=auto: one slow random reader on a block a s
   }, 150_000);
 });
 
+/* Random reads that start on a block a scan made sequential read a whole read-ahead window per
+ * fault until the block is made random. The advisor looked once a period (200 ms), so the switch
+ * came a whole period after the scan's (0.200-0.201 s in 3 runs of this test; 204-209 ms into the
+ * random phase of bench/c/ooc.c at 4 GiB, a third of that phase, which ran at a third of its later
+ * rate meanwhile). Now a burst of major faults wakes it early: 0.080-0.085 s here, bounded by
+ * four times its own look (the cost bound) and a slice of the sleep. A reader at one read per
+ * 2 ms plays a fast disk. */
+describe.skipIf(bigSkip)("EXM_ADVICE=auto: random reads right after a scan", () => {
+  test("switch the block to RANDOM within a fraction of the advisor's period, not after a whole one", async () => {
+    const { o, record } = await big(0, {}, 2);
+    expect([o.after_scan, o.after_paced]).toEqual(["sr", "rr"]);
+    expect(record.advisorLooks).toBeGreaterThan(0);
+    const lookS = record.advisorLookNs / record.advisorLooks / 1e9;
+    // 25 ms slices, four times the look, and a slice's worth of slack; 0.15 s at the least (a
+    // period is 0.2 s), more only where the looks themselves are slow (a loaded machine)
+    const bound = Math.max(0.15, 4 * lookS + 0.075);
+    expect(Number(o.paced_s), `mean look ${(lookS * 1000).toFixed(1)} ms, ${o.paced_reads_until_random} reads`).toBeLessThan(bound);
+  }, 150_000);
+});
+
 /* The first look at a block has nothing to compare with: every resident stretch is new to it.
  * A block left in 32 resident stretches (a fill, then 3 MiB of every 4 dropped from the page
  * cache, as reclaim leaves it) and 32 major faults elsewhere in the process made it advise
