@@ -667,9 +667,23 @@ static chunk_t *small_check(const exm_core_t *c, const exm_ext_t *seg, const voi
   return ch;
 }
 
+/* The free side of exm_core_claim_cached (core.h): ch's live bit cleared,
+ * then its mark word read, both sequentially consistent. 0, or -1 (the bit
+ * set again) when a cache claimed the chunk meanwhile: a free on another
+ * thread raced this one. */
+static int small_unlive(const exm_core_t *c, exm_ext_t *seg, chunk_t *ch) {
+  size_t b = bit_of(c, seg, ch);
+  uint64_t *w = &seg->live[b >> 6], old = __atomic_load_n(w, __ATOMIC_RELAXED);
+  __atomic_store_n(w, old & ~(1ull << (b & 63)), __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(EXM_CACHED_WORD(c2mem(ch)), __ATOMIC_SEQ_CST) != exm_core_cache_mark(c, c2mem(ch))) return 0;
+  __atomic_store_n(w, old, __ATOMIC_RELAXED);
+  return -1;
+}
+
+/* Give back ch, whose live bit is clear (a free: small_unlive; a tail cut
+ * off a live chunk: live_clear). */
 static void small_release(exm_core_t *c, chunk_t *ch, exm_ext_t *seg) {
   size_t sz = csize(ch);
-  live_clear(c, seg, ch);
   SET_HEAD(ch, HEAD(ch) & ~CINUSE);
   if (!(HEAD(ch) & PINUSE)) {
     chunk_t *p = cat(ch, -(ptrdiff_t)ch->prev_foot);
@@ -841,7 +855,7 @@ int exm_core_free_begin(exm_core_t *c, void *p, exm_ext_t **busy) {
   if (!e) return -1;
   if (e->state == EXT_SEG) {
     chunk_t *ch = small_check(c, e, p);
-    if (!ch) return -1;
+    if (!ch || small_unlive(c, e, ch)) return -1;
     c->st.live_bytes -= csize(ch) - 8;
     small_release(c, ch, e);
   } else {
@@ -879,6 +893,7 @@ static int small_resize(exm_core_t *c, exm_ext_t *seg, void *p, size_t n) {
     chunk_t *r = cat(ch, want);
     SET_HEAD(r, (sz - want) | PINUSE | CINUSE);
     c->st.live_bytes -= sz - want;
+    live_clear(c, seg, r);      /* never set: as before, in case */
     small_release(c, r, seg);
     return 0;
   }

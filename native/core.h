@@ -213,6 +213,24 @@ static inline void exm_core_mark_cached(const exm_core_t *c, void *p) {
   __atomic_store_n(EXM_CACHED_WORD(p), exm_core_cache_mark(c, p), __ATOMIC_RELAXED);
 }
 static inline void exm_core_unmark_cached(void *p) { __atomic_store_n(EXM_CACHED_WORD(p), 0, __ATOMIC_RELAXED); }
+/* Two frees of one chunk that race each other. A free that caches a chunk
+ * swaps the mark in with one compare-and-swap, so of two that race, one
+ * finds the mark (the swap fails, or it read the mark) and reports the
+ * double free. A free under the lock (exm_core_free: a thread's exit, a
+ * full depot, a flush) puts no mark in; it clears the chunk's live bit and
+ * then reads the mark word, while the cache swaps the mark in and then
+ * reads the live bit, all sequentially consistent: of a free and a claim
+ * that race, at least one sees the other (the free reads the mark, or the
+ * claim reads the bit cleared) and reports it. A lock cmpxchg on each push,
+ * on a line the push writes anyway. 1 when the chunk is now this caller's
+ * (p live, the mark in), 0 for a double free. */
+static inline int exm_core_small_live_sc(const exm_core_t *c, const void *p);
+static inline int exm_core_claim_cached(const exm_core_t *c, void *p) {
+  uintptr_t *w = EXM_CACHED_WORD(p), m = exm_core_cache_mark(c, p);
+  uintptr_t v = __atomic_load_n(w, __ATOMIC_RELAXED);
+  if (v == m || !__atomic_compare_exchange_n(w, &v, m, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) return 0;
+  return exm_core_small_live_sc(c, p);
+}
 static inline size_t *exm_core_head_of(void *p) { return &EXM_CHUNK_OF(p)[1]; }
 static inline size_t exm_core_chunk_size_for(size_t n) {
   size_t sz = (n + 8 + 15) & ~(size_t)15;
@@ -238,6 +256,15 @@ static inline size_t exm_core_small_peek(const exm_core_t *c, const void *p) {
    * a size that could take a later copy past the segment is refused */
   size_t head = __atomic_load_n(&EXM_CHUNK_OF(p)[1], __ATOMIC_RELAXED), size = head & ~(size_t)7;
   return (head & 2) && size >= 32 && size <= EXM_SEG_SIZE - 16 - in ? size : 0;
+}
+
+/* After a claim's swap (exm_core_claim_cached): is p's live bit still set?
+ * p passed exm_core_small_peek, so its bitmap is there. */
+static inline int exm_core_small_live_sc(const exm_core_t *c, const void *p) {
+  uintptr_t a = (uintptr_t)p, bias = __atomic_load_n(&c->seg_bias, __ATOMIC_RELAXED);
+  const uint64_t *bm = __atomic_load_n((uint64_t *const *)(bias + a / EXM_SEG_SIZE * sizeof(uint64_t *)), __ATOMIC_RELAXED);
+  size_t b = ((a & (EXM_SEG_SIZE - 1)) - 16) >> 4;
+  return bm && (__atomic_load_n(&bm[b >> 6], __ATOMIC_SEQ_CST) >> (b & 63)) & 1;
 }
 
 /* Is p inside the carved range? */

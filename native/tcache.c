@@ -38,10 +38,11 @@
  * core. A cached chunk holds a mark in its second word (the core's
  * cache_key xor its address: EXM_CACHED_WORD): a second free of it, from
  * this thread or any other, is caught at once (glibc's tcache only looks in
- * the calling thread's own list), and the core refuses to free a cached chunk. Two frees of one chunk
- * that race each other on two threads may both miss the mark (the test and
- * the store are not one atomic step, which cost a locked instruction on
- * every push and pop); one that follows another is caught. A thread
+ * the calling thread's own list), and the core refuses to free a cached
+ * chunk. Two frees of one chunk that race each other on two threads are
+ * caught too: the mark goes in by compare-and-swap, and a free under the
+ * lock reads it after clearing the chunk's live bit (core.h,
+ * exm_core_claim_cached); the pop's unmark stays a plain store. A thread
  * gives its cache back when it exits, whether it ever allocated or only
  * freed (a consumer thread). Small blocks held in caches count as live in
  * the statistics. */
@@ -251,7 +252,11 @@ static void chain_free(void **p) {
       if (held) pthread_mutex_unlock(&held->lock);
       if ((held = a)) pthread_mutex_lock(&a->lock);
     }
-    if (a) exm_core_free(&a->core, p);
+    if (a && exm_core_free(&a->core, p)) {
+      /* a free of p on another thread, racing this one (core.h) */
+      pthread_mutex_unlock(&held->lock);
+      exm_bad_pointer("free", p);
+    }
     p = q;
   }
   if (held) pthread_mutex_unlock(&held->lock);
@@ -376,18 +381,18 @@ int exm_tcache_push_slow(void *p, unsigned cls, const char *who) {
     exm_enter();
     pthread_mutex_lock(&exm_own.lock);
     exm_core_unmark_cached(p);
-    int bad = exm_core_free(&exm_own.core, p);
+    void *bad = exm_core_free(&exm_own.core, p) ? p : NULL;
     for (int i = TC_LIMIT(cls) / 2; i > 0 && !bad; i--) {
       void **q = t->head[cls];
       t->head[cls] = q[0];
       t->count[cls]--;
       exm_core_unmark_cached(q);
-      exm_core_free(&exm_own.core, q);
+      if (exm_core_free(&exm_own.core, q)) bad = q;   /* a free of q racing this (core.h) */
     }
     pthread_mutex_unlock(&exm_own.lock);
     exm_leave();
     errno = saved;
-    if (bad) exm_bad_pointer(who, p);
+    if (bad) exm_bad_pointer(who, bad);
     return 1;
   }
   exm_tcache_arm();

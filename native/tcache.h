@@ -55,10 +55,10 @@ int exm_tcache_push_slow(void *p, unsigned cls, const char *who);
 
 /* Mark p, a live small chunk of core c that this thread is about to cache;
  * aborts when it holds the mark already (in a cache or the depot: a double
- * free, from this thread or any other). */
+ * free, from this thread or any other), also when that other free runs at
+ * the same moment on another thread (exm_core_claim_cached, core.h). */
 static inline void exm_tcache_claim(exm_core_t *c, void *p, const char *who) {
-  if (exm_core_is_cached(c, p)) exm_bad_pointer(who, p);
-  exm_core_mark_cached(c, p);
+  if (!exm_core_claim_cached(c, p)) exm_bad_pointer(who, p);
 }
 
 /* 1 when p (a pointer into the own arena, core c) was taken care of: cached,

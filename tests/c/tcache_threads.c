@@ -43,10 +43,25 @@
  *   included, are copied into two live blocks, which then free without an
  *   abort (a mark belongs to one chunk; glibc confirms its own key by a walk
  *   of its list). Prints "tcache_threads ok".
+ *
+ * usage: tcache_threads race TRIALS [trim]
+ *   Two frees of one block that race each other on two threads. Each trial
+ *   is a forked child: the main thread and a new one wait at a spin barrier
+ *   and then both free the same 40-byte block, one of them after a delay
+ *   that sweeps -400..400 spins over the trials (the new thread's free makes
+ *   its cache: the slow path). One of the two frees must abort with exm's
+ *   message; a child in which both return has let a double free through
+ *   (the block then sits in both threads' caches) and exits 0. With "trim", the second thread does not free the block but
+ *   gives its cache back (malloc_trim) after freeing it before the barrier,
+ *   while the main thread frees it again after a delay that sweeps the
+ *   flush (0 to 4000 spins, by trial). Prints "trials=N aborted=N
+ *   slipped=N other=N".
  */
 #include "common.h"
 
+#include <fcntl.h>
 #include <malloc.h>
+#include <signal.h>
 #include <pthread.h>
 #include <sys/wait.h>
 
@@ -142,6 +157,64 @@ static int unwritten(void) {
   return 0;
 }
 
+/* ---- race: two frees of one block at the same moment ---------------------- */
+static void *race_block;
+static int race_trim;
+static long race_delay;
+static volatile int race_arrived;
+
+static void race_barrier(void) {
+  __atomic_add_fetch(&race_arrived, 1, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&race_arrived, __ATOMIC_ACQUIRE) < 2) {}
+}
+
+static void *race_other(void *arg) {
+  (void)arg;
+  if (race_trim) free(race_block);     /* the one legitimate free: into this thread's cache */
+  race_barrier();
+  if (race_trim) {
+    malloc_trim(0);                    /* the cache back to the arena, under its lock */
+  } else {
+    for (volatile long i = 0; i < -race_delay; i++) {}
+    free(race_block);
+  }
+  return NULL;
+}
+
+static int race_trial(void) {
+  race_block = malloc(40);
+  CHECK(race_block && api_fb(race_block), "block not file-backed (run at threshold 0)");
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, race_other, NULL) == 0, "pthread_create");
+  race_barrier();
+  for (volatile long i = 0; i < race_delay; i++) {}
+  free(race_block);
+  CHECK(pthread_join(th, NULL) == 0, "join");
+  return 0;                            /* both frees returned: not caught */
+}
+
+static int race(long trials) {
+  long aborted = 0, slipped = 0, other = 0;
+  for (long t = 0; t < trials; t++) {
+    race_delay = race_trim ? (t * 37) % 4001 : (t * 7) % 801 - 400;
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+      int dn = open("/dev/null", O_WRONLY);  /* the expected abort's line, once per trial */
+      if (dn >= 0) dup2(dn, 2);
+      _exit(race_trial());
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid, "waitpid");
+    if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) aborted++;
+    else if (WIFEXITED(st) && WEXITSTATUS(st) == 0) slipped++;
+    else other++;
+  }
+  printf("trials=%ld aborted=%ld slipped=%ld other=%ld\n", trials, aborted, slipped, other);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   api_init();
   CHECK(X.loaded && X.get_stats, "tcache_threads needs libexm");
@@ -211,6 +284,10 @@ int main(int argc, char **argv) {
     if (argc > 2) unwritten_rounds = atol(argv[2]);
     return unwritten();
   }
+  if (!strcmp(what, "race")) {
+    race_trim = argc > 3 && !strcmp(argv[3], "trim");
+    return race(argc > 2 ? atol(argv[2]) : 1000);
+  }
   if (!strcmp(what, "double-free")) {
     fill = argc > 2 && !strcmp(argv[2], "depot") ? FILL : 0;
     for (int i = 0; i < 2 * fill; i++) CHECK((fillers[i] = malloc(40)), "malloc");
@@ -241,5 +318,5 @@ int main(int argc, char **argv) {
     fprintf(stderr, "FAIL: double free not caught\n");
     return 2;
   }
-  FAIL("usage: tcache_threads consumers [THREADS] | fork-cache | double-free [depot] | unwritten [ROUNDS]");
+  FAIL("usage: tcache_threads consumers [THREADS] | fork-cache | double-free [depot] | unwritten [ROUNDS] | race TRIALS [trim]");
 }
