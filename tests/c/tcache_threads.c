@@ -51,11 +51,11 @@
  *   that sweeps -400..400 spins over the trials (the new thread's free makes
  *   its cache: the slow path). One of the two frees must abort with exm's
  *   message; a child in which both return has let a double free through
- *   (the block then sits in both threads' caches) and exits 0. With "trim", the second thread does not free the block but
- *   gives its cache back (malloc_trim) after freeing it before the barrier,
- *   while the main thread frees it again after a delay that sweeps the
- *   flush (0 to 4000 spins, by trial). Prints "trials=N aborted=N
- *   slipped=N other=N".
+ *   (the block then sits in both threads' caches) and exits 0. With
+ *   "trim", the second thread frees the block before the barrier (into its
+ *   cache) and after it gives its cache back (malloc_trim), while the main
+ *   thread frees the block again after a delay that sweeps the flush (0 to
+ *   4000 spins, by trial). Prints "trials=N aborted=N slipped=N other=N".
  */
 #include "common.h"
 
